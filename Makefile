@@ -1,0 +1,43 @@
+# RetailReco. `make` (or `make help`) lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# The venv is (re)built when it is missing or older than the requirements or setup.py.
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is needed (python3.11 or newer on PATH)"; exit 1; }
+	@command -v java >/dev/null || { echo "error: Java 17 is needed for Spark (install openjdk-17-jre-headless)"; exit 1; }
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --upgrade pip wheel
+	$(VPY) -m pip install -r requirements-dev.txt
+	$(VPY) -m pip install --no-deps -e .
+	@touch $@
+
+venv: $(STAMP) ## Create or refresh .venv (runs by itself before run/test/bench)
+
+run: $(STAMP) ## Run the nightly pipeline end to end on the synthetic default data
+	$(VENV)/bin/reco run
+
+test: $(STAMP) ## Run the test suite (the command CI runs)
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Run the benchmarks and write BENCHMARKS.md
+	$(VPY) -m bench.run_all
+
+clean: ## Remove the local lakehouse, caches and build output (keeps .venv)
+	rm -rf lakehouse spark-warehouse metastore_db derby.log .pytest_cache build *.egg-info bench/out
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+distclean: clean ## Also remove .venv
+	rm -rf $(VENV)
+
+.PHONY: help venv run test bench clean distclean

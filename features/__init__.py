@@ -1,0 +1,1 @@
+"""Pure feature logic: DataFrame -> DataFrame. No config files, sessions or paths here."""

@@ -1,0 +1,363 @@
+"""One typed configuration object per process.
+
+Built once from ``conf/base.yaml`` + ``conf/$RECO_ENV.yaml`` (``local`` by
+default) + environment overrides of the form ``RECO__SECTION__KEY=value``
+(values parsed as YAML, so ``RECO__QUALITY__MAX_BAD_ROW_SHARE=0.1`` is a float).
+Secrets are read from the environment only (``AWS_*``, ``REDIS_PASSWORD``);
+a secret found in a YAML file is refused.
+
+Required settings have no default: a missing or malformed one fails at start-up
+with :class:`ConfigError` naming the setting and what is expected.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "RECO__"
+SECRET_KEYS = {"password", "aws_secret_access_key", "aws_access_key_id", "secret", "token"}
+EVENT_TYPES = ("view", "cart", "purchase", "rating", "return")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakehouseConfig(_Strict):
+    root: str
+    staging_dir: str
+    partition_column: str = "event_date"
+    pin_window_days: int = Field(ge=0)
+    vacuum_retention_hours: int = Field(ge=0)
+    optimize: bool = True
+
+    @model_validator(mode="after")
+    def _retention_covers_pins(self) -> "LakehouseConfig":
+        if self.vacuum_retention_hours <= self.pin_window_days * 24:
+            raise ValueError(
+                f"vacuum_retention_hours ({self.vacuum_retention_hours}) must exceed "
+                f"pin_window_days*24 ({self.pin_window_days * 24}), or VACUUM may delete "
+                "a Delta version that training has pinned")
+        return self
+
+    def table_path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+
+class SparkConfig(_Strict):
+    master: str
+    app_name: str = "retailreco"
+    driver_memory: str = "4g"
+    conf: Dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): str(x).lower() if isinstance(x, bool) else str(x) for k, x in v.items()}
+        return v
+
+
+class S3Config(_Strict):
+    endpoint_url: Optional[str] = None
+    region: str = "us-east-1"
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str
+    artifact_root: str
+    experiment: str = "retailreco"
+    registered_model: str = "retailreco-two-tower"
+
+
+class RedisConfig(_Strict):
+    url: str
+    embedded: bool = False
+
+
+class QualityConfig(_Strict):
+    max_bad_row_share: float = Field(ge=0.0, le=1.0)
+    min_event_time: str
+    future_tolerance_hours: int = Field(ge=0)
+    max_string_length: int = Field(gt=0)
+    max_quantity: float = Field(gt=0)
+    max_price: float = Field(gt=0)
+
+
+class InteractionsConfig(_Strict):
+    strength: Dict[Literal["view", "cart", "purchase"], float]
+    rating_max: float = Field(gt=0)
+    non_product_items: List[str] = Field(default_factory=list)
+
+    @field_validator("strength")
+    @classmethod
+    def _all_grades(cls, v: Dict[str, float]) -> Dict[str, float]:
+        missing = {"view", "cart", "purchase"} - set(v)
+        if missing:
+            raise ValueError(f"needs a strength for every event type; missing {sorted(missing)}")
+        return v
+
+
+class FeaturesConfig(_Strict):
+    short_window_days: int = Field(gt=0)
+    long_window_days: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _short_below_long(self) -> "FeaturesConfig":
+        if self.short_window_days >= self.long_window_days:
+            raise ValueError("short_window_days must be smaller than long_window_days")
+        return self
+
+
+class SplitsConfig(_Strict):
+    valid_days: int = Field(gt=0)
+    test_days: int = Field(gt=0)
+    random_test_fraction: float = Field(gt=0.0, lt=1.0)
+    random_seed: int
+
+
+class SyntheticConfig(_Strict):
+    seed: int
+    n_users: int = Field(gt=0)
+    n_items: int = Field(gt=0)
+    n_events: int = Field(gt=0)
+    start_date: str
+    days: int = Field(gt=0)
+    countries: List[str] = Field(min_length=1)
+    n_segments: int = Field(gt=0)
+    popularity_exponent: float = Field(gt=0)
+    return_rate: float = Field(ge=0.0, lt=1.0)
+
+
+class EventTypeMapping(_Strict):
+    """Either every row has one event type, or a column's values map onto the contract's."""
+    constant: Optional[Literal["view", "cart", "purchase", "rating", "return"]] = None
+    column: Optional[str] = None
+    values: Dict[str, Literal["view", "cart", "purchase", "rating", "return"]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "EventTypeMapping":
+        if (self.constant is None) == (self.column is None):
+            raise ValueError("set exactly one of 'constant' or 'column' (+ 'values')")
+        if self.column is not None and not self.values:
+            raise ValueError("'values' must map the column's values onto view/cart/purchase/rating/return")
+        return self
+
+
+class CancellationRule(_Strict):
+    column: str
+    prefix: str
+
+
+class CatalogMapping(_Strict):
+    from_events: bool = False
+    category_from: Optional[Literal["title_last_word"]] = None
+    path: Optional[str] = None
+    header: bool = True
+    delimiter: str = ","
+    names: Optional[List[str]] = None
+    columns: Dict[str, str] = Field(default_factory=dict)
+    encoding: str = "UTF-8"
+
+
+CONTRACT_FIELDS = ("user_id", "item_id", "event_type", "value", "price", "event_time",
+                   "country", "session_id", "title", "category")
+
+
+class SourceConfig(_Strict):
+    kind: Literal["csv", "synthetic"]
+    path: Optional[str] = None
+    header: bool = True
+    delimiter: str = ","
+    names: Optional[List[str]] = None
+    encoding: str = "UTF-8"
+    timezone: str = "UTC"
+    timestamp_format: str = "yyyy-MM-dd HH:mm:ss"
+    columns: Dict[str, str] = Field(default_factory=dict)
+    event_type: Optional[EventTypeMapping] = None
+    cancellation: Optional[CancellationRule] = None
+    catalog: Optional[CatalogMapping] = None
+
+    @model_validator(mode="after")
+    def _csv_needs_mapping(self) -> "SourceConfig":
+        if self.kind != "csv":
+            return self
+        if not self.path:
+            raise ValueError("a csv source needs 'path' (a local file/folder or s3://bucket/prefix)")
+        unknown = set(self.columns) - set(CONTRACT_FIELDS)
+        if unknown:
+            raise ValueError(f"columns maps unknown contract fields {sorted(unknown)}; "
+                             f"known: {list(CONTRACT_FIELDS)}")
+        for required in ("user_id", "item_id", "event_time"):
+            if required not in self.columns:
+                raise ValueError(f"columns must map the contract field '{required}'")
+        if self.event_type is None:
+            raise ValueError("a csv source needs 'event_type' (constant or column mapping)")
+        if not self.header and not self.names:
+            raise ValueError("a file without a header needs 'names' for its columns")
+        return self
+
+
+class Config(_Strict):
+    env: str
+    lakehouse: LakehouseConfig
+    spark: SparkConfig
+    s3: S3Config
+    mlflow: MlflowConfig
+    redis: RedisConfig
+    quality: QualityConfig
+    interactions: InteractionsConfig
+    features: FeaturesConfig
+    splits: SplitsConfig
+    synthetic: SyntheticConfig
+    default_source: str
+    sources: Dict[str, SourceConfig]
+
+    @model_validator(mode="after")
+    def _default_source_exists(self) -> "Config":
+        if self.default_source not in self.sources:
+            raise ValueError(f"default_source '{self.default_source}' is not one of the sources "
+                             f"{sorted(self.sources)}")
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        try:
+            return self.sources[name]
+        except KeyError:
+            raise ConfigError(f"unknown source '{name}'; configured sources: {sorted(self.sources)} "
+                              "(add one under 'sources:' in conf/base.yaml)") from None
+
+    @property
+    def redis_password(self) -> Optional[str]:
+        return os.environ.get("REDIS_PASSWORD")
+
+
+def _deep_merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _env_overrides(environ: Dict[str, str]) -> Dict[str, Any]:
+    """``RECO__A__B=v`` -> ``{"a": {"b": yaml(v)}}``. Keys are lower-cased."""
+    out: Dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == "RECO__":
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        # keys of spark.conf keep their dots and case: RECO__SPARK__CONF__spark.x=1
+        if len(path) >= 3 and path[:2] == ["spark", "conf"]:
+            path = path[:2] + [name[len(ENV_PREFIX):].split("__", 2)[2]]
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _refuse_secrets(data: Any, where: str, trail: str = "") -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            here = f"{trail}.{key}" if trail else str(key)
+            if str(key).lower() in SECRET_KEYS and value not in (None, ""):
+                raise ConfigError(f"{here} is a secret and must not be in {where}; "
+                                  "set it in the environment instead (see docs/CONFIG.md)")
+            _refuse_secrets(value, where, here)
+
+
+def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
+    """Relative local paths in the config resolve against the project root."""
+    def fix(p: Optional[str]) -> Optional[str]:
+        if not p or "://" in p or p.startswith("/"):
+            return p
+        return str((root / p).resolve())
+
+    lh = data.get("lakehouse", {})
+    for key in ("root", "staging_dir"):
+        if key in lh:
+            lh[key] = fix(lh[key])
+    ml = data.get("mlflow", {})
+    if "artifact_root" in ml:
+        ml["artifact_root"] = fix(ml["artifact_root"])
+    uri = ml.get("tracking_uri")
+    if isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        ml["tracking_uri"] = "sqlite:///" + str((root / uri[len("sqlite:///"):]).resolve())
+    for src in data.get("sources", {}).values():
+        if isinstance(src, dict):
+            if "path" in src:
+                src["path"] = fix(src["path"])
+            cat = src.get("catalog")
+            if isinstance(cat, dict) and cat.get("path"):
+                cat["path"] = fix(cat["path"])
+    return data
+
+
+def _format_validation_error(exc: ValidationError, env: str) -> str:
+    lines = [f"invalid configuration (RECO_ENV={env}):"]
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "is required but not set"
+        lines.append(f"  - {name}: {msg} (got {err.get('input')!r})" if err["type"] != "missing"
+                     else f"  - {name}: {msg}")
+    lines.append("Fix it in conf/base.yaml, conf/<env>.yaml, or with RECO__SECTION__KEY=value.")
+    return "\n".join(lines)
+
+
+def load_config(env: Optional[str] = None, conf_dir: Optional[Path] = None,
+                environ: Optional[Dict[str, str]] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
+    """Load and validate the configuration.
+
+    Args:
+        env: environment layer; defaults to ``$RECO_ENV`` or ``local``.
+        conf_dir: folder with ``base.yaml`` and ``<env>.yaml``; defaults to ``conf/``.
+        environ: the environment to read overrides from (default ``os.environ``).
+        overrides: a nested dict merged last (tests use it).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    env = env or environ.get("RECO_ENV", "local")
+    conf_dir = Path(conf_dir or environ.get("RECO_CONF_DIR") or PROJECT_ROOT / "conf")
+    base_path, env_path = conf_dir / "base.yaml", conf_dir / f"{env}.yaml"
+    for path in (base_path, env_path):
+        if not path.exists():
+            raise ConfigError(f"config file {path} not found (RECO_ENV={env}); "
+                              f"available environments: {sorted(p.stem for p in conf_dir.glob('*.yaml') if p.stem != 'base')}")
+    data = _deep_merge(_read_yaml(base_path), _read_yaml(env_path))
+    _refuse_secrets(data, f"{base_path} or {env_path}")
+    data = _deep_merge(data, _env_overrides(environ))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    data.setdefault("env", env)
+    data = _resolve_paths(data, PROJECT_ROOT)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, env)) from None

@@ -1,0 +1,45 @@
+"""One session-scoped SparkSession for the whole suite, and a fresh config
+(with its own lakehouse folder) per test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.config import Config, load_config
+from jobs.spark import build_spark
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+}
+
+
+def make_config(tmp: Path, **overrides) -> Config:
+    base = {
+        "lakehouse": {"root": str(tmp / "lakehouse"), "staging_dir": str(tmp / "staging")},
+        "spark": {"master": "local[2]", "driver_memory": "2g", "conf": TEST_SPARK_CONF},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp}/mlflow.db", "artifact_root": str(tmp / "mlartifacts")},
+    }
+    for key, value in overrides.items():
+        base.setdefault(key, {}).update(value) if isinstance(value, dict) else base.__setitem__(key, value)
+    return load_config(env="local", environ={}, overrides=base)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    cfg = make_config(tmp_path_factory.mktemp("spark"))
+    session = build_spark(cfg, app_name="retailreco-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    return make_config(tmp_path)
