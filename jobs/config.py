@@ -91,6 +91,7 @@ class QualityConfig(_Strict):
     max_string_length: int = Field(gt=0)
     max_quantity: float = Field(gt=0)
     max_price: float = Field(gt=0)
+    quality_dir: str
 
 
 class InteractionsConfig(_Strict):
@@ -186,6 +187,7 @@ class SourceConfig(_Strict):
     event_type: Optional[EventTypeMapping] = None
     cancellation: Optional[CancellationRule] = None
     catalog: Optional[CatalogMapping] = None
+    allow_anonymous: bool = False     # rows without a user id are kept for popularity only
 
     @model_validator(mode="after")
     def _csv_needs_mapping(self) -> "SourceConfig":
@@ -303,6 +305,9 @@ def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
     for key in ("root", "staging_dir"):
         if key in lh:
             lh[key] = fix(lh[key])
+    q = data.get("quality", {})
+    if "quality_dir" in q:
+        q["quality_dir"] = fix(q["quality_dir"])
     ml = data.get("mlflow", {})
     if "artifact_root" in ml:
         ml["artifact_root"] = fix(ml["artifact_root"])

@@ -26,6 +26,7 @@ def make_config(tmp: Path, **overrides) -> Config:
         "lakehouse": {"root": str(tmp / "lakehouse"), "staging_dir": str(tmp / "staging")},
         "spark": {"master": "local[2]", "driver_memory": "2g", "conf": TEST_SPARK_CONF},
         "mlflow": {"tracking_uri": f"sqlite:///{tmp}/mlflow.db", "artifact_root": str(tmp / "mlartifacts")},
+        "quality": {"quality_dir": str(tmp / "quality")},
     }
     for key, value in overrides.items():
         base.setdefault(key, {}).update(value) if isinstance(value, dict) else base.__setitem__(key, value)

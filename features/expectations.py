@@ -1,0 +1,46 @@
+"""The great-expectations suite for a batch of contract rows.
+
+It states the same rules as :mod:`features.row_quality` (which decides, row by
+row, what goes to quarantine) as batch-level expectations, so every batch gets
+a GX validation result and data docs page with the share of rows breaking
+each rule. After quarantine the accepted rows are validated with the same
+suite and must pass every expectation.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import great_expectations.expectations as gxe
+
+from features.contract import EVENT_TYPES
+from features.row_quality import QualityLimits
+
+REQUIRED_COLUMNS = ["source", "batch_id", "row_id", "user_id", "item_id", "event_type", "value", "price",
+                    "event_time", "country", "session_id", "raw"]
+
+
+def events_expectations(limits: QualityLimits) -> List[gxe.Expectation]:
+    """The expectations of the events suite (a suite needs a GX context; the job builds it)."""
+    fmt = "%Y-%m-%d %H:%M:%S"
+    out: List[gxe.Expectation] = []
+    add = out.append
+    add(gxe.ExpectTableColumnsToMatchSet(column_set=REQUIRED_COLUMNS, exact_match=False))
+    add(gxe.ExpectTableRowCountToBeBetween(min_value=1))
+    for col in ("item_id", "event_type", "event_time", "value"):
+        add(gxe.ExpectColumnValuesToNotBeNull(column=col))
+    if not limits.allow_anonymous:
+        add(gxe.ExpectColumnValuesToNotBeNull(column="user_id"))
+    add(gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)))
+    add(gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0, strict_min=True,
+                                          max_value=max(limits.max_quantity, limits.rating_max)))
+    add(gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, max_value=limits.max_price))
+    add(gxe.ExpectColumnValuesToBeBetween(column="event_time", min_value=limits.min_event_time.strftime(fmt),
+                                          max_value=limits.max_event_time.strftime(fmt)))
+    add(gxe.ExpectColumnValuesToBeBetween(column="_max_len", max_value=limits.max_string_length))
+    add(gxe.ExpectColumnValuesToBeInSet(column="_malformed", value_set=[False]))
+    add(gxe.ExpectColumnValuesToBeInSet(column="_bad_utf8", value_set=[False]))
+    add(gxe.ExpectColumnValuesToBeInSet(column="_bad_time", value_set=[False]))
+    add(gxe.ExpectColumnValuesToBeInSet(column="_bad_value", value_set=[False]))
+    add(gxe.ExpectColumnValuesToBeInSet(column="_bad_price", value_set=[False]))
+    add(gxe.ExpectColumnValuesToBeUnique(column="raw"))
+    return out

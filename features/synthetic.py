@@ -1,0 +1,416 @@
+"""Built-in synthetic retail data: a catalog and an event stream that look like retail.
+
+Everything is generated inside Spark from ``spark.range``: events are never
+materialised on the driver, and every random draw is a uniform derived from
+``xxhash64(seed, draw, row keys)``, so the same parameters give the same rows
+whatever the partitioning (``F.rand`` would depend on it). Only a few small
+lookup tables are built on the driver (time-slot weights, category vocabulary).
+
+What is modelled:
+    * items: 16 categories of unequal size, titles "ADJECTIVE COLOUR NOUN",
+      log-normal prices per category with charm endings (x.99), ~3% unavailable,
+      ~20% launched after ``start_date`` (``first_seen``), the rest before it;
+    * popularity: Zipf(``popularity_exponent``) over a random rank within each
+      category, so a few items take most of the traffic;
+    * users: a segment each, with three preferred categories that take ~70% of
+      the segment's views; a fixed country, the first of ``countries`` dominant;
+      heavy-tailed activity (a few users have many sessions);
+    * sessions: start times with daily (evening peak) and weekly (weekend peak)
+      seasonality and a mild upward trend; geometric length (mean 5 views);
+      some viewed items are carted, some carted ones bought at checkout (same
+      session id, later timestamps); anonymous visitors (~4% of sessions) only view;
+    * returns: ``return_rate`` of purchases come back 2-14 days later with the
+      same user, item, quantity and price;
+    * prices: items go on sale (-20%) in some weeks; events carry the price of
+      the week the session started.
+
+Events past ``start_date + days`` (late returns, sessions running over midnight
+of the last day) are dropped, so the row count is ``n_events`` within a few %.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from itertools import accumulate
+from typing import List, Optional, Sequence, Tuple
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from features.contract import CATALOG_SCHEMA, EVENT_SCHEMA
+
+# name, relative catalog size, median price, nouns
+CATEGORIES: Tuple[Tuple[str, float, float, Tuple[str, ...]], ...] = (
+    ("kitchen", 14, 4.5, ("LUNCH BOX", "CAKE TIN", "TEA TOWEL", "MUG", "JAM JAR", "CAKE STAND", "APRON")),
+    ("home decor", 13, 6.5, ("PHOTO FRAME", "WALL CLOCK", "MIRROR", "DOORSTOP", "WALL SIGN", "VASE")),
+    ("garden", 7, 9.0, ("WATERING CAN", "PLANT POT", "BIRD HOUSE", "GARDEN SIGN", "PARASOL")),
+    ("toys", 8, 3.5, ("SPINNING TOP", "DOLL", "SKIPPING ROPE", "JIGSAW", "PLAYING CARDS", "TEDDY BEAR")),
+    ("stationery", 9, 1.8, ("NOTEBOOK", "PENCIL SET", "GIFT WRAP", "STICKER SHEET", "GREETING CARD")),
+    ("party", 6, 1.5, ("PAPER CUPS", "NAPKINS", "BUNTING", "PARTY BAG", "CAKE CASES")),
+    ("christmas", 7, 3.0, ("BAUBLE", "STOCKING", "ADVENT CALENDAR", "TREE DECORATION", "WREATH")),
+    ("bags", 6, 4.0, ("LUNCH BAG", "JUMBO BAG", "SHOPPER", "TOTE BAG", "WASHBAG")),
+    ("jewellery", 5, 5.5, ("NECKLACE", "BRACELET", "EARRINGS", "RING", "BROOCH")),
+    ("lighting", 5, 8.0, ("T-LIGHT HOLDER", "LANTERN", "STRING LIGHTS", "LAMP", "NIGHT LIGHT")),
+    ("bathroom", 4, 5.0, ("SOAP DISH", "TOOTHBRUSH HOLDER", "HAND TOWEL", "BATH MAT")),
+    ("storage", 5, 7.0, ("STORAGE BOX", "BASKET", "TRINKET BOX", "COAT HOOK", "SHELF")),
+    ("textiles", 5, 6.5, ("CUSHION COVER", "THROW", "TABLE CLOTH", "OVEN GLOVE")),
+    ("pets", 3, 4.0, ("DOG BOWL", "CAT TOY", "PET BED", "LEAD")),
+    ("candles", 4, 2.5, ("SCENTED CANDLE", "PILLAR CANDLE", "CANDLE POT", "TEA LIGHTS")),
+    ("gifts", 5, 5.0, ("GIFT SET", "KEYRING", "MONEY BOX", "MAGNET", "SNOW GLOBE")),
+)
+ADJECTIVES = ("VINTAGE", "RETROSPOT", "REGENCY", "RUSTIC", "FLORAL", "POLKADOT", "HEART", "STAR",
+              "SCANDINAVIAN", "ANTIQUE", "SWEETHEART", "PAISLEY", "GINGHAM", "DOILY", "JUMBO", "MINI")
+COLOURS = ("RED", "BLUE", "PINK", "WHITE", "IVORY", "GREEN", "BLACK", "GOLD", "SILVER",
+           "WOODEN", "CERAMIC", "GLASS", "ENAMEL", "ZINC", "WICKER", "LINEN")
+
+PRICE_SIGMA = 0.6                 # log-normal spread of prices within a category
+UNAVAILABLE_SHARE = 0.03
+NEW_ITEM_SHARE = 0.20             # items launched after start_date
+CATALOG_AGE_DAYS = 730            # older items were launched up to this long before start_date
+PREFERRED_PER_SEGMENT = 3
+PREFERRED_WEIGHTS = (0.5, 0.3, 0.2)
+PREFERRED_SHARE = 0.7             # share of a user's views in their segment's preferred categories
+ANONYMOUS_SHARE = 0.04            # sessions of visitors who are not logged in (views only)
+FIRST_COUNTRY_SHARE = 0.75
+USER_ACTIVITY_POWER = 2.0         # user = floor(n * u^2): top 10% of users have ~32% of sessions
+SESSION_CONTINUE = 0.8            # views per session ~ geometric, mean 1 / (1 - 0.8) = 5
+MAX_VIEWS_PER_SESSION = 60
+P_CART = 0.18                     # P(cart | view), logged-in users
+P_PURCHASE = 0.63                 # P(purchase | cart)
+QUANTITIES = ((1, 0.55), (2, 0.18), (3, 0.07), (4, 0.06), (6, 0.05), (12, 0.06), (24, 0.03))
+SALE_SHARE = 0.08                 # share of (item, week) pairs on sale
+SALE_FACTOR = 0.8
+TREND = 0.3                       # the last day has 30% more traffic than the first
+WEEKDAY = (0.9, 0.88, 0.92, 0.97, 1.08, 1.3, 1.25)          # Monday .. Sunday
+HOUR = (0.3, 0.18, 0.12, 0.1, 0.1, 0.15, 0.3, 0.55, 0.8, 0.95, 1.0, 1.05,  # UTC, 00 .. 23
+        1.15, 1.1, 1.0, 1.0, 1.05, 1.25, 1.55, 1.85, 2.0, 1.8, 1.25, 0.65)
+WEEKEND_DAYTIME = 1.3             # weekend shopping starts earlier: 09-17h boosted
+
+_MASK53 = (1 << 53) - 1
+_PERM_PRIMES = (1_000_003, 998_244_353, 2_147_483_647)
+
+# One stream id per random draw, so draws are independent of each other.
+(_CAT, _CAT_RANK, _NEW, _FIRST_SEEN, _PRICE1, _PRICE2, _AVAIL, _ADJ, _COLOUR, _NOUN,
+ _SEGMENT, _COUNTRY, _ANON, _USER, _SLOT, _SLOT_ALIAS, _SECOND, _PACE, _LENGTH, _CHECKOUT,
+ _PREF, _PREF_PICK, _VIEW_CAT, _RANK, _RANK_LAUNCHED, _JITTER, _CART, _BUY, _RETURN,
+ _QTY, _CART_DELAY, _RETURN_DELAY, _SALE) = range(1, 34)
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """Size and shape of the synthetic data set (the job builds it from ``cfg.synthetic``)."""
+    seed: int
+    n_users: int
+    n_items: int
+    n_events: int
+    start_date: str               # "YYYY-MM-DD", UTC
+    days: int
+    countries: Sequence[str]
+    n_segments: int
+    popularity_exponent: float    # Zipf exponent of item popularity
+    return_rate: float            # share of purchases that are returned
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "countries", tuple(self.countries))
+        for name in ("n_users", "n_items", "n_events", "days", "n_segments"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"synthetic.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.countries:
+            raise ValueError("synthetic.countries must list at least one country")
+        if not self.popularity_exponent > 0:
+            raise ValueError(f"synthetic.popularity_exponent must be > 0, got {self.popularity_exponent!r}")
+        if not 0 <= self.return_rate < 1:
+            raise ValueError(f"synthetic.return_rate must be in [0, 1), got {self.return_rate!r}")
+        try:
+            date.fromisoformat(self.start_date)
+        except (TypeError, ValueError):
+            raise ValueError(f"synthetic.start_date must be YYYY-MM-DD, got {self.start_date!r}") from None
+
+
+# ---------------------------------------------------------------- random draws
+
+def _uniform(seed: int, stream: int, *keys: Column) -> Column:
+    """A uniform double in [0, 1) from the row's keys: same keys, same value, on any partition."""
+    h = F.xxhash64(F.lit(seed).cast("long"), F.lit(stream).cast("int"), *keys)
+    return h.bitwiseAND(F.lit(_MASK53)) / float(1 << 53)
+
+
+def _pick(u: Column, weights: Sequence[float]) -> Column:
+    """Index i with probability weights[i] / sum(weights), by inverse CDF on ``u`` (short lists)."""
+    total = float(sum(weights))
+    cum = list(accumulate(w / total for w in weights))
+    expr = F
+    for i, c in enumerate(cum[:-1]):
+        expr = expr.when(u < c, F.lit(i))
+    return F.lit(0) if len(weights) == 1 else expr.otherwise(F.lit(len(weights) - 1))
+
+
+def _zipf_rank(u: Column, n: Column, s: float) -> Column:
+    """Rank in 1..n with P(k) ~ k^-s: inverse CDF of the continuous power law on [1, n + 1)."""
+    n1 = n.cast("double") + 1.0
+    if abs(s - 1.0) < 1e-9:
+        x = F.exp(u * F.log(n1))
+    else:
+        x = F.pow(1.0 + u * (F.pow(n1, 1.0 - s) - 1.0), 1.0 / (1.0 - s))
+    return F.least(F.floor(x), n.cast("long")).cast("int")
+
+
+def _permute(idx: Column, n: int) -> Column:
+    """A fixed bijection of 0..n-1 (so ids do not reveal popularity order)."""
+    prime = next(q for q in _PERM_PRIMES if n % q)
+    return F.pmod(idx * F.lit(prime) + F.lit(n // 3), F.lit(n))
+
+
+def _padded(prefix: str, idx: Column, n: int, min_width: int) -> Column:
+    return F.concat(F.lit(prefix), F.lpad(idx.cast("string"), max(min_width, len(str(n - 1))), "0"))
+
+
+def _alias_table(spark: SparkSession, weights: Sequence[float]) -> DataFrame:
+    """Walker/Vose alias table (idx, prob, alias): O(1) exact sampling from a discrete law.
+
+    Draw i uniform in 0..n-1 and u in [0, 1); the sample is i if u < prob[i] else alias[i].
+    """
+    n = len(weights)
+    total = float(sum(weights))
+    scaled = [w * n / total for w in weights]
+    prob, alias = [1.0] * n, list(range(n))
+    small = [i for i, w in enumerate(scaled) if w < 1.0]
+    large = [i for i, w in enumerate(scaled) if w >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        (small if scaled[g] < 1.0 else large).append(g)
+    schema = T.StructType([T.StructField("_slot_idx", T.IntegerType(), False),
+                           T.StructField("_slot_prob", T.DoubleType(), False),
+                           T.StructField("_slot_alias", T.IntegerType(), False)])
+    return spark.createDataFrame(list(zip(range(n), prob, alias)), schema)
+
+
+# ---------------------------------------------------------------- catalog
+
+def _n_categories(p: SyntheticParams) -> int:
+    return min(len(CATEGORIES), p.n_items)
+
+
+def _start_epoch(p: SyntheticParams) -> int:
+    return int(datetime.fromisoformat(p.start_date).replace(tzinfo=timezone.utc).timestamp())
+
+
+def _catalog_full(spark: SparkSession, p: SyntheticParams) -> DataFrame:
+    """The catalog plus the internal columns events need: item_idx, cat_idx, rank, launch_rank."""
+    n_cat = _n_categories(p)
+    cats = CATEGORIES[:n_cat]
+    u = lambda stream: _uniform(p.seed, stream, F.col("item_idx"))  # noqa: E731
+    pos = _permute(F.col("item_idx"), p.n_items)
+    # the first n_cat items (in permuted order) cover every category once, so none is empty
+    cat_idx = F.when(pos < n_cat, pos.cast("int")).otherwise(_pick(u(_CAT), [c[1] for c in cats]))
+    items = (spark.range(p.n_items).withColumnRenamed("id", "item_idx")
+             .withColumn("cat_idx", cat_idx)
+             .withColumn("_u_rank", u(_CAT_RANK)))
+    items = items.withColumn("rank", F.row_number().over(
+        Window.partitionBy("cat_idx").orderBy("_u_rank", "item_idx")))
+    # the most popular item of each category is always an old one: new-item draws fall back to old ones
+    is_new = (F.col("rank") > 1) & (u(_NEW) < NEW_ITEM_SHARE) & F.lit(p.days > 1)
+    offset = F.when(is_new, 1 + F.floor(u(_FIRST_SEEN) * (p.days - 1))).otherwise(
+        -F.floor(u(_FIRST_SEEN) * CATALOG_AGE_DAYS))
+    items = (items.withColumn("is_new", is_new)
+             .withColumn("first_seen", F.date_add(F.lit(p.start_date).cast("date"), offset.cast("int"))))
+    items = items.withColumn("launch_rank", F.when(~F.col("is_new"), F.row_number().over(
+        Window.partitionBy("cat_idx", "is_new").orderBy("rank"))))
+
+    # log-normal price (Box-Muller), then a charm ending: 2.49 -> 2.49, 13.2 -> 13.99
+    z = F.sqrt(-2.0 * F.log(1.0 - u(_PRICE1))) * F.cos(2.0 * math.pi * u(_PRICE2))
+    log_median = F.element_at(F.array(*[F.lit(math.log(c[2])) for c in cats]), F.col("cat_idx") + 1)
+    raw = F.exp(log_median + PRICE_SIGMA * z)
+    price = F.greatest(F.lit(0.29), F.when(raw < 10, F.ceil(raw * 10) / 10 - 0.01)
+                       .otherwise(F.ceil(raw) - 0.01))
+
+    nouns = [n for c in cats for n in c[3]]
+    noun_start = list(accumulate([0] + [len(c[3]) for c in cats]))[:-1]
+    n_nouns = F.element_at(F.array(*[F.lit(len(c[3])) for c in cats]), F.col("cat_idx") + 1)
+    noun_idx = (F.element_at(F.array(*[F.lit(s) for s in noun_start]), F.col("cat_idx") + 1)
+                + F.floor(u(_NOUN) * n_nouns).cast("int"))
+    word = lambda words, stream: F.element_at(  # noqa: E731
+        F.array(*[F.lit(w) for w in words]), F.floor(u(stream) * len(words)).cast("int") + 1)
+    title = F.concat_ws(" ", word(ADJECTIVES, _ADJ), word(COLOURS, _COLOUR),
+                        F.element_at(F.array(*[F.lit(n) for n in nouns]), noun_idx + 1))
+    return items.select(
+        "item_idx", "cat_idx", "rank", "launch_rank",
+        _padded("SKU", F.col("item_idx"), p.n_items, 5).alias("item_id"),
+        title.alias("title"),
+        F.element_at(F.array(*[F.lit(c[0]) for c in cats]), F.col("cat_idx") + 1).alias("category"),
+        F.round(price, 2).alias("price"),
+        (u(_AVAIL) >= UNAVAILABLE_SHARE).alias("available"),
+        "first_seen")
+
+
+def generate_catalog(spark: SparkSession, p: SyntheticParams) -> DataFrame:
+    """Item catalog: item_id, title, category, price (list price), available, first_seen."""
+    return _catalog_full(spark, p).select(*[f.name for f in CATALOG_SCHEMA])
+
+
+# ---------------------------------------------------------------- users
+
+def _segment_preferences(p: SyntheticParams) -> List[List[int]]:
+    """For each segment, its preferred category indexes (most preferred first); fixed by seed."""
+    n_cat = _n_categories(p)
+    k = min(PREFERRED_PER_SEGMENT, n_cat)
+
+    def key(segment: int, cat: int) -> bytes:
+        return hashlib.blake2b(f"{p.seed}:{segment}:{cat}".encode(), digest_size=8).digest()
+    return [sorted(range(n_cat), key=lambda c: key(s, c))[:k] for s in range(p.n_segments)]
+
+
+def _country(u: Column, countries: Sequence[str]) -> Column:
+    rest = [1.0 / k for k in range(1, len(countries))]
+    weights = [FIRST_COUNTRY_SHARE] + [(1 - FIRST_COUNTRY_SHARE) * w / sum(rest) for w in rest]
+    return F.element_at(F.array(*[F.lit(c) for c in countries]), _pick(u, weights) + 1)
+
+
+def _user_segment(p: SyntheticParams, user_idx: Column) -> Column:
+    return F.floor(_uniform(p.seed, _SEGMENT, user_idx) * p.n_segments).cast("int")
+
+
+def _user_country(p: SyntheticParams, user_idx: Column) -> Column:
+    return _country(_uniform(p.seed, _COUNTRY, user_idx), p.countries)
+
+
+def user_segments(spark: SparkSession, p: SyntheticParams) -> DataFrame:
+    """Ground truth per user: user_id, segment (0..n_segments-1), country."""
+    idx = F.col("id")
+    return spark.range(p.n_users).select(
+        _padded("U", idx, p.n_users, 6).alias("user_id"),
+        _user_segment(p, idx).alias("segment"),
+        _user_country(p, idx).alias("country"))
+
+
+# ---------------------------------------------------------------- events
+
+def _slot_weights(p: SyntheticParams) -> List[float]:
+    """Weight of each hour of the window: trend x weekday x hour of day."""
+    first_weekday = date.fromisoformat(p.start_date).weekday()
+    out = []
+    for d in range(p.days):
+        weekday = (first_weekday + d) % 7
+        trend = 1.0 + TREND * d / max(p.days - 1, 1)
+        for h in range(24):
+            daytime = WEEKEND_DAYTIME if weekday >= 5 and 9 <= h < 17 else 1.0
+            out.append(trend * WEEKDAY[weekday] * HOUR[h] * daytime)
+    return out
+
+
+def _n_sessions(p: SyntheticParams) -> int:
+    """Sessions needed for ~n_events rows, from the expected rows per session."""
+    q = SESSION_CONTINUE
+    views = sum(k * (1 - q) * q ** (k - 1) for k in range(1, MAX_VIEWS_PER_SESSION)) \
+        + MAX_VIEWS_PER_SESSION * q ** (MAX_VIEWS_PER_SESSION - 1)
+    per_view = ANONYMOUS_SHARE + (1 - ANONYMOUS_SHARE) * (1 + P_CART * (1 + P_PURCHASE * (1 + p.return_rate)))
+    return max(1, round(p.n_events / (views * per_view)))
+
+
+def _sessions(spark: SparkSession, p: SyntheticParams, n_sessions: int, num_partitions: int) -> DataFrame:
+    u = lambda stream: _uniform(p.seed, stream, F.col("session_idx"))  # noqa: E731
+    anonymous = u(_ANON) < ANONYMOUS_SHARE
+    # heavy-tailed activity: low raw indexes are drawn far more often, then permuted
+    raw_user = F.floor(F.pow(u(_USER), USER_ACTIVITY_POWER) * p.n_users)
+    user_idx = F.when(~anonymous, _permute(raw_user, p.n_users))
+    slots = _alias_table(spark, _slot_weights(p))
+    draw = F.floor(u(_SLOT) * (24 * p.days)).cast("int")
+    s = (spark.range(0, n_sessions, 1, num_partitions).withColumnRenamed("id", "session_idx")
+         .withColumn("user_idx", user_idx)
+         .withColumn("_slot_idx", draw)
+         .join(F.broadcast(slots), "_slot_idx"))
+    slot = F.when(u(_SLOT_ALIAS) < F.col("_slot_prob"), F.col("_slot_idx")).otherwise(F.col("_slot_alias"))
+    return s.select(
+        "session_idx", "user_idx",
+        F.when(F.col("user_idx").isNull(), F.floor(u(_SEGMENT) * p.n_segments).cast("int"))
+         .otherwise(_user_segment(p, F.col("user_idx"))).alias("segment"),
+        F.when(F.col("user_idx").isNull(), _country(u(_COUNTRY), p.countries))
+         .otherwise(_user_country(p, F.col("user_idx"))).alias("country"),
+        (F.lit(_start_epoch(p)) + slot * 3600 + F.floor(u(_SECOND) * 3600)).alias("t0"),
+        F.date_add(F.lit(p.start_date).cast("date"), F.floor(slot / 24).cast("int")).alias("day"),
+        (20 + F.floor(u(_PACE) * 100)).alias("pace"),    # seconds between views
+        F.least(F.lit(MAX_VIEWS_PER_SESSION),
+                1 + F.floor(F.log(1.0 - u(_LENGTH)) / math.log(SESSION_CONTINUE))).cast("int").alias("n_views"),
+        (60 + F.floor(u(_CHECKOUT) * 240)).alias("checkout_delay"))
+
+
+def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: Optional[int] = None) -> DataFrame:
+    """Interaction events in the contract's column order (``features.contract.EVENT_SCHEMA``).
+
+    Args:
+        num_partitions: partitions of the generating ``spark.range``; the rows do
+            not depend on it. Default: the cluster's parallelism, or more for big
+            data sets (~200k sessions, ~1.3M events, per partition).
+    """
+    n_sessions = _n_sessions(p)
+    if num_partitions is None:
+        num_partitions = max(spark.sparkContext.defaultParallelism, -(-n_sessions // 200_000))
+    catalog = _catalog_full(spark, p)
+    counts = {r["cat_idx"]: (r["n"], r["n_launched"]) for r in catalog.groupBy("cat_idx").agg(
+        F.count("*").alias("n"), F.count("launch_rank").alias("n_launched")).collect()}
+    n_cat = _n_categories(p)
+    prefs = _segment_preferences(p)
+    k_pref = len(prefs[0])
+
+    sessions = _sessions(spark, p, n_sessions, num_partitions)
+    views = sessions.withColumn("pos", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1)))
+    u = lambda stream: _uniform(p.seed, stream, F.col("session_idx"), F.col("pos"))  # noqa: E731
+    preferred = F.element_at(F.array(*[F.lit(c) for pref in prefs for c in pref]),
+                             F.col("segment") * k_pref + _pick(u(_PREF_PICK), PREFERRED_WEIGHTS[:k_pref]) + 1)
+    background = _pick(u(_VIEW_CAT), [c[1] for c in CATEGORIES[:n_cat]])
+    cat_idx = F.when(u(_PREF) < PREFERRED_SHARE, preferred).otherwise(background)
+    per_cat = lambda j: F.element_at(F.array(*[F.lit(counts[c][j]) for c in range(n_cat)]),  # noqa: E731
+                                     F.col("cat_idx") + 1)
+    views = (views.withColumn("cat_idx", cat_idx)
+             .withColumn("rank", _zipf_rank(u(_RANK), per_cat(0), p.popularity_exponent))
+             .withColumn("launch_rank", _zipf_rank(u(_RANK_LAUNCHED), per_cat(1), p.popularity_exponent)))
+
+    # Draw an item by popularity; if it is not launched yet on the session's day,
+    # draw again among the items that were there from the start.
+    item_cols = ["item_idx", "item_id", "price", "first_seen"]
+    by_rank = catalog.select("cat_idx", "rank", *[F.col(c).alias(f"a_{c}") for c in item_cols])
+    by_launch = catalog.where(F.col("launch_rank").isNotNull()).select(
+        "cat_idx", "launch_rank", *[F.col(c).alias(f"b_{c}") for c in item_cols])
+    views = (views.join(F.broadcast(by_rank), ["cat_idx", "rank"])
+             .join(F.broadcast(by_launch), ["cat_idx", "launch_rank"]))
+    launched = F.col("a_first_seen") <= F.col("day")
+    views = views.select("*", *[F.when(launched, F.col(f"a_{c}")).otherwise(F.col(f"b_{c}")).alias(c)
+                                for c in item_cols])
+
+    week = F.floor((F.col("t0") - _start_epoch(p)) / (7 * 86400))
+    on_sale = _uniform(p.seed, _SALE, F.col("item_idx"), week) < SALE_SHARE
+    unit_price = F.round(F.col("price") * F.when(on_sale, SALE_FACTOR).otherwise(1.0), 2)
+    carted = F.col("user_idx").isNotNull() & (u(_CART) < P_CART)
+    bought = carted & (u(_BUY) < P_PURCHASE)
+    returned = bought & (u(_RETURN) < p.return_rate)
+    quantity = F.element_at(F.array(*[F.lit(float(q)) for q, _ in QUANTITIES]),
+                            _pick(u(_QTY), [w for _, w in QUANTITIES]) + 1)
+    t_view = F.col("t0") + F.col("pos") * F.col("pace") + F.floor(u(_JITTER) * F.col("pace") * 0.8)
+    t_cart = t_view + 5 + F.floor(u(_CART_DELAY) * 55)
+    # checkout after the last view: every purchase of a session shares its time, like an invoice
+    t_buy = F.col("t0") + F.col("n_views") * F.col("pace") + F.col("checkout_delay")
+    t_return = t_buy + 2 * 86400 + F.floor(u(_RETURN_DELAY) * 12 * 86400)
+
+    def event(kind: str, keep: Column, value: Column, t: Column) -> Column:
+        return F.struct(keep.alias("keep"), F.lit(kind).alias("event_type"),
+                        value.cast("double").alias("value"), t.cast("long").alias("t"))
+    evs = F.array(event("view", F.lit(True), F.lit(1.0), t_view), event("cart", carted, quantity, t_cart),
+                  event("purchase", bought, quantity, t_buy), event("return", returned, quantity, t_return))
+    end = _start_epoch(p) + p.days * 86400
+    out = (views.select("*", unit_price.alias("unit_price"),
+                        F.explode(F.filter(evs, lambda e: e["keep"])).alias("e"))
+           .where(F.col("e.t") < end))
+    return out.select(
+        F.when(F.col("user_idx").isNotNull(), _padded("U", F.col("user_idx"), p.n_users, 6)).alias("user_id"),
+        "item_id",
+        F.col("e.event_type").alias("event_type"),
+        F.col("e.value").alias("value"),
+        F.col("unit_price").alias("price"),
+        F.timestamp_seconds(F.col("e.t")).alias("event_time"),
+        "country",
+        _padded("S", F.col("session_idx"), n_sessions, 8).alias("session_id"))

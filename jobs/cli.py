@@ -1,0 +1,107 @@
+"""The ``reco`` command: one entry point for every job.
+
+    reco ingest   --source S [--date D] [--path P] [--dry-run]
+    reco validate --source S [--date D] [--path P]     (checks only, writes no table)
+    reco features [--date D]
+    reco run      [--source S] [--date D]              (the nightly steps that exist so far)
+    reco sql FILE [--param name=value ...] [--out result.csv]
+    reco tables                                          (every table with rows and location)
+
+Errors a user can act on are printed as one clear message (exit code 2 or 3),
+never as a stack trace.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import date
+from typing import List, Optional
+
+from jobs.config import ConfigError, load_config
+from jobs.errors import RecoError
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--date must be YYYY-MM-DD, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reco", description="RetailReco batch recommendation pipeline")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def source_args(sp, with_path=True):
+        sp.add_argument("--source", help="source name from conf (default: default_source)")
+        sp.add_argument("--date", type=_date, help="run date YYYY-MM-DD (the logical date; default for the "
+                                                  "synthetic source: its last day)")
+        if with_path:
+            sp.add_argument("--path", help="override the source's path (file, folder, glob or s3://)")
+
+    sp = sub.add_parser("ingest", help="land a batch in bronze, validate, quarantine, write silver")
+    source_args(sp)
+    sp.add_argument("--dry-run", action="store_true", help="check only; write no table")
+    sp = sub.add_parser("validate", help="check a batch against the quality rules and GX suite; write nothing")
+    source_args(sp)
+    sp = sub.add_parser("features", help="build id maps and gold feature tables as of a date")
+    sp.add_argument("--date", type=_date)
+    sp.add_argument("--source", help="source whose default run date to use (synthetic)")
+    sp.add_argument("--maintain", action="store_true", help="OPTIMIZE and VACUUM the tables afterwards")
+    sp = sub.add_parser("run", help="run the nightly pipeline steps that exist so far")
+    source_args(sp, with_path=False)
+    sp = sub.add_parser("sql", help="run one query from sql/ against the lakehouse tables")
+    sp.add_argument("file", help="a .sql file (path, or a name in sql/)")
+    sp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="value for a :name parameter in the query (repeatable)")
+    sp.add_argument("--out", help="save the result as CSV (or .json) instead of printing it")
+    sp.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    sub.add_parser("tables", help="list every lakehouse table with its row count and location")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("py4j", "great_expectations", "urllib3", "botocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from jobs.storage import InputError
+    try:
+        cfg = load_config()
+        return _dispatch(args, cfg)
+    except (ConfigError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RecoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _dispatch(args, cfg) -> int:
+    from jobs import commands
+    from jobs.spark import build_spark
+
+    source = getattr(args, "source", None) or cfg.default_source
+    cfg.source(source)  # fail early on an unknown name
+    spark = build_spark(cfg)
+    t0 = time.time()
+    if args.command in ("ingest", "validate"):
+        commands.ingest(spark, cfg, source, args.date, args.path, dry_run=args.dry_run or args.command == "validate")
+    elif args.command == "features":
+        commands.features(spark, cfg, source, args.date, args.maintain)
+    elif args.command == "run":
+        commands.run(spark, cfg, source, args.date)
+    elif args.command == "sql":
+        commands.sql(spark, cfg, args.file, args.param, args.out, args.limit)
+    elif args.command == "tables":
+        commands.print_tables(spark, cfg)
+    print(f"done in {time.time() - t0:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""What each ``reco`` sub-command does, given a session and the config."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import List, Optional
+
+from pyspark.sql import SparkSession
+
+from jobs.build_features import build_features
+from jobs.config import PROJECT_ROOT, Config
+from jobs.ingest import default_run_date, ingest as ingest_batch
+from jobs.lakehouse import Lakehouse
+from jobs.sql_runner import run_sql_file
+from jobs.tables import table_summary
+
+
+def _run_date(cfg: Config, source: str, given: Optional[date]) -> date:
+    return given or default_run_date(cfg, source)
+
+
+def ingest(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date], path: Optional[str],
+           dry_run: bool = False):
+    result = ingest_batch(spark, cfg, source, _run_date(cfg, source, run_date), path, dry_run=dry_run)
+    verb = "checked (nothing written)" if dry_run else "ingested"
+    print(f"{source} batch {result.batch_id} {verb}: {result.input_rows} rows = {result.accepted_rows} accepted"
+          f" + {result.excluded_rows} excluded + {result.quarantined_rows} quarantined"
+          + ("" if not dry_run else f" ({result.input_rows - result.quarantined_rows} pass the row checks)"))
+    for title, counts in (("excluded by rule", result.excluded_by_rule),
+                          ("quarantined by reason", result.quarantined_by_rule)):
+        for rule, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            print(f"  {title}: {rule}: {n}")
+    print(f"  great-expectations: {'passed' if result.gx_success else 'found problems'} -> {result.gx_result}")
+    return result
+
+
+def features(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date], maintain: bool):
+    result = build_features(spark, cfg, _run_date(cfg, source, run_date), maintain=maintain)
+    for table, n in result.rows.items():
+        print(f"  {table}: {n} rows (as of {result.run_date})")
+    return result
+
+
+def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
+    """The nightly steps that exist so far: ingest -> features (with Delta hygiene)."""
+    d = _run_date(cfg, source, run_date)
+    ingest(spark, cfg, source, d, None)
+    features(spark, cfg, source, d, maintain=True)
+    print_tables(spark, cfg)
+    docs = Path(cfg.quality.quality_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    print(f"\ndata-quality docs: file://{docs}")
+    print("query the tables: reco sql sql/daily_sales.sql   (see sql/ and docs/TABLES.md)")
+
+
+def print_tables(spark: SparkSession, cfg: Config) -> None:
+    rows = table_summary(Lakehouse(spark, cfg))
+    width = max((len(r[0]) for r in rows), default=10)
+    print(f"\n{'table'.ljust(width)}  {'rows':>12}  location")
+    for name, count, location in rows:
+        print(f"{name.ljust(width)}  {count:>12,}  {location}")
+
+
+def sql(spark: SparkSession, cfg: Config, file: str, params: List[str], out: Optional[str], limit: int):
+    path = Path(file)
+    if not path.exists() and (PROJECT_ROOT / "sql" / file).exists():
+        path = PROJECT_ROOT / "sql" / file
+    if not path.exists() and (PROJECT_ROOT / "sql" / f"{file}.sql").exists():
+        path = PROJECT_ROOT / "sql" / f"{file}.sql"
+    df = run_sql_file(Lakehouse(spark, cfg), path, params)
+    if out:
+        pdf = df.toPandas()
+        (pdf.to_json(out, orient="records", date_format="iso", indent=1) if out.endswith(".json")
+         else pdf.to_csv(out, index=False))
+        print(f"{len(pdf)} rows written to {out}")
+    else:
+        df.show(limit, truncate=60)
+    return df

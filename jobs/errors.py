@@ -1,0 +1,19 @@
+"""Errors a user can act on. The CLI prints their message (no stack trace) and exits non-zero."""
+
+
+class RecoError(Exception):
+    """Base class: the message says what was wrong, where, and what to do."""
+    exit_code = 2
+
+
+class InputSchemaError(RecoError):
+    """A source's files do not have the columns its mapping expects."""
+
+
+class EmptyInputError(RecoError):
+    """A batch holds no data rows."""
+
+
+class QualityGateError(RecoError):
+    """Too large a share of a batch's rows failed validation."""
+    exit_code = 3

@@ -1,0 +1,267 @@
+"""Ingest one batch of a source: bronze -> validation -> quarantine -> silver.
+
+Reads like a table of contents:
+
+1. resolve the batch's input files (local or s3://) and land them, all
+   columns as strings, in ``bronze_<source>`` (replacing the batch if it was
+   ingested before);
+2. map the rows onto the input contract with the source's column mapping;
+3. check every row against the quality rules; validate the batch with the
+   great-expectations suite (result JSON + data docs);
+4. write bad rows to ``quarantine`` with their reasons; fail when the batch's
+   bad-row share is above ``quality.max_bad_row_share``;
+5. net returns, drop non-products (to ``excluded``, with the rule), grade
+   strengths, and write ``silver_interactions``; upsert the ``items`` catalog;
+6. record the counts in ``pipeline_runs``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Dict, List, Optional
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from features import catalog as catalog_fx
+from features.expectations import events_expectations
+from features.interactions import build_silver
+from features.row_quality import QualityLimits, quarantine_rows, split_good_bad, with_reasons
+from features.source_mapping import map_to_contract
+from jobs.config import Config, SourceConfig
+from jobs.errors import EmptyInputError, InputSchemaError, QualityGateError
+from jobs.lakehouse import Lakehouse
+from jobs.pipeline_runs import record_run
+from jobs.storage import InputFile, batch_id_for, resolve_inputs
+from jobs.validate import run_suite
+
+log = logging.getLogger(__name__)
+
+CORRUPT = "_corrupt_record"
+
+
+@dataclass
+class IngestResult:
+    source: str
+    batch_id: str
+    run_date: str
+    input_rows: int
+    accepted_rows: int
+    excluded_rows: int
+    quarantined_rows: int
+    excluded_by_rule: Dict[str, int] = field(default_factory=dict)
+    quarantined_by_rule: Dict[str, int] = field(default_factory=dict)
+    gx_success: bool = True
+    gx_result: str = ""
+    files: List[str] = field(default_factory=list)
+
+    @property
+    def bad_share(self) -> float:
+        return self.quarantined_rows / self.input_rows if self.input_rows else 0.0
+
+
+def synthetic_params(cfg: Config):
+    from features.synthetic import SyntheticParams
+    s = cfg.synthetic
+    return SyntheticParams(seed=s.seed, n_users=s.n_users, n_items=s.n_items, n_events=s.n_events,
+                           start_date=s.start_date, days=s.days, countries=tuple(s.countries),
+                           n_segments=s.n_segments, popularity_exponent=s.popularity_exponent,
+                           return_rate=s.return_rate)
+
+
+def default_run_date(cfg: Config, source: str) -> date:
+    """The synthetic data's last day; other sources need an explicit date."""
+    if cfg.source(source).kind == "synthetic":
+        return date.fromisoformat(cfg.synthetic.start_date) + timedelta(days=cfg.synthetic.days - 1)
+    raise ValueError(f"source '{source}' needs an explicit run date (--date YYYY-MM-DD)")
+
+
+# ---------------------------------------------------------------- reading raw rows
+
+def _read_header(spark: SparkSession, f: InputFile, src: SourceConfig) -> List[str]:
+    if not src.header:
+        return list(src.names or [])
+    first = (spark.read.option("header", "true").option("sep", src.delimiter).option("encoding", src.encoding)
+             .option("inferSchema", "false").csv(f.local_path))
+    return first.columns
+
+
+def read_raw_csv(spark: SparkSession, files: List[InputFile], src: SourceConfig, name: str) -> DataFrame:
+    """All columns as strings; a malformed line lands in ``_corrupt_record``."""
+    headers = {f.uri: _read_header(spark, f, src) for f in files}
+    distinct = {tuple(h) for h in headers.values()}
+    if len(distinct) > 1:
+        detail = "; ".join(f"{u}: {h}" for u, h in headers.items())
+        raise InputSchemaError(f"source '{name}': the batch's files have different headers ({detail}); "
+                               "split them into separate batches or fix the export")
+    columns = list(next(iter(distinct)))
+    _check_columns(columns, src, name, files[0].uri)
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in columns] +
+                          [T.StructField(CORRUPT, T.StringType())])
+    return (spark.read.schema(schema).option("header", str(src.header).lower()).option("sep", src.delimiter)
+            .option("encoding", src.encoding).option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT).option("enforceSchema", "true")
+            .csv([f.local_path for f in files])
+            .withColumn("_source_file", F.input_file_name()))
+
+
+def _check_columns(columns: List[str], src: SourceConfig, name: str, where: str) -> None:
+    needed = set(src.columns.values())
+    if src.event_type and src.event_type.column:
+        needed.add(src.event_type.column)
+    if src.cancellation:
+        needed.add(src.cancellation.column)
+    missing = sorted(needed - set(columns))
+    if not missing:
+        return
+    hint = ""
+    if len(columns) == 1:
+        for sep in (";", "\t", "|", ","):
+            if sep != src.delimiter and sep in columns[0]:
+                hint = (f" The header is one column {columns[0][:80]!r}: the file looks {sep!r}-delimited; "
+                        f"set sources.{name}.delimiter to {sep!r}.")
+                break
+    raise InputSchemaError(
+        f"source '{name}': {where} is missing column(s) {missing} that the mapping in conf (sources.{name}.columns) "
+        f"expects; found {columns[:20]}.{hint} Fix the export or the mapping.")
+
+
+# ---------------------------------------------------------------- the job
+
+def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: Optional[str] = None,
+           dry_run: bool = False) -> IngestResult:
+    """Ingest one batch; with ``dry_run`` only check it (GX result JSON is the one thing written)."""
+    src = cfg.source(source)
+    lh = Lakehouse(spark, cfg)
+    t0 = time.time()
+
+    # 1. bronze
+    if src.kind == "synthetic":
+        from features.synthetic import generate_catalog, generate_events
+        params = synthetic_params(cfg)
+        events = generate_events(spark, params)
+        raw = events.select(*[
+            (F.date_format(c, "yyyy-MM-dd HH:mm:ss") if c == "event_time" else F.col(c).cast("string")).alias(c)
+            for c in events.columns])
+        batch_id = f"synthetic-s{params.seed}-n{params.n_events}-{params.start_date}-{params.days}d"
+        files = [f"synthetic://seed={params.seed}"]
+        raw = raw.withColumn("_source_file", F.lit(files[0]))
+        batch_catalog = generate_catalog(spark, params)
+    else:
+        inputs = resolve_inputs(path or src.path, cfg.lakehouse.staging_dir,
+                                endpoint_url=cfg.s3.endpoint_url, region=cfg.s3.region)
+        batch_id = batch_id_for(inputs)
+        files = [f.uri for f in inputs]
+        raw = read_raw_csv(spark, inputs, src, source)
+        batch_catalog = None
+    bronze_table = f"bronze_{source}"
+    bronze = (raw.withColumn("_batch_id", F.lit(batch_id)).withColumn("_run_date", F.lit(run_date))
+              .withColumn("_row_id", F.monotonically_increasing_id()))
+    if dry_run:
+        landed = bronze.persist(StorageLevel.MEMORY_AND_DISK)
+    else:
+        log.info("[ingest %s] 1/5 landing batch %s in %s", source, batch_id, bronze_table)
+        lh.replace(bronze, bronze_table, {"_batch_id": batch_id}, partition_by=["_run_date"])
+        landed = lh.read(bronze_table).filter(F.col("_batch_id") == batch_id)
+    input_rows = landed.count()
+    if input_rows == 0:
+        raise EmptyInputError(f"source '{source}': batch {batch_id} ({', '.join(files)}) has no data rows "
+                              "(only a header, or nothing at all); check the export")
+
+    # 2-3. contract mapping and row checks
+    log.info("[ingest %s] 2/5 mapping %d rows onto the contract and checking them", source, input_rows)
+    limits = QualityLimits.for_run(
+        run_date, cfg.quality.min_event_time, cfg.quality.future_tolerance_hours, cfg.quality.max_string_length,
+        cfg.quality.max_quantity, cfg.quality.max_price, cfg.interactions.rating_max, src.allow_anonymous)
+    try:
+        mapped = map_to_contract(landed, src, source)
+    except KeyError as exc:
+        raise InputSchemaError(f"source '{source}': bronze is missing mapped column(s) {exc.args[0]}") from None
+    checked = with_reasons(mapped, limits).persist(StorageLevel.MEMORY_AND_DISK)
+    good, bad = split_good_bad(checked)
+    quarantined_by_rule = _count_by(bad.select(F.explode("reasons").alias("r"))
+                                    .select(F.split("r", ":")[0].alias("rule")), "rule")
+    quarantined = bad.count()
+
+    log.info("[ingest %s] 3/5 great-expectations suite on the batch", source)
+    suite = (f"{source}_events", events_expectations(limits))
+    report = run_suite(checked, *suite, quality_dir=cfg.quality.quality_dir, source=source, batch_id=batch_id,
+                       stage="batch")
+
+    # 4. quarantine, then the gate
+    result = IngestResult(source=source, batch_id=batch_id, run_date=run_date.isoformat(), input_rows=input_rows,
+                          accepted_rows=0, excluded_rows=0, quarantined_rows=quarantined,
+                          quarantined_by_rule=quarantined_by_rule, gx_success=report.success,
+                          gx_result=report.result_path, files=files)
+    if dry_run:
+        checked.unpersist()
+        return result
+    lh.replace(quarantine_rows(bad, run_date), "quarantine", {"source": source, "batch_id": batch_id})
+    if result.bad_share > cfg.quality.max_bad_row_share:
+        record_run(lh, "ingest", source, batch_id, run_date, "failed_quality_gate", _counts(result), time.time() - t0)
+        checked.unpersist()
+        top = ", ".join(f"{k}: {v}" for k, v in sorted(quarantined_by_rule.items(), key=lambda kv: -kv[1])[:5])
+        raise QualityGateError(
+            f"source '{source}', batch {batch_id}: {quarantined} of {input_rows} rows "
+            f"({result.bad_share:.1%}) failed validation, above quality.max_bad_row_share="
+            f"{cfg.quality.max_bad_row_share:.1%}. Top reasons: {top}. The rows are in the quarantine table "
+            f"({lh.path('quarantine')}); the GX report is {report.result_path}. Fix the export or the mapping, "
+            "or raise the threshold (RECO__QUALITY__MAX_BAD_ROW_SHARE) if this is expected.")
+
+    # 5. silver + catalog
+    log.info("[ingest %s] 4/5 building silver interactions", source)
+    silver, excluded = build_silver(good, cfg.interactions.non_product_items, dict(cfg.interactions.strength),
+                                    cfg.interactions.rating_max)
+    excluded = excluded.withColumn("run_date", F.lit(run_date))
+    lh.replace(excluded, "excluded", {"source": source, "batch_id": batch_id})
+    lh.replace(silver, "silver_interactions", {"source": source, "batch_id": batch_id},
+               partition_by=["event_date"])
+    accepted_check = run_suite(good, *suite, quality_dir=cfg.quality.quality_dir, source=source,
+                               batch_id=batch_id, stage="accepted")
+    if not accepted_check.success:
+        # the row rules and the suite disagree: a bug, not bad data
+        raise RuntimeError(f"accepted rows of {source}/{batch_id} fail the GX suite: {accepted_check.failed}")
+    result.excluded_by_rule = _count_by(lh.read("excluded").filter(
+        (F.col("source") == source) & (F.col("batch_id") == batch_id)), "rule")
+    result.excluded_rows = sum(result.excluded_by_rule.values())
+    result.accepted_rows = lh.read("silver_interactions").filter(
+        (F.col("source") == source) & (F.col("batch_id") == batch_id)).count()
+
+    log.info("[ingest %s] 5/5 updating the item catalog", source)
+    if batch_catalog is None:
+        cat_cfg = src.catalog
+        events_for_catalog = good.filter(F.col("event_type") != "return")
+        batch_catalog = catalog_fx.catalog_from_events(
+            events_for_catalog, cat_cfg.category_from if cat_cfg else None)
+    _upsert_items(lh, batch_catalog)
+    checked.unpersist()
+    record_run(lh, "ingest", source, batch_id, run_date, "succeeded", _counts(result), time.time() - t0)
+    log.info("[ingest %s] done in %.1fs: %d in = %d accepted + %d excluded + %d quarantined", source,
+             time.time() - t0, input_rows, result.accepted_rows, result.excluded_rows, quarantined)
+    return result
+
+
+def _upsert_items(lh: Lakehouse, batch_catalog: DataFrame) -> None:
+    cols = list(catalog_fx.CATALOG_COLUMNS)
+    batch_catalog = batch_catalog.select(*cols)
+    if lh.exists("items"):
+        current = lh.read("items").select(*cols)
+        merged = catalog_fx.merge_catalog(current, batch_catalog).select(*cols)
+        lh.overwrite(merged, "items")
+    else:
+        lh.overwrite(batch_catalog, "items")
+
+
+def _count_by(df: DataFrame, col: str) -> Dict[str, int]:
+    return {r[0]: int(r[1]) for r in df.groupBy(col).count().collect()}
+
+
+def _counts(result: IngestResult) -> Dict[str, object]:
+    d = asdict(result)
+    d.pop("files")
+    return d

@@ -1,0 +1,78 @@
+"""Run a great-expectations suite on a Spark DataFrame, keep the result.
+
+The GX project lives in ``<quality_dir>/gx`` (a file context, so data docs
+are built as static HTML under ``gx/uncommitted/data_docs/local_site``); each
+run's result JSON is written to ``<quality_dir>/results/<source>/<batch>-<stage>.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List
+
+from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    success: bool
+    evaluated: int
+    failed: List[Dict[str, object]]      # expectation type, column, unexpected_percent
+    result_path: str
+    docs_index: str
+
+
+def _context(quality_dir: str):
+    import great_expectations as gx
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    Path(quality_dir).mkdir(parents=True, exist_ok=True)
+    return gx.get_context(mode="file", project_root_dir=quality_dir)
+
+
+def run_suite(df: DataFrame, suite_name: str, expectations, *, quality_dir: str, source: str, batch_id: str, stage: str) -> ValidationSummary:
+    """Validate ``df`` with a suite of ``expectations``; save the result JSON and refresh data docs."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    ctx = _context(quality_dir)
+    ds_name, asset_name = "spark", f"{source}"
+    try:
+        ds = ctx.data_sources.get(ds_name)
+    except (KeyError, ValueError):
+        ds = ctx.data_sources.add_spark(name=ds_name)
+    try:
+        asset = ds.get_asset(asset_name)
+    except LookupError:
+        asset = ds.add_dataframe_asset(name=asset_name)
+    try:
+        batch_def = asset.get_batch_definition("whole")
+    except (KeyError, ValueError, LookupError):
+        batch_def = asset.add_batch_definition_whole_dataframe("whole")
+    suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=[
+        e.copy() for e in expectations]))
+    vd_name = f"{source}-{stage}"
+    vd = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=vd_name, data=batch_def, suite=suite))
+    cp = ctx.checkpoints.add_or_update(gx.Checkpoint(
+        name=vd_name, validation_definitions=[vd], actions=[UpdateDataDocsAction(name="docs")],
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+    result = cp.run(batch_parameters={"dataframe": df})
+    vres = list(result.run_results.values())[0]
+    payload = vres.to_json_dict()
+    out = Path(quality_dir) / "results" / source / f"{batch_id}-{stage}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1, default=str))
+    failed = []
+    for r in vres.results:
+        if not r.success:
+            cfg = r.expectation_config
+            failed.append({"expectation": cfg.type, "column": cfg.kwargs.get("column"),
+                           "unexpected_percent": (r.result or {}).get("unexpected_percent"),
+                           "observed": (r.result or {}).get("observed_value")})
+    docs = Path(quality_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return ValidationSummary(success=bool(vres.success), evaluated=len(vres.results), failed=failed,
+                             result_path=str(out), docs_index=str(docs))
