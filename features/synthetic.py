@@ -36,7 +36,7 @@ from datetime import date, datetime, timezone
 from itertools import accumulate
 from typing import List, Optional, Sequence, Tuple
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -93,10 +93,10 @@ _MASK53 = (1 << 53) - 1
 _PERM_PRIMES = (1_000_003, 998_244_353, 2_147_483_647)
 
 # One stream id per random draw, so draws are independent of each other.
-(_CAT, _CAT_RANK, _NEW, _FIRST_SEEN, _PRICE1, _PRICE2, _AVAIL, _ADJ, _COLOUR, _NOUN,
+(_FIRST_SEEN, _PRICE1, _PRICE2, _AVAIL, _ADJ, _COLOUR, _NOUN,
  _SEGMENT, _COUNTRY, _ANON, _USER, _SLOT, _SLOT_ALIAS, _SECOND, _PACE, _LENGTH, _CHECKOUT,
  _PREF, _PREF_PICK, _VIEW_CAT, _RANK, _RANK_LAUNCHED, _JITTER, _CART, _BUY, _RETURN,
- _QTY, _CART_DELAY, _RETURN_DELAY, _SALE) = range(1, 34)
+ _QTY, _CART_DELAY, _RETURN_DELAY, _SALE) = range(1, 31)
 
 
 @dataclass(frozen=True)
@@ -192,72 +192,136 @@ def _alias_table(spark: SparkSession, weights: Sequence[float]) -> DataFrame:
 
 # ---------------------------------------------------------------- catalog
 
-def _n_categories(p: SyntheticParams) -> int:
-    return min(len(CATEGORIES), p.n_items)
+@dataclass(frozen=True)
+class _Layout:
+    """Items laid out as category blocks over a permuted index.
+
+    Position ``pos = perm(item_idx)``; category c holds positions
+    ``starts[c] .. starts[c] + sizes[c] - 1`` and the item at ``starts[c] + r - 1``
+    has popularity rank r in its category. Every 5th rank (3, 8, 13, ...) is a new
+    item, launched after ``start_date``; rank 1 is always an old one. All of it is
+    arithmetic, so events find their item without a join against the catalog.
+    """
+    n: int
+    sizes: Tuple[int, ...]
+    starts: Tuple[int, ...]
+    launched: Tuple[int, ...]     # items per category there from the start
+    prime: int
+    inverse: int
+    has_new: bool
+
+    @property
+    def n_cat(self) -> int:
+        return len(self.sizes)
+
+
+def _layout(p: SyntheticParams) -> _Layout:
+    n_cat = min(len(CATEGORIES), p.n_items)
+    weights = [c[1] for c in CATEGORIES[:n_cat]]
+    # one item per category, the rest by weight (largest remainder)
+    quotas = [(p.n_items - n_cat) * w / sum(weights) for w in weights]
+    sizes = [1 + int(q) for q in quotas]
+    by_remainder = sorted(range(n_cat), key=lambda i: (int(quotas[i]) - quotas[i], i))
+    for i in by_remainder[:p.n_items - sum(sizes)]:
+        sizes[i] += 1
+    has_new = p.days > 1
+    prime = next(q for q in _PERM_PRIMES if p.n_items % q)
+    return _Layout(
+        n=p.n_items, sizes=tuple(sizes), starts=tuple(accumulate([0] + sizes[:-1])),
+        launched=tuple(m - (m + 2) // 5 if has_new else m for m in sizes),
+        prime=prime, inverse=pow(prime, -1, p.n_items) if p.n_items > 1 else 0, has_new=has_new)
+
+
+def _sql_literal(v) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, float):
+        return f"{v!r}D"
+    return f"{int(v)}L" if abs(int(v)) >= 2 ** 31 else str(int(v))
+
+
+def _lookup(values: Sequence, idx: Column) -> Column:
+    """values[idx] (0-based) for a constant list; the list is one SQL literal (one JVM call, not one per value)."""
+    return F.element_at(F.expr(f"array({', '.join(_sql_literal(v) for v in values)})"), idx + 1)
+
+
+def _position(lay: _Layout, item_idx: Column) -> Column:
+    return F.pmod(item_idx * lay.prime + lay.n // 3, F.lit(lay.n))
+
+
+def _item_at(lay: _Layout, cat_idx: Column, rank: Column) -> Column:
+    """item_idx of the item with popularity ``rank`` in category ``cat_idx`` (inverse of _position)."""
+    pos = _lookup(lay.starts, cat_idx) + rank - 1
+    return F.pmod(F.pmod(pos - lay.n // 3, F.lit(lay.n)) * lay.inverse, F.lit(lay.n))
+
+
+def _category_of(lay: _Layout, pos: Column) -> Column:
+    expr = F
+    for c, s in enumerate(lay.starts[1:]):
+        expr = expr.when(pos < s, F.lit(c))
+    return F.lit(0) if lay.n_cat == 1 else expr.otherwise(F.lit(lay.n_cat - 1))
+
+
+def _is_new(lay: _Layout, rank: Column) -> Column:
+    return (rank % 5 == 3) if lay.has_new else F.lit(False)
+
+
+def _rank_of_launched(lay: _Layout, k: Column) -> Column:
+    """Rank of the k-th (1-based) old item of a category: skips ranks 3, 8, 13, ..."""
+    if not lay.has_new:
+        return k
+    return (5 * F.floor((k - 1) / 4) + _lookup((1, 2, 4, 5), F.pmod(k - 1, F.lit(4)))).cast("int")
+
+
+def _first_seen(p: SyntheticParams, item_idx: Column, is_new: Column) -> Column:
+    u = _uniform(p.seed, _FIRST_SEEN, item_idx)
+    offset = F.when(is_new, 1 + F.floor(u * (p.days - 1))).otherwise(-F.floor(u * CATALOG_AGE_DAYS))
+    return F.date_add(F.lit(p.start_date).cast("date"), offset.cast("int"))
+
+
+def _list_price(p: SyntheticParams, item_idx: Column, cat_idx: Column) -> Column:
+    """Log-normal around the category's median (Box-Muller), with a charm ending: 2.49, 13.99."""
+    u = lambda stream: _uniform(p.seed, stream, item_idx)  # noqa: E731
+    z = F.sqrt(-2.0 * F.log(1.0 - u(_PRICE1))) * F.cos(2.0 * math.pi * u(_PRICE2))
+    raw = F.exp(_lookup([math.log(c[2]) for c in CATEGORIES], cat_idx) + PRICE_SIGMA * z)
+    charm = F.when(raw < 10, F.ceil(raw * 10) / 10 - 0.01).otherwise(F.ceil(raw) - 0.01)
+    return F.round(F.greatest(F.lit(0.29), charm), 2)
 
 
 def _start_epoch(p: SyntheticParams) -> int:
     return int(datetime.fromisoformat(p.start_date).replace(tzinfo=timezone.utc).timestamp())
 
 
-def _catalog_full(spark: SparkSession, p: SyntheticParams) -> DataFrame:
-    """The catalog plus the internal columns events need: item_idx, cat_idx, rank, launch_rank."""
-    n_cat = _n_categories(p)
-    cats = CATEGORIES[:n_cat]
-    u = lambda stream: _uniform(p.seed, stream, F.col("item_idx"))  # noqa: E731
-    pos = _permute(F.col("item_idx"), p.n_items)
-    # the first n_cat items (in permuted order) cover every category once, so none is empty
-    cat_idx = F.when(pos < n_cat, pos.cast("int")).otherwise(_pick(u(_CAT), [c[1] for c in cats]))
-    items = (spark.range(p.n_items).withColumnRenamed("id", "item_idx")
-             .withColumn("cat_idx", cat_idx)
-             .withColumn("_u_rank", u(_CAT_RANK)))
-    items = items.withColumn("rank", F.row_number().over(
-        Window.partitionBy("cat_idx").orderBy("_u_rank", "item_idx")))
-    # the most popular item of each category is always an old one: new-item draws fall back to old ones
-    is_new = (F.col("rank") > 1) & (u(_NEW) < NEW_ITEM_SHARE) & F.lit(p.days > 1)
-    offset = F.when(is_new, 1 + F.floor(u(_FIRST_SEEN) * (p.days - 1))).otherwise(
-        -F.floor(u(_FIRST_SEEN) * CATALOG_AGE_DAYS))
-    items = (items.withColumn("is_new", is_new)
-             .withColumn("first_seen", F.date_add(F.lit(p.start_date).cast("date"), offset.cast("int"))))
-    items = items.withColumn("launch_rank", F.when(~F.col("is_new"), F.row_number().over(
-        Window.partitionBy("cat_idx", "is_new").orderBy("rank"))))
-
-    # log-normal price (Box-Muller), then a charm ending: 2.49 -> 2.49, 13.2 -> 13.99
-    z = F.sqrt(-2.0 * F.log(1.0 - u(_PRICE1))) * F.cos(2.0 * math.pi * u(_PRICE2))
-    log_median = F.element_at(F.array(*[F.lit(math.log(c[2])) for c in cats]), F.col("cat_idx") + 1)
-    raw = F.exp(log_median + PRICE_SIGMA * z)
-    price = F.greatest(F.lit(0.29), F.when(raw < 10, F.ceil(raw * 10) / 10 - 0.01)
-                       .otherwise(F.ceil(raw) - 0.01))
-
-    nouns = [n for c in cats for n in c[3]]
-    noun_start = list(accumulate([0] + [len(c[3]) for c in cats]))[:-1]
-    n_nouns = F.element_at(F.array(*[F.lit(len(c[3])) for c in cats]), F.col("cat_idx") + 1)
-    noun_idx = (F.element_at(F.array(*[F.lit(s) for s in noun_start]), F.col("cat_idx") + 1)
-                + F.floor(u(_NOUN) * n_nouns).cast("int"))
-    word = lambda words, stream: F.element_at(  # noqa: E731
-        F.array(*[F.lit(w) for w in words]), F.floor(u(stream) * len(words)).cast("int") + 1)
-    title = F.concat_ws(" ", word(ADJECTIVES, _ADJ), word(COLOURS, _COLOUR),
-                        F.element_at(F.array(*[F.lit(n) for n in nouns]), noun_idx + 1))
-    return items.select(
-        "item_idx", "cat_idx", "rank", "launch_rank",
-        _padded("SKU", F.col("item_idx"), p.n_items, 5).alias("item_id"),
-        title.alias("title"),
-        F.element_at(F.array(*[F.lit(c[0]) for c in cats]), F.col("cat_idx") + 1).alias("category"),
-        F.round(price, 2).alias("price"),
-        (u(_AVAIL) >= UNAVAILABLE_SHARE).alias("available"),
-        "first_seen")
-
-
 def generate_catalog(spark: SparkSession, p: SyntheticParams) -> DataFrame:
     """Item catalog: item_id, title, category, price (list price), available, first_seen."""
-    return _catalog_full(spark, p).select(*[f.name for f in CATALOG_SCHEMA])
+    lay = _layout(p)
+    cats = CATEGORIES[:lay.n_cat]
+    idx = F.col("item_idx")
+    u = lambda stream: _uniform(p.seed, stream, idx)  # noqa: E731
+    items = (spark.range(p.n_items).select(F.col("id").alias("item_idx"))
+             .withColumn("pos", _position(lay, idx))
+             .withColumn("cat_idx", _category_of(lay, F.col("pos"))))
+    rank = F.col("pos") - _lookup(lay.starts, F.col("cat_idx")) + 1
+
+    nouns = [n for c in cats for n in c[3]]
+    noun_idx = (_lookup(list(accumulate([0] + [len(c[3]) for c in cats]))[:-1], F.col("cat_idx"))
+                + F.floor(u(_NOUN) * _lookup([len(c[3]) for c in cats], F.col("cat_idx"))).cast("int"))
+    word = lambda words, stream: _lookup(words, F.floor(u(stream) * len(words)).cast("int"))  # noqa: E731
+    title = F.concat_ws(" ", word(ADJECTIVES, _ADJ), word(COLOURS, _COLOUR), _lookup(nouns, noun_idx))
+    return items.select(
+        _padded("SKU", idx, p.n_items, 5).alias("item_id"),
+        title.alias("title"),
+        _lookup([c[0] for c in cats], F.col("cat_idx")).alias("category"),
+        _list_price(p, idx, F.col("cat_idx")).alias("price"),
+        (u(_AVAIL) >= UNAVAILABLE_SHARE).alias("available"),
+        _first_seen(p, idx, _is_new(lay, rank)).alias("first_seen"))
 
 
 # ---------------------------------------------------------------- users
 
 def _segment_preferences(p: SyntheticParams) -> List[List[int]]:
     """For each segment, its preferred category indexes (most preferred first); fixed by seed."""
-    n_cat = _n_categories(p)
+    n_cat = min(len(CATEGORIES), p.n_items)
     k = min(PREFERRED_PER_SEGMENT, n_cat)
 
     def key(segment: int, cat: int) -> bytes:
@@ -268,7 +332,7 @@ def _segment_preferences(p: SyntheticParams) -> List[List[int]]:
 def _country(u: Column, countries: Sequence[str]) -> Column:
     rest = [1.0 / k for k in range(1, len(countries))]
     weights = [FIRST_COUNTRY_SHARE] + [(1 - FIRST_COUNTRY_SHARE) * w / sum(rest) for w in rest]
-    return F.element_at(F.array(*[F.lit(c) for c in countries]), _pick(u, weights) + 1)
+    return _lookup(list(countries), _pick(u, weights))
 
 
 def _user_segment(p: SyntheticParams, user_idx: Column) -> Column:
@@ -345,53 +409,45 @@ def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: 
     Args:
         num_partitions: partitions of the generating ``spark.range``; the rows do
             not depend on it. Default: the cluster's parallelism, or more for big
-            data sets (~200k sessions, ~1.3M events, per partition).
+            data sets (at most 200k sessions, ~1.3M events, per partition).
     """
     n_sessions = _n_sessions(p)
     if num_partitions is None:
         num_partitions = max(spark.sparkContext.defaultParallelism, -(-n_sessions // 200_000))
-    catalog = _catalog_full(spark, p)
-    counts = {r["cat_idx"]: (r["n"], r["n_launched"]) for r in catalog.groupBy("cat_idx").agg(
-        F.count("*").alias("n"), F.count("launch_rank").alias("n_launched")).collect()}
-    n_cat = _n_categories(p)
+    lay = _layout(p)
     prefs = _segment_preferences(p)
     k_pref = len(prefs[0])
 
-    sessions = _sessions(spark, p, n_sessions, num_partitions)
-    views = sessions.withColumn("pos", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1)))
+    views = (_sessions(spark, p, n_sessions, num_partitions)
+             .withColumn("pos", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1))))
     u = lambda stream: _uniform(p.seed, stream, F.col("session_idx"), F.col("pos"))  # noqa: E731
-    preferred = F.element_at(F.array(*[F.lit(c) for pref in prefs for c in pref]),
-                             F.col("segment") * k_pref + _pick(u(_PREF_PICK), PREFERRED_WEIGHTS[:k_pref]) + 1)
-    background = _pick(u(_VIEW_CAT), [c[1] for c in CATEGORIES[:n_cat]])
-    cat_idx = F.when(u(_PREF) < PREFERRED_SHARE, preferred).otherwise(background)
-    per_cat = lambda j: F.element_at(F.array(*[F.lit(counts[c][j]) for c in range(n_cat)]),  # noqa: E731
-                                     F.col("cat_idx") + 1)
-    views = (views.withColumn("cat_idx", cat_idx)
-             .withColumn("rank", _zipf_rank(u(_RANK), per_cat(0), p.popularity_exponent))
-             .withColumn("launch_rank", _zipf_rank(u(_RANK_LAUNCHED), per_cat(1), p.popularity_exponent)))
+    cat_idx = F.col("cat_idx")
+    preferred = _lookup([c for pref in prefs for c in pref],
+                        F.col("segment") * k_pref + _pick(u(_PREF_PICK), PREFERRED_WEIGHTS[:k_pref]))
+    background = _pick(u(_VIEW_CAT), [c[1] for c in CATEGORIES[:lay.n_cat]])
+    views = views.withColumn("cat_idx", F.when(u(_PREF) < PREFERRED_SHARE, preferred).otherwise(background))
 
     # Draw an item by popularity; if it is not launched yet on the session's day,
     # draw again among the items that were there from the start.
-    item_cols = ["item_idx", "item_id", "price", "first_seen"]
-    by_rank = catalog.select("cat_idx", "rank", *[F.col(c).alias(f"a_{c}") for c in item_cols])
-    by_launch = catalog.where(F.col("launch_rank").isNotNull()).select(
-        "cat_idx", "launch_rank", *[F.col(c).alias(f"b_{c}") for c in item_cols])
-    views = (views.join(F.broadcast(by_rank), ["cat_idx", "rank"])
-             .join(F.broadcast(by_launch), ["cat_idx", "launch_rank"]))
-    launched = F.col("a_first_seen") <= F.col("day")
-    views = views.select("*", *[F.when(launched, F.col(f"a_{c}")).otherwise(F.col(f"b_{c}")).alias(c)
-                                for c in item_cols])
+    rank = _zipf_rank(u(_RANK), _lookup(lay.sizes, cat_idx), p.popularity_exponent)
+    old_rank = _rank_of_launched(lay, _zipf_rank(u(_RANK_LAUNCHED), _lookup(lay.launched, cat_idx),
+                                                 p.popularity_exponent))
+    views = (views.withColumn("rank", rank)
+             .withColumn("drawn", _item_at(lay, cat_idx, F.col("rank")))
+             .withColumn("item_idx", F.when(
+                 _first_seen(p, F.col("drawn"), _is_new(lay, F.col("rank"))) <= F.col("day"), F.col("drawn"))
+                 .otherwise(_item_at(lay, cat_idx, old_rank))))
 
     week = F.floor((F.col("t0") - _start_epoch(p)) / (7 * 86400))
     on_sale = _uniform(p.seed, _SALE, F.col("item_idx"), week) < SALE_SHARE
-    unit_price = F.round(F.col("price") * F.when(on_sale, SALE_FACTOR).otherwise(1.0), 2)
+    unit_price = F.round(_list_price(p, F.col("item_idx"), cat_idx)
+                         * F.when(on_sale, SALE_FACTOR).otherwise(1.0), 2)
     carted = F.col("user_idx").isNotNull() & (u(_CART) < P_CART)
     bought = carted & (u(_BUY) < P_PURCHASE)
     returned = bought & (u(_RETURN) < p.return_rate)
-    quantity = F.element_at(F.array(*[F.lit(float(q)) for q, _ in QUANTITIES]),
-                            _pick(u(_QTY), [w for _, w in QUANTITIES]) + 1)
+    quantity = _lookup([float(q) for q, _ in QUANTITIES], _pick(u(_QTY), [w for _, w in QUANTITIES]))
     t_view = F.col("t0") + F.col("pos") * F.col("pace") + F.floor(u(_JITTER) * F.col("pace") * 0.8)
-    t_cart = t_view + 5 + F.floor(u(_CART_DELAY) * 55)
+    t_cart = F.col("t_view") + 5 + F.floor(u(_CART_DELAY) * 55)
     # checkout after the last view: every purchase of a session shares its time, like an invoice
     t_buy = F.col("t0") + F.col("n_views") * F.col("pace") + F.col("checkout_delay")
     t_return = t_buy + 2 * 86400 + F.floor(u(_RETURN_DELAY) * 12 * 86400)
@@ -399,15 +455,17 @@ def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: 
     def event(kind: str, keep: Column, value: Column, t: Column) -> Column:
         return F.struct(keep.alias("keep"), F.lit(kind).alias("event_type"),
                         value.cast("double").alias("value"), t.cast("long").alias("t"))
-    evs = F.array(event("view", F.lit(True), F.lit(1.0), t_view), event("cart", carted, quantity, t_cart),
-                  event("purchase", bought, quantity, t_buy), event("return", returned, quantity, t_return))
+    evs = F.array(event("view", F.lit(True), F.lit(1.0), F.col("t_view")),
+                  event("cart", carted, F.col("quantity"), t_cart),
+                  event("purchase", bought, F.col("quantity"), t_buy),
+                  event("return", returned, F.col("quantity"), t_return))
     end = _start_epoch(p) + p.days * 86400
-    out = (views.select("*", unit_price.alias("unit_price"),
-                        F.explode(F.filter(evs, lambda e: e["keep"])).alias("e"))
+    out = (views.select("*", unit_price.alias("unit_price"), quantity.alias("quantity"), t_view.alias("t_view"))
+           .select("*", F.explode(F.filter(evs, lambda e: e["keep"])).alias("e"))
            .where(F.col("e.t") < end))
     return out.select(
         F.when(F.col("user_idx").isNotNull(), _padded("U", F.col("user_idx"), p.n_users, 6)).alias("user_id"),
-        "item_id",
+        _padded("SKU", F.col("item_idx"), p.n_items, 5).alias("item_id"),
         F.col("e.event_type").alias("event_type"),
         F.col("e.value").alias("value"),
         F.col("unit_price").alias("price"),

@@ -1,0 +1,83 @@
+"""Config: layers, environment overrides, and clear errors at start-up."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from jobs.config import PROJECT_ROOT, ConfigError, load_config
+
+
+def test_local_env_loads_with_absolute_paths():
+    cfg = load_config(env="local", environ={})
+    assert cfg.env == "local"
+    assert cfg.spark.master == "local[*]"
+    assert Path(cfg.lakehouse.root).is_absolute()
+    assert cfg.mlflow.tracking_uri.startswith("sqlite:////")
+    assert cfg.source("online_retail").columns["user_id"] == "CustomerID"
+
+
+def test_prod_env_points_at_cluster_and_s3():
+    cfg = load_config(env="prod", environ={})
+    assert cfg.lakehouse.root.startswith("s3a://")
+    assert cfg.spark.master == "yarn"
+    assert cfg.source("online_retail").path.startswith("s3://")
+
+
+def test_env_overrides_are_typed_and_nested():
+    cfg = load_config(env="local", environ={
+        "RECO__QUALITY__MAX_BAD_ROW_SHARE": "0.2",
+        "RECO__SPARK__CONF__spark.sql.shuffle.partitions": "3",
+        "RECO__SYNTHETIC__N_EVENTS": "5000"})
+    assert cfg.quality.max_bad_row_share == 0.2
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "3"
+    assert cfg.synthetic.n_events == 5000
+
+
+def test_malformed_value_names_the_setting():
+    with pytest.raises(ConfigError) as err:
+        load_config(env="local", environ={"RECO__QUALITY__MAX_BAD_ROW_SHARE": "lots"})
+    assert "quality.max_bad_row_share" in str(err.value)
+
+
+def test_unknown_env_lists_the_available_ones():
+    with pytest.raises(ConfigError, match=r"available environments: \['local', 'prod'\]"):
+        load_config(env="staging", environ={})
+
+
+def _conf_copy(tmp_path) -> Path:
+    conf = tmp_path / "conf"
+    shutil.copytree(PROJECT_ROOT / "conf", conf)
+    return conf
+
+
+def test_missing_required_setting_fails_with_its_name(tmp_path):
+    conf = _conf_copy(tmp_path)
+    (conf / "local.yaml").write_text((conf / "local.yaml").read_text().replace("  master: local[*]\n", ""))
+    with pytest.raises(ConfigError) as err:
+        load_config(env="local", conf_dir=conf, environ={})
+    assert "spark.master: is required but not set" in str(err.value)
+
+
+def test_secret_in_yaml_is_refused(tmp_path):
+    conf = _conf_copy(tmp_path)
+    (conf / "local.yaml").write_text((conf / "local.yaml").read_text() + "\n  password: hunter2\n")
+    with pytest.raises(ConfigError, match="redis.password is a secret"):
+        load_config(env="local", conf_dir=conf, environ={})
+
+
+def test_vacuum_retention_must_outlive_pinned_versions():
+    with pytest.raises(ConfigError, match="vacuum_retention_hours"):
+        load_config(env="local", environ={"RECO__LAKEHOUSE__VACUUM_RETENTION_HOURS": "24"})
+
+
+def test_csv_source_must_map_required_contract_fields():
+    with pytest.raises(ConfigError, match="columns must map the contract field 'item_id'"):
+        load_config(env="local", environ={}, overrides={"sources": {"x": {
+            "kind": "csv", "path": "/x.csv", "columns": {"user_id": "u", "event_time": "t"},
+            "event_type": {"constant": "purchase"}}}})
+
+
+def test_unknown_source_lists_configured_ones():
+    cfg = load_config(env="local", environ={})
+    with pytest.raises(ConfigError, match="unknown source 'nope'"):
+        cfg.source("nope")
