@@ -38,7 +38,6 @@ from typing import List, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from features.contract import CATALOG_SCHEMA, EVENT_SCHEMA
 
@@ -133,8 +132,11 @@ class SyntheticParams:
 # ---------------------------------------------------------------- random draws
 
 def _uniform(seed: int, stream: int, *keys: Column) -> Column:
-    """A uniform double in [0, 1) from the row's keys: same keys, same value, on any partition."""
-    h = F.xxhash64(F.lit(seed).cast("long"), F.lit(stream).cast("int"), *keys)
+    """A uniform double in [0, 1) from the row's keys: same keys, same value, on any partition.
+
+    Keys are hashed as longs: xxhash64 of an int and of the same long differ.
+    """
+    h = F.xxhash64(F.lit(seed).cast("long"), F.lit(stream).cast("int"), *[k.cast("long") for k in keys])
     return h.bitwiseAND(F.lit(_MASK53)) / float(1 << 53)
 
 
@@ -168,10 +170,24 @@ def _padded(prefix: str, idx: Column, n: int, min_width: int) -> Column:
     return F.concat(F.lit(prefix), F.lpad(idx.cast("string"), max(min_width, len(str(n - 1))), "0"))
 
 
-def _alias_table(spark: SparkSession, weights: Sequence[float]) -> DataFrame:
-    """Walker/Vose alias table (idx, prob, alias): O(1) exact sampling from a discrete law.
+def _sql_literal(v) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, float):
+        return f"{v!r}D"
+    return f"{int(v)}L" if abs(int(v)) >= 2 ** 31 else str(int(v))
 
-    Draw i uniform in 0..n-1 and u in [0, 1); the sample is i if u < prob[i] else alias[i].
+
+def _lookup(values: Sequence, idx: Column) -> Column:
+    """values[idx] (0-based) for a constant list; the list is one SQL literal (one JVM call, not one per value)."""
+    return F.element_at(F.expr(f"array({', '.join(_sql_literal(v) for v in values)})"), idx + 1)
+
+
+def _alias_sample(u_index: Column, u_accept: Column, weights: Sequence[float]) -> Column:
+    """An index drawn with probability weights[i] / sum(weights): Walker/Vose alias method.
+
+    O(1) per row and exact: pick i uniformly, keep it if u_accept < prob[i], else take
+    alias[i]. The two tables are built here on the driver and travel as array literals.
     """
     n = len(weights)
     total = float(sum(weights))
@@ -184,10 +200,8 @@ def _alias_table(spark: SparkSession, weights: Sequence[float]) -> DataFrame:
         prob[s], alias[s] = scaled[s], g
         scaled[g] -= 1.0 - scaled[s]
         (small if scaled[g] < 1.0 else large).append(g)
-    schema = T.StructType([T.StructField("_slot_idx", T.IntegerType(), False),
-                           T.StructField("_slot_prob", T.DoubleType(), False),
-                           T.StructField("_slot_alias", T.IntegerType(), False)])
-    return spark.createDataFrame(list(zip(range(n), prob, alias)), schema)
+    i = F.least(F.floor(u_index * n), F.lit(n - 1)).cast("int")
+    return F.when(u_accept < _lookup(prob, i), i).otherwise(_lookup(alias, i))
 
 
 # ---------------------------------------------------------------- catalog
@@ -230,19 +244,6 @@ def _layout(p: SyntheticParams) -> _Layout:
         n=p.n_items, sizes=tuple(sizes), starts=tuple(accumulate([0] + sizes[:-1])),
         launched=tuple(m - (m + 2) // 5 if has_new else m for m in sizes),
         prime=prime, inverse=pow(prime, -1, p.n_items) if p.n_items > 1 else 0, has_new=has_new)
-
-
-def _sql_literal(v) -> str:
-    if isinstance(v, str):
-        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(v, float):
-        return f"{v!r}D"
-    return f"{int(v)}L" if abs(int(v)) >= 2 ** 31 else str(int(v))
-
-
-def _lookup(values: Sequence, idx: Column) -> Column:
-    """values[idx] (0-based) for a constant list; the list is one SQL literal (one JVM call, not one per value)."""
-    return F.element_at(F.expr(f"array({', '.join(_sql_literal(v) for v in values)})"), idx + 1)
 
 
 def _position(lay: _Layout, item_idx: Column) -> Column:
@@ -382,13 +383,11 @@ def _sessions(spark: SparkSession, p: SyntheticParams, n_sessions: int, num_part
     # heavy-tailed activity: low raw indexes are drawn far more often, then permuted
     raw_user = F.floor(F.pow(u(_USER), USER_ACTIVITY_POWER) * p.n_users)
     user_idx = F.when(~anonymous, _permute(raw_user, p.n_users))
-    slots = _alias_table(spark, _slot_weights(p))
-    draw = F.floor(u(_SLOT) * (24 * p.days)).cast("int")
-    s = (spark.range(0, n_sessions, 1, num_partitions).withColumnRenamed("id", "session_idx")
-         .withColumn("user_idx", user_idx)
-         .withColumn("_slot_idx", draw)
-         .join(F.broadcast(slots), "_slot_idx"))
-    slot = F.when(u(_SLOT_ALIAS) < F.col("_slot_prob"), F.col("_slot_idx")).otherwise(F.col("_slot_alias"))
+    # the session's hour of the window (0 .. 24 * days - 1), drawn by seasonal weight
+    slot = _alias_sample(u(_SLOT), u(_SLOT_ALIAS), _slot_weights(p)).cast("long")
+    s = spark.range(0, n_sessions, 1, num_partitions).select(
+        F.col("id").alias("session_idx"), user_idx.alias("user_idx"), slot.alias("slot"))
+    slot = F.col("slot")
     return s.select(
         "session_idx", "user_idx",
         F.when(F.col("user_idx").isNull(), F.floor(u(_SEGMENT) * p.n_segments).cast("int"))

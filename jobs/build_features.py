@@ -85,7 +85,9 @@ def build_features(spark: SparkSession, cfg: Config, run_date: date, maintain: b
             lh.maintain(table)
     rows = {t: (lh.read(t).filter(F.col("as_of_date") == d).count() if t not in ("user_index", "item_index")
                 else lh.read(t).count()) for t in GOLD_TABLES}
-    record_run(lh, "features", "all", f"silver-v{silver_version}", run_date, "succeeded",
-               {"rows": rows, "silver_version": silver_version}, time.time() - t0)
+    # the key is the run date alone, so a rerun replaces its row; the silver version read
+    # is logged (and recorded with each model by training)
+    record_run(lh, "features", "all", f"as-of-{run_date.isoformat()}", run_date, "succeeded",
+               {"rows": rows}, time.time() - t0)
     log.info("[features %s] done in %.1fs: %s", run_date, time.time() - t0, rows)
     return FeaturesResult(run_date=run_date.isoformat(), rows=rows, silver_version=silver_version)

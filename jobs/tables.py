@@ -24,3 +24,12 @@ def list_tables(lh: Lakehouse) -> List[str]:
 
 def table_summary(lh: Lakehouse) -> List[Tuple[str, int, str]]:
     return [(name, lh.read(name).count(), lh.path(name)) for name in list_tables(lh)]
+
+
+def content_checksum(df, exclude=()) -> Tuple[int, int]:
+    """(row count, order-insensitive checksum of every column's values)."""
+    from pyspark.sql import functions as F
+    cols = [c for c in df.columns if c not in set(exclude)]
+    row = df.select(F.xxhash64(*[F.col(f"`{c}`") for c in cols]).alias("h")).agg(
+        F.count("*").alias("n"), F.coalesce(F.sum(F.col("h").cast("decimal(38,0)")), F.lit(0)).alias("s")).first()
+    return int(row["n"]), int(row["s"])

@@ -30,8 +30,14 @@ class ValidationSummary:
 def _context(quality_dir: str):
     import great_expectations as gx
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
     Path(quality_dir).mkdir(parents=True, exist_ok=True)
-    return gx.get_context(mode="file", project_root_dir=quality_dir)
+    ctx = gx.get_context(mode="file", project_root_dir=quality_dir)
+    if ctx.variables.progress_bars is None or ctx.variables.progress_bars.globally:
+        # our own log lines show progress; GX's bars would flood CI logs
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        ctx.variables.save()
+    return ctx
 
 
 def run_suite(df: DataFrame, suite_name: str, expectations, *, quality_dir: str, source: str, batch_id: str, stage: str) -> ValidationSummary:

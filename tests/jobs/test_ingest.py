@@ -1,0 +1,104 @@
+"""The ingest and features jobs on real files: idempotency and row accounting."""
+import gzip
+from datetime import date
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.build_features import build_features
+from jobs.ingest import ingest
+from jobs.lakehouse import Lakehouse
+from jobs.tables import content_checksum, list_tables
+from tests.conftest import SHARED
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+LINES = [
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2011-11-01 08:26:00,2.55,17850,United Kingdom",
+    "536365,71053,WHITE METAL LANTERN,6,2011-11-01 08:26:00,3.39,17850,United Kingdom",
+    "536366,22633,HAND WARMER UNION JACK,6,2011-11-20 08:28:00,1.85,17850,United Kingdom",
+    "536367,84879,ASSORTED COLOUR BIRD ORNAMENT,32,2011-12-01 08:34:00,1.69,13047,United Kingdom",
+    "536367,22745,POPPY'S PLAYHOUSE BEDROOM ,6,2011-12-01 08:34:00,2.10,13047,United Kingdom",
+    "C536379,22633,HAND WARMER UNION JACK,-6,2011-12-02 09:41:00,1.85,17850,United Kingdom",
+    "536380,POST,POSTAGE,3,2011-12-02 09:41:00,18.00,12583,France",
+    "536381,22139,RETROSPOT TEA SET CERAMIC 11 PC ,1,2011-12-03 11:52:00,4.95,,United Kingdom",
+    "536382,22139,RETROSPOT TEA SET CERAMIC 11 PC ,0,2011-12-03 11:52:00,4.95,12583,France",
+]
+RUN_DATE = date(2011, 12, 9)
+
+
+def _write(tmp_path, lines, name="retail.csv.gz"):
+    path = tmp_path / "in" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        f.write(HEADER + "\n".join(lines) + "\n")
+    return str(path)
+
+
+def _snapshot(lh: Lakehouse):
+    return {t: content_checksum(lh.read(t), exclude=("duration_s",)) for t in list_tables(lh)}
+
+
+def test_ingest_and_features_twice_leave_identical_tables(spark, cfg, tmp_path):
+    cfg = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"max_bad_row_share": 0.2})})
+    path = _write(tmp_path, LINES)
+    lh = Lakehouse(spark, cfg)
+    first = ingest(spark, cfg, "online_retail", RUN_DATE, path=path)
+    build_features(spark, cfg, RUN_DATE)
+    before = _snapshot(lh)
+    second = ingest(spark, cfg, "online_retail", RUN_DATE, path=path)
+    build_features(spark, cfg, RUN_DATE)
+    assert _snapshot(lh) == before
+    assert first.batch_id == second.batch_id
+    # known accounting for the inline batch
+    assert (first.input_rows, first.accepted_rows, first.excluded_rows, first.quarantined_rows) == (9, 5, 3, 1)
+    assert first.excluded_by_rule == {"non_product_item": 1, "netted_by_return": 1, "return_netted": 1}
+    assert first.quarantined_by_rule == {"non_positive_quantity": 1}
+    assert {"bronze_online_retail", "silver_interactions", "quarantine", "excluded", "items", "user_index",
+            "item_index", "user_features", "item_features", "training_examples", "pipeline_runs"} <= set(before)
+    # bronze keeps the original values, as strings
+    raw = lh.read("bronze_online_retail").filter(F.col("InvoiceNo") == "C536379").first()
+    assert raw["Quantity"] == "-6" and raw["CustomerID"] == "17850"
+
+
+def test_new_batch_extends_id_maps_without_renumbering(spark, cfg, tmp_path):
+    cfg = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"max_bad_row_share": 0.2})})
+    lh = Lakehouse(spark, cfg)
+    ingest(spark, cfg, "online_retail", RUN_DATE, path=_write(tmp_path, LINES[:4], "a.csv.gz"))
+    build_features(spark, cfg, RUN_DATE)
+    users_before = {r.user_id: r.idx for r in lh.read("user_index").collect()}
+    items_before = {r.item_id: r.idx for r in lh.read("item_index").collect()}
+    new_lines = ["536390,99999,NEW THING,1,2011-12-08 10:00:00,1.00,10001,Spain",
+                 "536391,85123A,WHITE HANGING HEART T-LIGHT HOLDER,1,2011-12-08 10:00:00,2.55,00001,Spain"]
+    ingest(spark, cfg, "online_retail", RUN_DATE, path=_write(tmp_path, new_lines, "b.csv.gz"))
+    build_features(spark, cfg, RUN_DATE)
+    users = {r.user_id: r.idx for r in lh.read("user_index").collect()}
+    items = {r.item_id: r.idx for r in lh.read("item_index").collect()}
+    assert {u: users[u] for u in users_before} == users_before
+    assert {i: items[i] for i in items_before} == items_before
+    assert users["00001"] == len(users_before) and users["10001"] == len(users_before) + 1
+    assert sorted(users.values()) == list(range(len(users)))
+    assert items["99999"] == len(items_before)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "uci-online-retail" / "online_retail.csv.gz").exists(),
+                    reason="the shared UCI Online Retail file is not on this machine")
+def test_uci_online_retail_every_row_accounted_for(spark, cfg):
+    """The real file, through configuration alone: in = accepted + excluded + quarantined."""
+    lh = Lakehouse(spark, cfg)
+    res = ingest(spark, cfg, "online_retail", RUN_DATE)
+    assert res.input_rows == 541_909
+    silver = lh.read("silver_interactions").filter(F.col("batch_id") == res.batch_id).count()
+    excluded = lh.read("excluded").filter(F.col("batch_id") == res.batch_id).count()
+    quarantined = lh.read("quarantine").filter(F.col("batch_id") == res.batch_id).count()
+    assert silver + excluded + quarantined == 541_909
+    assert (silver, excluded, quarantined) == (res.accepted_rows, res.excluded_rows, res.quarantined_rows)
+    # every cancellation line (9,288) is a return: netted or unmatched, never a training event
+    assert lh.read("silver_interactions").filter("event_type = 'return'").count() == 0
+    returns = sum(v for k, v in res.excluded_by_rule.items() if k.startswith("return"))
+    quarantined_cancellations = lh.read("quarantine").filter(F.col("raw").contains('"InvoiceNo":"C')).count()
+    assert returns + quarantined_cancellations == 9_288
+    # 135,080 rows without a customer stay for popularity, as anonymous rows
+    anon = lh.read("silver_interactions").filter("is_anonymous").count()
+    assert 0 < anon <= 135_080
+    assert res.excluded_by_rule["non_product_item"] > 0 and res.quarantined_by_rule["duplicate_row"] > 0
