@@ -11,6 +11,9 @@ Every accepted row ends in exactly one place: the silver table, or the
 * ``return_without_purchase``: a return with no purchase of that item by that
   customer in the batch (bought before the data starts) or by an anonymous buyer.
 
+A return larger than the purchases it nets against cancels them all; the
+remainder refers to purchases outside the batch and is not kept.
+
 A partly cancelled purchase stays with its remaining quantity.
 """
 from __future__ import annotations
@@ -88,8 +91,7 @@ def build_silver(valid: DataFrame, non_product_items: Iterable[str], grades: Dic
     kept = products_rule.filter(F.col("exclude_rule").isNull())
     silver = kept.select(
         "source", "batch_id", "row_id", "user_id", "item_id",
-        # an unmatched remainder of a return stays a return event
-        "event_type",
+        "event_type",  # returns never get here: every return is netted or unmatched (excluded)
         F.col("net_value").alias("value"), "price", "event_time",
         F.to_date("event_time").alias("event_date"),
         "country", "session_id",

@@ -6,7 +6,7 @@ this module decides which rows go to quarantine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import List, Tuple
 
 from pyspark.sql import Column, DataFrame, Window
@@ -29,9 +29,10 @@ class QualityLimits:
     @staticmethod
     def for_run(run_date: date, min_event_time: str, future_tolerance_hours: int, max_string_length: int,
                 max_quantity: float, max_price: float, rating_max: float, allow_anonymous: bool) -> "QualityLimits":
-        end_of_run_date = datetime.combine(run_date + timedelta(days=1), datetime.min.time())
+        # aware UTC datetimes: PySpark would read naive ones in the Python process's local zone
+        end_of_run_date = datetime.combine(run_date + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
         return QualityLimits(
-            min_event_time=datetime.fromisoformat(min_event_time),
+            min_event_time=datetime.fromisoformat(min_event_time).replace(tzinfo=timezone.utc),
             max_event_time=end_of_run_date + timedelta(hours=future_tolerance_hours),
             max_string_length=max_string_length, max_quantity=max_quantity, max_price=max_price,
             rating_max=rating_max, allow_anonymous=allow_anonymous)
@@ -40,7 +41,7 @@ class QualityLimits:
 def rules(limits: QualityLimits) -> List[Tuple[str, Column]]:
     """(reason, condition that marks a row bad). Order is the order reasons are listed in."""
     et, v = F.col("event_type"), F.col("value")
-    qty_event = et.isin("cart", "purchase", "return")
+    qty_event = et.isin("view", "cart", "purchase", "return")
     out = [
         ("malformed_row: wrong number of fields or broken quoting", F.col("_malformed")),
         ("invalid_utf8: bytes that are not UTF-8", F.col("_bad_utf8")),
@@ -59,8 +60,8 @@ def rules(limits: QualityLimits) -> List[Tuple[str, Column]]:
         ("missing_value", v.isNull() & ~F.col("_bad_value")),
         ("non_positive_quantity", qty_event & (v <= 0)),
         (f"quantity_too_large: above {limits.max_quantity:g}", qty_event & (v > limits.max_quantity)),
-        (f"rating_out_of_range: outside [0, {limits.rating_max:g}]",
-         (et == "rating") & ((v < 0) | (v > limits.rating_max))),
+        (f"rating_out_of_range: outside (0, {limits.rating_max:g}]",
+         (et == "rating") & ((v <= 0) | (v > limits.rating_max))),
         ("unparseable_price", F.col("_bad_price")),
         ("negative_price", F.col("price") < 0),
         (f"price_too_large: above {limits.max_price:g}", F.col("price") > limits.max_price),

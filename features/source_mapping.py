@@ -16,6 +16,9 @@ from pyspark.sql import functions as F
 from features.contract import EVENT_TYPES
 
 # bronze bookkeeping columns (not part of the raw record)
+CORRUPT = "_corrupt_record"
+_MAX_EPOCH_S = 253402300799  # 9999-12-31 23:59:59 UTC
+
 BRONZE_META = ("_batch_id", "_run_date", "_row_id", "_source_file", "_corrupt_record")
 
 
@@ -26,10 +29,12 @@ def raw_columns(bronze: DataFrame) -> List[str]:
 def parse_timestamp(col: Column, fmt: str, timezone: str) -> Column:
     """Parse a string column into a UTC timestamp; null when it does not parse."""
     text = F.trim(col)
-    if fmt == "unix_seconds":
-        ts = F.timestamp_seconds(text.try_cast("long"))
-    elif fmt == "unix_millis":
-        ts = F.timestamp_millis(text.try_cast("long"))
+    if fmt in ("unix_seconds", "unix_millis"):
+        # out-of-range epochs (past year 9999) would overflow: they become null -> unparseable
+        n = text.try_cast("long")
+        scale = 1 if fmt == "unix_seconds" else 1000
+        n = F.when(n.between(-_MAX_EPOCH_S * scale, _MAX_EPOCH_S * scale), n)
+        ts = F.timestamp_seconds(n) if fmt == "unix_seconds" else F.timestamp_millis(n)
     else:
         ts = F.try_to_timestamp(text, F.lit(fmt))
     if timezone.upper() != "UTC":
@@ -106,7 +111,9 @@ def map_to_contract(bronze: DataFrame, mapping: Any, source: str) -> DataFrame:
         _blank_to_null(_field(mapping, "session_id")).alias("session_id"),
         _blank_to_null(_field(mapping, "title")).alias("title"),
         _blank_to_null(_field(mapping, "category")).alias("category"),
-        F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw])).alias("raw"),
+        # the original values; a malformed line also keeps its original text
+        F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw],
+                           *([F.col(CORRUPT)] if CORRUPT in bronze.columns else []))).alias("raw"),
         # parse flags: a value was present but did not parse
         (value_text.isNotNull() & value.isNull()).alias("_bad_value"),
         (price_text.isNotNull() & price.isNull()).alias("_bad_price"),

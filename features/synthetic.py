@@ -3,15 +3,19 @@
 Everything is generated inside Spark from ``spark.range``: events are never
 materialised on the driver, and every random draw is a uniform derived from
 ``xxhash64(seed, draw, row keys)``, so the same parameters give the same rows
-whatever the partitioning (``F.rand`` would depend on it). Only a few small
-lookup tables are built on the driver (time-slot weights, category vocabulary).
+whatever the partitioning (``F.rand`` would depend on it). The only driver-side
+tables are small constants (hour-of-window weights, vocabulary) that travel as
+SQL array literals; items are laid out so that an event finds its item by
+arithmetic, without a join.
 
 What is modelled:
     * items: 16 categories of unequal size, titles "ADJECTIVE COLOUR NOUN",
       log-normal prices per category with charm endings (x.99), ~3% unavailable,
-      ~20% launched after ``start_date`` (``first_seen``), the rest before it;
-    * popularity: Zipf(``popularity_exponent``) over a random rank within each
-      category, so a few items take most of the traffic;
+      20% launched during the window (``first_seen`` after ``start_date``; no
+      event before it), the rest up to two years before it;
+    * popularity: Zipf(``popularity_exponent``) over each item's rank in its
+      category, so a few items take most of the traffic; ids are a fixed shuffle
+      of ranks;
     * users: a segment each, with three preferred categories that take ~70% of
       the segment's views; a fixed country, the first of ``countries`` dominant;
       heavy-tailed activity (a few users have many sessions);
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from itertools import accumulate
@@ -67,7 +72,6 @@ COLOURS = ("RED", "BLUE", "PINK", "WHITE", "IVORY", "GREEN", "BLACK", "GOLD", "S
 
 PRICE_SIGMA = 0.6                 # log-normal spread of prices within a category
 UNAVAILABLE_SHARE = 0.03
-NEW_ITEM_SHARE = 0.20             # items launched after start_date
 CATALOG_AGE_DAYS = 730            # older items were launched up to this long before start_date
 PREFERRED_PER_SEGMENT = 3
 PREFERRED_WEIGHTS = (0.5, 0.3, 0.2)
@@ -124,30 +128,40 @@ class SyntheticParams:
         if not 0 <= self.return_rate < 1:
             raise ValueError(f"synthetic.return_rate must be in [0, 1), got {self.return_rate!r}")
         try:
-            date.fromisoformat(self.start_date)
+            ok = re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.start_date) and date.fromisoformat(self.start_date)
         except (TypeError, ValueError):
-            raise ValueError(f"synthetic.start_date must be YYYY-MM-DD, got {self.start_date!r}") from None
+            ok = False
+        if not ok:
+            raise ValueError(f"synthetic.start_date must be a date written YYYY-MM-DD, got {self.start_date!r}")
+        if not all(isinstance(c, str) and c.strip() for c in self.countries):
+            raise ValueError(f"synthetic.countries must be non-empty names, got {list(self.countries)!r}")
 
 
 # ---------------------------------------------------------------- random draws
 
-def _uniform(seed: int, stream: int, *keys: Column) -> Column:
-    """A uniform double in [0, 1) from the row's keys: same keys, same value, on any partition.
+def _uniform_sql(seed: int, stream: int, *keys: str) -> str:
+    """SQL for a uniform double in [0, 1) from the row's keys (SQL expressions).
 
-    Keys are hashed as longs: xxhash64 of an int and of the same long differ.
+    Same keys, same value, on any partition. Keys are hashed as BIGINT (xxhash64 of
+    an int and of the same long differ). The draws are built as SQL text: one JVM
+    call per column instead of dozens of py4j round trips per Column operator.
     """
-    h = F.xxhash64(F.lit(seed).cast("long"), F.lit(stream).cast("int"), *[k.cast("long") for k in keys])
-    return h.bitwiseAND(F.lit(_MASK53)) / float(1 << 53)
+    hashed = ", ".join(f"CAST({k} AS BIGINT)" for k in keys)
+    return f"((xxhash64({int(seed)}L, {int(stream)}, {hashed}) & {_MASK53}L) / {float(1 << 53)!r}D)"
 
 
-def _pick(u: Column, weights: Sequence[float]) -> Column:
-    """Index i with probability weights[i] / sum(weights), by inverse CDF on ``u`` (short lists)."""
+def _uniform(seed: int, stream: int, *keys: str) -> Column:
+    return F.expr(_uniform_sql(seed, stream, *keys))
+
+
+def _pick(u_sql: str, weights: Sequence[float]) -> Column:
+    """Index i with probability weights[i] / sum(weights), by inverse CDF on ``u_sql`` (short lists)."""
     total = float(sum(weights))
     cum = list(accumulate(w / total for w in weights))
-    expr = F
-    for i, c in enumerate(cum[:-1]):
-        expr = expr.when(u < c, F.lit(i))
-    return F.lit(0) if len(weights) == 1 else expr.otherwise(F.lit(len(weights) - 1))
+    if len(weights) == 1:
+        return F.lit(0)
+    branches = " ".join(f"WHEN {u_sql} < {c!r}D THEN {i}" for i, c in enumerate(cum[:-1]))
+    return F.expr(f"CASE {branches} ELSE {len(weights) - 1} END")
 
 
 def _zipf_rank(u: Column, n: Column, s: float) -> Column:
@@ -161,9 +175,16 @@ def _zipf_rank(u: Column, n: Column, s: float) -> Column:
 
 
 def _permute(idx: Column, n: int) -> Column:
-    """A fixed bijection of 0..n-1 (so ids do not reveal popularity order)."""
+    """A fixed bijection of 0..n-1, idx -> (idx * prime + n // 3) mod n, so ids do not
+    reveal popularity order. :func:`_unpermute` is its inverse."""
     prime = next(q for q in _PERM_PRIMES if n % q)
     return F.pmod(idx * F.lit(prime) + F.lit(n // 3), F.lit(n))
+
+
+def _unpermute(pos: Column, n: int) -> Column:
+    prime = next(q for q in _PERM_PRIMES if n % q)
+    inverse = pow(prime, -1, n) if n > 1 else 0
+    return F.pmod(F.pmod(pos.cast("long") - F.lit(n // 3), F.lit(n)) * F.lit(inverse), F.lit(n))
 
 
 def _padded(prefix: str, idx: Column, n: int, min_width: int) -> Column:
@@ -210,7 +231,7 @@ def _alias_sample(u_index: Column, u_accept: Column, weights: Sequence[float]) -
 class _Layout:
     """Items laid out as category blocks over a permuted index.
 
-    Position ``pos = perm(item_idx)``; category c holds positions
+    Position ``pos = _permute(item_idx)``; category c holds positions
     ``starts[c] .. starts[c] + sizes[c] - 1`` and the item at ``starts[c] + r - 1``
     has popularity rank r in its category. Every 5th rank (3, 8, 13, ...) is a new
     item, launched after ``start_date``; rank 1 is always an old one. All of it is
@@ -220,8 +241,6 @@ class _Layout:
     sizes: Tuple[int, ...]
     starts: Tuple[int, ...]
     launched: Tuple[int, ...]     # items per category there from the start
-    prime: int
-    inverse: int
     has_new: bool
 
     @property
@@ -238,22 +257,15 @@ def _layout(p: SyntheticParams) -> _Layout:
     by_remainder = sorted(range(n_cat), key=lambda i: (int(quotas[i]) - quotas[i], i))
     for i in by_remainder[:p.n_items - sum(sizes)]:
         sizes[i] += 1
-    has_new = p.days > 1
-    prime = next(q for q in _PERM_PRIMES if p.n_items % q)
+    has_new = p.days > 1        # a one-day window has no room for launches
     return _Layout(
         n=p.n_items, sizes=tuple(sizes), starts=tuple(accumulate([0] + sizes[:-1])),
-        launched=tuple(m - (m + 2) // 5 if has_new else m for m in sizes),
-        prime=prime, inverse=pow(prime, -1, p.n_items) if p.n_items > 1 else 0, has_new=has_new)
-
-
-def _position(lay: _Layout, item_idx: Column) -> Column:
-    return F.pmod(item_idx * lay.prime + lay.n // 3, F.lit(lay.n))
+        launched=tuple(m - (m + 2) // 5 if has_new else m for m in sizes), has_new=has_new)
 
 
 def _item_at(lay: _Layout, cat_idx: Column, rank: Column) -> Column:
-    """item_idx of the item with popularity ``rank`` in category ``cat_idx`` (inverse of _position)."""
-    pos = _lookup(lay.starts, cat_idx) + rank - 1
-    return F.pmod(F.pmod(pos - lay.n // 3, F.lit(lay.n)) * lay.inverse, F.lit(lay.n))
+    """item_idx of the item with popularity ``rank`` in category ``cat_idx``."""
+    return _unpermute(_lookup(lay.starts, cat_idx) + rank - 1, lay.n)
 
 
 def _category_of(lay: _Layout, pos: Column) -> Column:
@@ -274,13 +286,13 @@ def _rank_of_launched(lay: _Layout, k: Column) -> Column:
     return (5 * F.floor((k - 1) / 4) + _lookup((1, 2, 4, 5), F.pmod(k - 1, F.lit(4)))).cast("int")
 
 
-def _first_seen(p: SyntheticParams, item_idx: Column, is_new: Column) -> Column:
+def _first_seen(p: SyntheticParams, item_idx: str, is_new: Column) -> Column:
     u = _uniform(p.seed, _FIRST_SEEN, item_idx)
     offset = F.when(is_new, 1 + F.floor(u * (p.days - 1))).otherwise(-F.floor(u * CATALOG_AGE_DAYS))
     return F.date_add(F.lit(p.start_date).cast("date"), offset.cast("int"))
 
 
-def _list_price(p: SyntheticParams, item_idx: Column, cat_idx: Column) -> Column:
+def _list_price(p: SyntheticParams, item_idx: str, cat_idx: Column) -> Column:
     """Log-normal around the category's median (Box-Muller), with a charm ending: 2.49, 13.99."""
     u = lambda stream: _uniform(p.seed, stream, item_idx)  # noqa: E731
     z = F.sqrt(-2.0 * F.log(1.0 - u(_PRICE1))) * F.cos(2.0 * math.pi * u(_PRICE2))
@@ -298,9 +310,9 @@ def generate_catalog(spark: SparkSession, p: SyntheticParams) -> DataFrame:
     lay = _layout(p)
     cats = CATEGORIES[:lay.n_cat]
     idx = F.col("item_idx")
-    u = lambda stream: _uniform(p.seed, stream, idx)  # noqa: E731
+    u = lambda stream: _uniform(p.seed, stream, "item_idx")  # noqa: E731
     items = (spark.range(p.n_items).select(F.col("id").alias("item_idx"))
-             .withColumn("pos", _position(lay, idx))
+             .withColumn("pos", _permute(idx, lay.n))
              .withColumn("cat_idx", _category_of(lay, F.col("pos"))))
     rank = F.col("pos") - _lookup(lay.starts, F.col("cat_idx")) + 1
 
@@ -313,9 +325,9 @@ def generate_catalog(spark: SparkSession, p: SyntheticParams) -> DataFrame:
         _padded("SKU", idx, p.n_items, 5).alias("item_id"),
         title.alias("title"),
         _lookup([c[0] for c in cats], F.col("cat_idx")).alias("category"),
-        _list_price(p, idx, F.col("cat_idx")).alias("price"),
+        _list_price(p, "item_idx", F.col("cat_idx")).alias("price"),
         (u(_AVAIL) >= UNAVAILABLE_SHARE).alias("available"),
-        _first_seen(p, idx, _is_new(lay, rank)).alias("first_seen"))
+        _first_seen(p, "item_idx", _is_new(lay, rank)).alias("first_seen"))
 
 
 # ---------------------------------------------------------------- users
@@ -330,18 +342,18 @@ def _segment_preferences(p: SyntheticParams) -> List[List[int]]:
     return [sorted(range(n_cat), key=lambda c: key(s, c))[:k] for s in range(p.n_segments)]
 
 
-def _country(u: Column, countries: Sequence[str]) -> Column:
+def _country(u_sql: str, countries: Sequence[str]) -> Column:
     rest = [1.0 / k for k in range(1, len(countries))]
     weights = [FIRST_COUNTRY_SHARE] + [(1 - FIRST_COUNTRY_SHARE) * w / sum(rest) for w in rest]
-    return _lookup(list(countries), _pick(u, weights))
+    return _lookup(list(countries), _pick(u_sql, weights))
 
 
-def _user_segment(p: SyntheticParams, user_idx: Column) -> Column:
+def _user_segment(p: SyntheticParams, user_idx: str) -> Column:
     return F.floor(_uniform(p.seed, _SEGMENT, user_idx) * p.n_segments).cast("int")
 
 
-def _user_country(p: SyntheticParams, user_idx: Column) -> Column:
-    return _country(_uniform(p.seed, _COUNTRY, user_idx), p.countries)
+def _user_country(p: SyntheticParams, user_idx: str) -> Column:
+    return _country(_uniform_sql(p.seed, _COUNTRY, user_idx), p.countries)
 
 
 def user_segments(spark: SparkSession, p: SyntheticParams) -> DataFrame:
@@ -349,8 +361,8 @@ def user_segments(spark: SparkSession, p: SyntheticParams) -> DataFrame:
     idx = F.col("id")
     return spark.range(p.n_users).select(
         _padded("U", idx, p.n_users, 6).alias("user_id"),
-        _user_segment(p, idx).alias("segment"),
-        _user_country(p, idx).alias("country"))
+        _user_segment(p, "id").alias("segment"),
+        _user_country(p, "id").alias("country"))
 
 
 # ---------------------------------------------------------------- events
@@ -378,22 +390,23 @@ def _n_sessions(p: SyntheticParams) -> int:
 
 
 def _sessions(spark: SparkSession, p: SyntheticParams, n_sessions: int, num_partitions: int) -> DataFrame:
-    u = lambda stream: _uniform(p.seed, stream, F.col("session_idx"))  # noqa: E731
+    u = lambda stream: _uniform(p.seed, stream, "session_idx")  # noqa: E731
     anonymous = u(_ANON) < ANONYMOUS_SHARE
     # heavy-tailed activity: low raw indexes are drawn far more often, then permuted
     raw_user = F.floor(F.pow(u(_USER), USER_ACTIVITY_POWER) * p.n_users)
-    user_idx = F.when(~anonymous, _permute(raw_user, p.n_users))
     # the session's hour of the window (0 .. 24 * days - 1), drawn by seasonal weight
     slot = _alias_sample(u(_SLOT), u(_SLOT_ALIAS), _slot_weights(p)).cast("long")
-    s = spark.range(0, n_sessions, 1, num_partitions).select(
-        F.col("id").alias("session_idx"), user_idx.alias("user_idx"), slot.alias("slot"))
+    s = (spark.range(0, n_sessions, 1, num_partitions).withColumnRenamed("id", "session_idx")
+         .select("session_idx", F.when(~anonymous, _permute(raw_user, p.n_users)).alias("user_idx"),
+                 slot.alias("slot")))
     slot = F.col("slot")
+    known = F.col("user_idx").isNotNull()
     return s.select(
         "session_idx", "user_idx",
-        F.when(F.col("user_idx").isNull(), F.floor(u(_SEGMENT) * p.n_segments).cast("int"))
-         .otherwise(_user_segment(p, F.col("user_idx"))).alias("segment"),
-        F.when(F.col("user_idx").isNull(), _country(u(_COUNTRY), p.countries))
-         .otherwise(_user_country(p, F.col("user_idx"))).alias("country"),
+        F.when(known, _user_segment(p, "user_idx"))
+         .otherwise(F.floor(u(_SEGMENT) * p.n_segments).cast("int")).alias("segment"),
+        F.when(known, _user_country(p, "user_idx"))
+         .otherwise(_country(_uniform_sql(p.seed, _COUNTRY, "session_idx"), p.countries)).alias("country"),
         (F.lit(_start_epoch(p)) + slot * 3600 + F.floor(u(_SECOND) * 3600)).alias("t0"),
         F.date_add(F.lit(p.start_date).cast("date"), F.floor(slot / 24).cast("int")).alias("day"),
         (20 + F.floor(u(_PACE) * 100)).alias("pace"),    # seconds between views
@@ -419,11 +432,12 @@ def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: 
 
     views = (_sessions(spark, p, n_sessions, num_partitions)
              .withColumn("pos", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1))))
-    u = lambda stream: _uniform(p.seed, stream, F.col("session_idx"), F.col("pos"))  # noqa: E731
+    u_sql = lambda stream: _uniform_sql(p.seed, stream, "session_idx", "pos")  # noqa: E731
+    u = lambda stream: F.expr(u_sql(stream))  # noqa: E731
     cat_idx = F.col("cat_idx")
     preferred = _lookup([c for pref in prefs for c in pref],
-                        F.col("segment") * k_pref + _pick(u(_PREF_PICK), PREFERRED_WEIGHTS[:k_pref]))
-    background = _pick(u(_VIEW_CAT), [c[1] for c in CATEGORIES[:lay.n_cat]])
+                        F.col("segment") * k_pref + _pick(u_sql(_PREF_PICK), PREFERRED_WEIGHTS[:k_pref]))
+    background = _pick(u_sql(_VIEW_CAT), [c[1] for c in CATEGORIES[:lay.n_cat]])
     views = views.withColumn("cat_idx", F.when(u(_PREF) < PREFERRED_SHARE, preferred).otherwise(background))
 
     # Draw an item by popularity; if it is not launched yet on the session's day,
@@ -434,40 +448,40 @@ def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: 
     views = (views.withColumn("rank", rank)
              .withColumn("drawn", _item_at(lay, cat_idx, F.col("rank")))
              .withColumn("item_idx", F.when(
-                 _first_seen(p, F.col("drawn"), _is_new(lay, F.col("rank"))) <= F.col("day"), F.col("drawn"))
+                 _first_seen(p, "drawn", _is_new(lay, F.col("rank"))) <= F.col("day"), F.col("drawn"))
                  .otherwise(_item_at(lay, cat_idx, old_rank))))
 
-    week = F.floor((F.col("t0") - _start_epoch(p)) / (7 * 86400))
-    on_sale = _uniform(p.seed, _SALE, F.col("item_idx"), week) < SALE_SHARE
-    unit_price = F.round(_list_price(p, F.col("item_idx"), cat_idx)
-                         * F.when(on_sale, SALE_FACTOR).otherwise(1.0), 2)
+    # Funnel: a view may be carted, a cart bought, a purchase returned. The flags nest,
+    # so a view yields 1-4 events and event k of a view is view/cart/purchase/return.
+    # (Exploding a count rather than an array of structs keeps the generated per-row
+    # method under HotSpot's 8000-byte JIT limit; above it the stage runs interpreted, ~3x slower.)
     carted = F.col("user_idx").isNotNull() & (u(_CART) < P_CART)
-    bought = carted & (u(_BUY) < P_PURCHASE)
-    returned = bought & (u(_RETURN) < p.return_rate)
-    quantity = _lookup([float(q) for q, _ in QUANTITIES], _pick(u(_QTY), [w for _, w in QUANTITIES]))
+    n_events = (F.when(~carted, 1).when(u(_BUY) >= P_PURCHASE, 2)
+                .when(u(_RETURN) >= p.return_rate, 3).otherwise(4))
+    events = views.select("session_idx", "user_idx", "country", "t0", "pace", "n_views", "checkout_delay",
+                          "pos", "cat_idx", "item_idx",
+                          F.explode(F.sequence(F.lit(0), n_events - 1)).alias("k"))
+
+    k = F.col("k")
+    week = f"FLOOR((t0 - {_start_epoch(p)}) / {7 * 86400})"
+    on_sale = _uniform(p.seed, _SALE, "item_idx", week) < SALE_SHARE
+    unit_price = F.round(_list_price(p, "item_idx", cat_idx)
+                         * F.when(on_sale, SALE_FACTOR).otherwise(1.0), 2)
+    quantity = _lookup([float(q) for q, _ in QUANTITIES], _pick(u_sql(_QTY), [w for _, w in QUANTITIES]))
     t_view = F.col("t0") + F.col("pos") * F.col("pace") + F.floor(u(_JITTER) * F.col("pace") * 0.8)
-    t_cart = F.col("t_view") + 5 + F.floor(u(_CART_DELAY) * 55)
     # checkout after the last view: every purchase of a session shares its time, like an invoice
     t_buy = F.col("t0") + F.col("n_views") * F.col("pace") + F.col("checkout_delay")
-    t_return = t_buy + 2 * 86400 + F.floor(u(_RETURN_DELAY) * 12 * 86400)
-
-    def event(kind: str, keep: Column, value: Column, t: Column) -> Column:
-        return F.struct(keep.alias("keep"), F.lit(kind).alias("event_type"),
-                        value.cast("double").alias("value"), t.cast("long").alias("t"))
-    evs = F.array(event("view", F.lit(True), F.lit(1.0), F.col("t_view")),
-                  event("cart", carted, F.col("quantity"), t_cart),
-                  event("purchase", bought, F.col("quantity"), t_buy),
-                  event("return", returned, F.col("quantity"), t_return))
+    t = (F.when(k == 0, t_view)
+         .when(k == 1, t_view + 5 + F.floor(u(_CART_DELAY) * 55))
+         .when(k == 2, t_buy)
+         .otherwise(t_buy + 2 * 86400 + F.floor(u(_RETURN_DELAY) * 12 * 86400))).cast("long")
     end = _start_epoch(p) + p.days * 86400
-    out = (views.select("*", unit_price.alias("unit_price"), quantity.alias("quantity"), t_view.alias("t_view"))
-           .select("*", F.explode(F.filter(evs, lambda e: e["keep"])).alias("e"))
-           .where(F.col("e.t") < end))
-    return out.select(
+    return events.where(t < end).select(
         F.when(F.col("user_idx").isNotNull(), _padded("U", F.col("user_idx"), p.n_users, 6)).alias("user_id"),
         _padded("SKU", F.col("item_idx"), p.n_items, 5).alias("item_id"),
-        F.col("e.event_type").alias("event_type"),
-        F.col("e.value").alias("value"),
-        F.col("unit_price").alias("price"),
-        F.timestamp_seconds(F.col("e.t")).alias("event_time"),
+        _lookup(["view", "cart", "purchase", "return"], k).alias("event_type"),
+        F.when(k == 0, F.lit(1.0)).otherwise(quantity).alias("value"),
+        unit_price.alias("price"),
+        F.timestamp_seconds(t).alias("event_time"),
         "country",
         _padded("S", F.col("session_idx"), n_sessions, 8).alias("session_id"))

@@ -14,6 +14,10 @@ class EmptyInputError(RecoError):
     """A batch holds no data rows."""
 
 
+class RunDateError(RecoError):
+    """A run date is missing or invalid."""
+
+
 class QualityGateError(RecoError):
     """Too large a share of a batch's rows failed validation."""
     exit_code = 3

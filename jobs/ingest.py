@@ -34,7 +34,7 @@ from features.interactions import build_silver
 from features.row_quality import QualityLimits, quarantine_rows, split_good_bad, with_reasons
 from features.source_mapping import map_to_contract
 from jobs.config import Config, SourceConfig
-from jobs.errors import EmptyInputError, InputSchemaError, QualityGateError
+from jobs.errors import EmptyInputError, InputSchemaError, QualityGateError, RunDateError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 from jobs.storage import InputFile, batch_id_for, resolve_inputs
@@ -78,7 +78,8 @@ def default_run_date(cfg: Config, source: str) -> date:
     """The synthetic data's last day; other sources need an explicit date."""
     if cfg.source(source).kind == "synthetic":
         return date.fromisoformat(cfg.synthetic.start_date) + timedelta(days=cfg.synthetic.days - 1)
-    raise ValueError(f"source '{source}' needs an explicit run date (--date YYYY-MM-DD)")
+    raise RunDateError(f"source '{source}' needs an explicit run date: pass --date YYYY-MM-DD "
+                       "(the logical date the batch belongs to)")
 
 
 # ---------------------------------------------------------------- reading raw rows
@@ -166,7 +167,8 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
         landed = bronze.persist(StorageLevel.MEMORY_AND_DISK)
     else:
         log.info("[ingest %s] 1/5 landing batch %s in %s", source, batch_id, bronze_table)
-        lh.replace(bronze, bronze_table, {"_batch_id": batch_id}, partition_by=["_run_date"])
+        # a later export may carry extra columns: bronze keeps them (schema evolution)
+        lh.replace(bronze, bronze_table, {"_batch_id": batch_id}, partition_by=["_run_date"], merge_schema=True)
         landed = lh.read(bronze_table).filter(F.col("_batch_id") == batch_id)
     input_rows = landed.count()
     if input_rows == 0:
@@ -235,7 +237,8 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     log.info("[ingest %s] 5/5 updating the item catalog", source)
     if batch_catalog is None:
         cat_cfg = src.catalog
-        events_for_catalog = good.filter(F.col("event_type") != "return")
+        non_products = list(cfg.interactions.non_product_items) or [""]
+        events_for_catalog = good.filter((F.col("event_type") != "return") & ~F.col("item_id").isin(*non_products))
         batch_catalog = catalog_fx.catalog_from_events(
             events_for_catalog, cat_cfg.category_from if cat_cfg else None)
     _upsert_items(lh, batch_catalog)

@@ -42,13 +42,15 @@ class Lakehouse:
         return DeltaTable.forPath(self.spark, self.path(table)).history(1).select("version").first()[0]
 
     def replace(self, df: DataFrame, table: str, where: Dict[str, object],
-                partition_by: Sequence[str] = ()) -> None:
+                partition_by: Sequence[str] = (), merge_schema: bool = False) -> None:
         """Overwrite the rows of ``table`` matching ``where`` (column == value) with ``df``.
 
         ``df`` must only hold rows inside that slice; Delta checks it.
         """
         cond = " AND ".join(f"{col} = {_sql_literal(val)}" for col, val in where.items())
         writer = df.write.format("delta").mode("overwrite").option("replaceWhere", cond)
+        if merge_schema:
+            writer = writer.option("mergeSchema", "true")
         if not self.exists(table):
             writer = df.write.format("delta").mode("overwrite")
             if partition_by:

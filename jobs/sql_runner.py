@@ -17,7 +17,8 @@ from jobs.errors import RecoError
 from jobs.lakehouse import Lakehouse
 from jobs.tables import list_tables
 
-_STRINGS = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.S)
+# string literals ('..', "..", with '' or backslash escapes), line and block comments
+_STRINGS = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|--[^\n]*|/\*.*?\*/", re.S)
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _DEFAULTS = re.compile(r"^--\s*param\s+(\w+)\s*=\s*(\S+)", re.M)
 
@@ -42,7 +43,18 @@ def parse_params(pairs: List[str]) -> Dict[str, str]:
 
 
 def run_sql(lh: Lakehouse, text: str, params: Dict[str, str], where: str = "query") -> DataFrame:
+    """Run ``text`` with ``params`` and return its (small, computed) result.
+
+    The result is computed here, so a bad parameter value (``2024-13-45``)
+    fails as a :class:`SqlError` naming the parameters, not later.
+    """
+    from pyspark.errors import PySparkException
+
     tables = list_tables(lh)
+    # only this lakehouse's tables are visible: drop views left by an earlier call
+    for t in lh.spark.catalog.listTables():
+        if t.isTemporary and t.name not in tables:
+            lh.spark.catalog.dropTempView(t.name)
     for name in tables:
         lh.read(name).createOrReplaceTempView(name)
     values = {**dict(_DEFAULTS.findall(text)), **params}
@@ -50,13 +62,13 @@ def run_sql(lh: Lakehouse, text: str, params: Dict[str, str], where: str = "quer
     missing = [p for p in needed if p not in values]
     if missing:
         raise SqlError(f"{where} needs parameter(s) {missing}: pass --param {missing[0]}=VALUE")
+    args = {k: values[k] for k in needed}
     try:
-        return lh.spark.sql(text, args={k: values[k] for k in needed})
-    except Exception as exc:  # AnalysisException and friends: name the file and the tables there are
-        if type(exc).__name__ not in ("AnalysisException", "ParseException", "PySparkException"):
-            raise
-        raise SqlError(f"{where} failed: {str(exc).splitlines()[0]} (tables: {', '.join(tables) or 'none'})") \
-            from None
+        return lh.spark.sql(text, args=args).localCheckpoint(eager=True)
+    except PySparkException as exc:  # analysis, parse and runtime errors: name the file, tables and values
+        given = ", ".join(f"{k}={v}" for k, v in args.items()) or "none"
+        raise SqlError(f"{where} failed: {str(exc).splitlines()[0]} (parameters: {given}; "
+                       f"tables: {', '.join(tables) or 'none'})") from None
 
 
 def run_sql_file(lh: Lakehouse, path: Path, params: List[str]) -> DataFrame:

@@ -33,7 +33,9 @@ def _context(quality_dir: str):
     from great_expectations.data_context.types.base import ProgressBarsConfig
     Path(quality_dir).mkdir(parents=True, exist_ok=True)
     ctx = gx.get_context(mode="file", project_root_dir=quality_dir)
-    if ctx.variables.progress_bars is None or ctx.variables.progress_bars.globally:
+    pb = ctx.variables.progress_bars  # an object when set in this process, a dict when read back from disk
+    globally = pb.get("globally") if isinstance(pb, dict) else getattr(pb, "globally", None)
+    if pb is None or globally is not False:
         # our own log lines show progress; GX's bars would flood CI logs
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         ctx.variables.save()

@@ -13,20 +13,20 @@ value and its reason is checked rule by rule; the good rows of the same file
 must reach ``silver_interactions``, and every input row must land in exactly
 one of silver, excluded or quarantine.
 
-Tests marked ``xfail(strict=True)`` reproduce bugs found while writing the
-corpus (see each reason); they start failing, on purpose, once fixed.
+The last tests are regressions of bugs this corpus found (huge epoch values,
+a rating of 0, a CSV source run without a date, a later export with an extra
+column).
 """
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 from datetime import date
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from py4j.protocol import Py4JJavaError
-from pyspark.errors import AnalysisException
 from pyspark.sql import functions as F
 
 from jobs import cli
@@ -264,11 +264,11 @@ def test_retail_rows_quarantined_with_reasons_and_good_rows_kept(spark, tmp_path
              retail("536476", "BAD_PRICE", price="x"),                  # wrong type: price
              retail("536477", "BAD_TS", when="01/12/2011 10:00"),       # timestamp in another format
              retail("536478", "BAD_FUTURE", when="2012-06-01 10:00:00"),  # after the run date (+24h)
-             retail("536479", "BAD_OLD", when="1999-12-31 23:00:00"),   # before quality.min_event_time
+             retail("536479", "BAD_OLD", when="1994-12-31 23:00:00"),   # before quality.min_event_time
              retail("536480", "BAD_ZERO", qty="0"),                     # zero quantity
              retail("536481", "BAD_NEG", qty="-3"),                     # negative, not a cancellation (no C)
              retail("536482", "BAD_LONG", desc="x" * 1500),             # > quality.max_string_length (1000)
-             retail("536483", "BAD_UTF8", desc="\0").encode().replace(b"\0", b"BAD \xff\xfe BYTES"),  # not UTF-8
+             b"536483,BAD_UTF8,BAD \xff\xfe BYTES,2,2011-12-01 10:00:00,1.25,17850,United Kingdom",  # not UTF-8
              retail("536484", "", desc="NO_ITEM_ID_ROW"),               # null item id
              retail("536485", "BAD_EXTRA") + ",EXTRA FIELD",            # one field too many
              '536486,BAD_QUOTE,"BROKEN QUOTE,2,2011-12-01 10:00:00,1.25,17850,United Kingdom',  # unbalanced "
@@ -299,13 +299,13 @@ def test_retail_rows_quarantined_with_reasons_and_good_rows_kept(spark, tmp_path
     assert {m: [rules_of(r["reason"]) for r in rows] for m, rows in found.items()} == \
         {m: [rules] for m, rules in expected.items()}
     assert "event_time_in_future: after 2011-12-12 00:00 UTC" in found["BAD_FUTURE"][0]["reason"]
-    assert "event_time_too_old: before 2000-01-01" in found["BAD_OLD"][0]["reason"]
+    assert "event_time_too_old: before 1995-01-01" in found["BAD_OLD"][0]["reason"]
     assert "value_too_long: a field exceeds 1000 characters" in found["BAD_LONG"][0]["reason"]
     assert len(places["quarantine"]) == len(expected)
 
     silver_items = sorted(r["item_id"] for r in places["silver_interactions"])
     assert silver_items == sorted([f"GOOD{i:02d}" for i in range(14)] + ["ANON01", "RET01", "DUP01"])
-    assert sorted((r["raw"].split('"StockCode":"')[1].split('"')[0], r["rule"]) for r in places["excluded"]) == \
+    assert sorted((json.loads(r["raw"])["StockCode"], r["rule"]) for r in places["excluded"]) == \
         [("POST", "non_product_item"), ("RET01", "return_netted")]
     assert (result.input_rows, result.accepted_rows, result.excluded_rows, result.quarantined_rows) == \
         (len(lines) - 1, 17, 2, 13)
@@ -370,19 +370,15 @@ def test_ratings_rows_out_of_range(spark, tmp_path):
     found = quarantine_by_marker(places["quarantine"], list(expected))
     assert {m: [rules_of(r["reason"]) for r in rows] for m, rows in found.items()} == \
         {m: [rules] for m, rules in expected.items()}
-    assert "rating_out_of_range: outside [0, 5]" in found['"item":"9001"'][0]["reason"]
+    assert "rating_out_of_range: outside (0, 5]" in found['"item":"9001"'][0]["reason"]
     assert len(places["quarantine"]) == len(expected)
     assert sorted((r["item_id"], r["value"], r["strength"]) for r in places["silver_interactions"]) == [
         ("1001", 5.0, 1.0), ("1002", 3.0, 0.6), ("1003", 1.0, 0.2), ("1004", 4.0, 0.8), ("1005", 2.5, 0.5),
         ("1006", 4.0, 0.8)]
 
 
-# ---------------------------------------------------------------- bugs found (strict xfail)
+# ---------------------------------------------------------------- regressions of bugs found by this corpus
 
-@pytest.mark.xfail(strict=True, raises=Py4JJavaError,
-                   reason="BUG features/source_mapping.py parse_timestamp: timestamp_millis/"
-                   "timestamp_seconds overflow on a huge epoch value and abort the job with "
-                   "java.lang.ArithmeticException instead of quarantining the row")
 def test_huge_epoch_timestamp_is_quarantined_not_a_crash(spark, tmp_path):
     cfg = make_config(tmp_path, quality={"max_bad_row_share": 0.5})
     lines = [EVENTS_HEADER, "1442000000000,101,view,EV_OK1", "1442000000001,102,view,EV_OK2",
@@ -395,23 +391,17 @@ def test_huge_epoch_timestamp_is_quarantined_not_a_crash(spark, tmp_path):
     assert [r["raw"] for r in places["quarantine"] if "EV_HUGE_TS" in r["raw"]] != []
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="BUG features/row_quality.py allows a rating of 0 (range [0, rating_max]) "
-                   "but features/expectations.py requires value > 0 (strict_min), so the accepted-rows GX check "
-                   "raises RuntimeError in jobs/ingest.py")
 def test_rating_zero_lands_in_one_place_without_crash(spark, tmp_path):
-    cfg = make_config(tmp_path)
-    lines = ["1\t1001\t5\t1442000000", "1\t1002\t0\t1442000001"]   # 0 is inside [0, rating_max]
+    cfg = make_config(tmp_path, quality={"max_bad_row_share": 0.5})
+    lines = ["1\t1001\t5\t1442000000", "1\t1002\t0\t1442000001"]   # ratings run 1..5: 0 is out of range
     f = write_lines(tmp_path / "in" / "u.data", lines)
 
     result = ingest(spark, cfg, "ratings_csv", RUN_DATE_2015, path=str(f))
 
-    assert_every_row_accounted_for(Lakehouse(spark, cfg), "ratings_csv", result.batch_id, 2)
+    places = assert_every_row_accounted_for(Lakehouse(spark, cfg), "ratings_csv", result.batch_id, 2)
+    assert [r["reason"].split(":")[0] for r in places["quarantine"]] == ["rating_out_of_range"]
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="BUG jobs/ingest.py default_run_date raises a plain ValueError, which jobs/cli.py main "
-                   "does not catch: `reco ingest --source online_retail` without --date prints a traceback")
 def test_cli_csv_source_without_date_is_a_clean_error(spark, tmp_path, run_cli):
     cfg = make_config(tmp_path)
     f = write_lines(tmp_path / "in" / "retail.csv", [RETAIL_HEADER, retail("536365", "85123A")])
@@ -421,10 +411,6 @@ def test_cli_csv_source_without_date_is_a_clean_error(spark, tmp_path, run_cli):
     assert_clean_cli_error(code, stderr, "--date")
 
 
-@pytest.mark.xfail(strict=True, raises=AnalysisException,
-                   reason="BUG jobs/ingest.py step 1: a batch whose files carry an extra, unmapped column after an "
-                   "earlier batch without it fails writing bronze_<source> with DELTA_METADATA_MISMATCH, which "
-                   "jobs/cli.py does not catch (a traceback for the user)")
 def test_extra_unmapped_column_in_a_later_batch_is_not_a_crash(spark, tmp_path):
     cfg = make_config(tmp_path)
     # header-only files keep this cheap: each batch stops at "no data rows" once bronze is written

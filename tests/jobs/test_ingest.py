@@ -96,8 +96,10 @@ def test_uci_online_retail_every_row_accounted_for(spark, cfg):
     # every cancellation line (9,288) is a return: netted or unmatched, never a training event
     assert lh.read("silver_interactions").filter("event_type = 'return'").count() == 0
     returns = sum(v for k, v in res.excluded_by_rule.items() if k.startswith("return"))
-    quarantined_cancellations = lh.read("quarantine").filter(F.col("raw").contains('"InvoiceNo":"C')).count()
-    assert returns + quarantined_cancellations == 9_288
+    cancel = F.col("raw").contains('"InvoiceNo":"C')
+    quarantined_cancellations = lh.read("quarantine").filter(cancel).count()
+    non_product_cancellations = lh.read("excluded").filter(cancel & (F.col("rule") == "non_product_item")).count()
+    assert returns + quarantined_cancellations + non_product_cancellations == 9_288
     # 135,080 rows without a customer stay for popularity, as anonymous rows
     anon = lh.read("silver_interactions").filter("is_anonymous").count()
     assert 0 < anon <= 135_080

@@ -85,7 +85,7 @@ RUNS = [
     # a batch stopped by the quality gate: its one good row was never written
     ("ingest", "web", "w1", date(2024, 3, 9), "failed_quality_gate", 4, 0, 0, 3, "{}", 1.0),
     # not an ingest run: not in data_quality
-    ("features", "all", "silver-v0", RUN, "succeeded", None, None, None, None, "{}", 1.0),
+    ("features", "all", "as-of-2024-03-10", RUN, "succeeded", None, None, None, None, "{}", 1.0),
 ]
 
 
@@ -105,10 +105,12 @@ def lh(spark, tmp_path_factory) -> Lakehouse:
     lake.replace(excluded.withColumn("run_date", F.lit(RUN)), "excluded", batch)
     lake.overwrite(spark.createDataFrame(ITEMS, CATALOG_SCHEMA), "items")
     silver = lake.read("silver_interactions")
-    # an earlier slice too, so a query that forgets its as_of_date filter counts users twice
-    for as_of in (date(2024, 3, 8), RUN):
-        lake.replace(user_features(silver, as_of, 7, 30), "user_features", {"as_of_date": as_of},
-                     partition_by=["as_of_date"])
+    lake.replace(user_features(silver, RUN, 7, 30), "user_features", {"as_of_date": RUN},
+                 partition_by=["as_of_date"])
+    # a copy under an earlier date: a query that forgets its as_of_date filter counts every user twice
+    earlier = date(2024, 3, 8)
+    lake.replace(lake.read("user_features").withColumn("as_of_date", F.lit(earlier)), "user_features",
+                 {"as_of_date": earlier})
     lake.replace(item_features(silver, lake.read("items"), RUN, 7, 30), "item_features", {"as_of_date": RUN},
                  partition_by=["as_of_date"])
     bad = spark.createDataFrame([(s, b, r, f"bad{r}", reasons) for s, b, r, reasons in BAD_ROWS],
@@ -234,21 +236,11 @@ def test_parameters_skip_strings_and_comments():
     assert parameters(text) == ["n", "run_date"]
 
 
-@pytest.mark.xfail(strict=True, reason="sql_runner._STRINGS does not skip double-quoted string literals, "
-                                       "which Spark SQL reads as strings by default")
 def test_parameters_skip_double_quoted_strings():
     assert parameters('SELECT ":not_a_param" AS s') == []
 
 
-def _drop_temp_views(spark) -> None:
-    for table in spark.catalog.listTables():
-        if table.isTemporary:
-            spark.catalog.dropTempView(table.name)
-
-
-def test_missing_table_is_a_sql_error(spark, cfg):
-    # run_sql never drops the views an earlier call registered (see the xfail below), so start clean
-    _drop_temp_views(spark)
+def test_missing_table_is_a_sql_error(spark, lh, cfg):
     empty = Lakehouse(spark, cfg)  # nothing ingested yet
     with pytest.raises(SqlError) as err:
         query(empty, "daily_sales", start_date="2024-03-07", end_date="2024-03-10")
@@ -259,10 +251,12 @@ def test_missing_table_is_a_sql_error(spark, cfg):
         run_sql(empty, "SELECT * FROM no_such_table", {})
 
 
-@pytest.mark.xfail(strict=True, reason="run_sql registers a temp view per table it finds but never drops the "
-                                       "views of tables it no longer finds, so a table of another lakehouse "
-                                       "(or a deleted one) stays queryable in the same session")
 def test_tables_of_another_lakehouse_are_not_visible(spark, lh, cfg):
     query(lh, "data_quality")  # registers lh's tables as views
     with pytest.raises(SqlError, match="pipeline_runs"):
         query(Lakehouse(spark, cfg), "data_quality")
+
+
+def test_malformed_parameter_value_is_a_sql_error(lh):
+    with pytest.raises(SqlError, match="start_date"):
+        query(lh, "daily_sales", start_date="2024-13-45", end_date="2024-03-10").collect()

@@ -1,0 +1,69 @@
+"""The `reco` CLI: the README's commands run, and user errors never show a stack trace."""
+import subprocess
+
+import pytest
+
+from jobs.cli import main
+from jobs.config import PROJECT_ROOT
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for key, value in {
+        "RECO__LAKEHOUSE__ROOT": str(tmp_path / "lakehouse"),
+        "RECO__LAKEHOUSE__STAGING_DIR": str(tmp_path / "staging"),
+        "RECO__QUALITY__QUALITY_DIR": str(tmp_path / "quality"),
+        "RECO__SYNTHETIC__N_EVENTS": "6000", "RECO__SYNTHETIC__N_USERS": "300",
+        "RECO__SYNTHETIC__N_ITEMS": "120", "RECO__SYNTHETIC__DAYS": "60",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return tmp_path
+
+
+def test_reco_run_builds_every_table_and_prints_counts(spark, env, capsys):
+    assert main(["run"]) == 0
+    out = capsys.readouterr().out
+    for table in ("bronze_synthetic", "silver_interactions", "items", "user_index", "item_index",
+                  "user_features", "item_features", "training_examples", "pipeline_runs", "quarantine"):
+        line = next(l for l in out.splitlines() if l.startswith(table + " "))
+        assert str(env / "lakehouse" / table) in line
+    assert "data-quality docs: file://" in out
+    assert (env / "quality" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+    # the README's query command works against what run built
+    assert main(["sql", "daily_sales", "--param", "start_date=2000-01-01", "--param", "end_date=2100-01-01",
+                 "--out", str(env / "daily.csv")]) == 0
+    assert (env / "daily.csv").read_text().count("\n") > 10
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ingest", "--source", "nope"], "unknown source 'nope'"),
+    (["ingest", "--source", "online_retail", "--date", "2011-12-09", "--path", "/nonexistent/x.csv"],
+     "/nonexistent/x.csv"),
+    (["sql", "no_such_query.sql"], "no SQL file"),
+])
+def test_user_errors_are_one_clear_line(spark, env, capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err and "Traceback" not in err
+
+
+def test_bad_date_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["features", "--date", "24/11/2026"])
+    assert exc.value.code == 2 and "--date must be YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_bad_config_fails_at_start_up_with_the_setting_name(monkeypatch, capsys):
+    monkeypatch.setenv("RECO__QUALITY__MAX_BAD_ROW_SHARE", "lots")
+    assert main(["tables"]) == 2
+    err = capsys.readouterr().err
+    assert "quality.max_bad_row_share" in err and "Traceback" not in err
+
+
+def test_make_help_lists_the_readme_commands():
+    out = subprocess.run(["make", "-s", "help"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
+    for target in ("run", "test", "bench", "clean"):
+        assert f"  {target}" in out.replace("\x1b[36m", "  ").replace("\x1b[0m", "")
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    assert (PROJECT_ROOT / ".ci" / "run").read_text().strip().endswith("make test")
