@@ -321,13 +321,14 @@ def generate_catalog(spark: SparkSession, p: SyntheticParams) -> DataFrame:
                 + F.floor(u(_NOUN) * _lookup([len(c[3]) for c in cats], F.col("cat_idx"))).cast("int"))
     word = lambda words, stream: _lookup(words, F.floor(u(stream) * len(words)).cast("int"))  # noqa: E731
     title = F.concat_ws(" ", word(ADJECTIVES, _ADJ), word(COLOURS, _COLOUR), _lookup(nouns, noun_idx))
-    return items.select(
+    catalog = items.select(
         _padded("SKU", idx, p.n_items, 5).alias("item_id"),
         title.alias("title"),
         _lookup([c[0] for c in cats], F.col("cat_idx")).alias("category"),
         _list_price(p, "item_idx", F.col("cat_idx")).alias("price"),
         (u(_AVAIL) >= UNAVAILABLE_SHARE).alias("available"),
         _first_seen(p, "item_idx", _is_new(lay, rank)).alias("first_seen"))
+    return catalog.select(*[f.name for f in CATALOG_SCHEMA])
 
 
 # ---------------------------------------------------------------- users
@@ -476,7 +477,7 @@ def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: 
          .when(k == 2, t_buy)
          .otherwise(t_buy + 2 * 86400 + F.floor(u(_RETURN_DELAY) * 12 * 86400))).cast("long")
     end = _start_epoch(p) + p.days * 86400
-    return events.where(t < end).select(
+    out = events.where(t < end).select(
         F.when(F.col("user_idx").isNotNull(), _padded("U", F.col("user_idx"), p.n_users, 6)).alias("user_id"),
         _padded("SKU", F.col("item_idx"), p.n_items, 5).alias("item_id"),
         _lookup(["view", "cart", "purchase", "return"], k).alias("event_type"),
@@ -485,3 +486,4 @@ def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: 
         F.timestamp_seconds(t).alias("event_time"),
         "country",
         _padded("S", F.col("session_idx"), n_sessions, 8).alias("session_id"))
+    return out.select(*[f.name for f in EVENT_SCHEMA])
