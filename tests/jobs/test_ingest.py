@@ -10,6 +10,7 @@ from jobs.ingest import ingest
 from jobs.lakehouse import Lakehouse
 from jobs.tables import content_checksum, list_tables
 from tests.conftest import SHARED
+from tests.jobs.test_storage import bucket, endpoint, s3  # noqa: F401  (moto S3 server fixtures)
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
 LINES = [
@@ -104,3 +105,16 @@ def test_uci_online_retail_every_row_accounted_for(spark, cfg):
     anon = lh.read("silver_interactions").filter("is_anonymous").count()
     assert 0 < anon <= 135_080
     assert res.excluded_by_rule["non_product_item"] > 0 and res.quarantined_by_rule["duplicate_row"] > 0
+
+
+def test_ingest_from_s3_prefix_through_a_moto_server(spark, cfg, tmp_path, endpoint, s3, bucket):
+    """An s3:// source path: boto3 lists and stages the batch's objects, Spark reads them."""
+    cfg = cfg.model_copy(update={"s3": cfg.s3.model_copy(update={"endpoint_url": endpoint}),
+                                 "quality": cfg.quality.model_copy(update={"max_bad_row_share": 0.2})})
+    local = _write(tmp_path, LINES)
+    with open(local, "rb") as f:
+        s3.put_object(Bucket=bucket, Key="online_retail/2011-12-09/part-0.csv.gz", Body=f.read())
+    s3.put_object(Bucket=bucket, Key="online_retail/2011-12-09/_SUCCESS", Body=b"")
+    res = ingest(spark, cfg, "online_retail", RUN_DATE, path=f"s3://{bucket}/online_retail/2011-12-09/")
+    assert res.files == [f"s3://{bucket}/online_retail/2011-12-09/part-0.csv.gz"]
+    assert (res.input_rows, res.accepted_rows, res.excluded_rows, res.quarantined_rows) == (9, 5, 3, 1)
