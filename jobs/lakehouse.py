@@ -83,7 +83,11 @@ class Lakehouse:
         if self.cfg.lakehouse.optimize:
             opt = t.optimize()
             opt.executeZOrderBy(*zorder_by) if zorder_by else opt.executeCompaction()
-        t.vacuum(self.cfg.lakehouse.vacuum_retention_hours)
+        # Delta 4 takes VACUUM's retention from the table property, not from the argument
+        hours = self.cfg.lakehouse.vacuum_retention_hours
+        self.spark.sql(f"ALTER TABLE delta.`{self.path(table)}` SET TBLPROPERTIES "
+                       f"('delta.deletedFileRetentionDuration' = 'interval {hours} hours')")
+        t.vacuum()
 
 
 def _sql_literal(value: object) -> str:
