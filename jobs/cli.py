@@ -90,7 +90,7 @@ def _dispatch(args, cfg) -> int:
     spark = build_spark(cfg)
     t0 = time.time()
     if args.command in ("ingest", "validate"):
-        commands.ingest(spark, cfg, source, args.date, args.path, dry_run=args.dry_run or args.command == "validate")
+        commands.ingest(spark, cfg, source, args.date, args.path, dry_run=getattr(args, "dry_run", False) or args.command == "validate")
     elif args.command == "features":
         commands.features(spark, cfg, source, args.date, args.maintain)
     elif args.command == "run":

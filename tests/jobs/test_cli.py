@@ -67,3 +67,14 @@ def test_make_help_lists_the_readme_commands():
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
     assert (PROJECT_ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_validate_checks_a_batch_and_writes_no_table(spark, env, capsys, monkeypatch):
+    f = env / "retail.csv"
+    f.write_text("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                 "536365,85123A,HOLDER,6,2011-12-01 08:26:00,2.55,17850,United Kingdom\n"
+                 "536366,71053,LANTERN,abc,2011-12-01 08:26:00,3.39,17850,United Kingdom\n")
+    assert main(["validate", "--source", "online_retail", "--date", "2011-12-09", "--path", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "checked (nothing written): 2 rows" in out and "quarantined by reason: unparseable_value: 1" in out
+    assert not (env / "lakehouse").exists() or not any((env / "lakehouse").iterdir())
