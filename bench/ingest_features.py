@@ -66,10 +66,10 @@ def _case(name: str, pipeline_cmds: List[List[str]], baseline_args: List[str], e
             "ratio": round(total_wall / base.wall_s, 2), "steps": steps, "env": extra_env}
 
 
-def run(sizes: List[int]) -> List[dict]:
+def run(sizes: List[int], retail: bool = True) -> List[dict]:
     reco = str(ROOT / ".venv" / "bin" / "reco")
     results = []
-    if RETAIL.exists():
+    if retail and RETAIL.exists():
         results.append(_case("online_retail", [
             [reco, "ingest", "--source", "online_retail", "--date", "2011-12-09"],
             [reco, "features", "--date", "2011-12-09", "--maintain"],
