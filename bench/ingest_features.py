@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from pathlib import Path
 from typing import Dict, List
 
 from bench.measure import ROOT, run_measured

@@ -16,7 +16,6 @@ Reads like a table of contents:
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
