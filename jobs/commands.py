@@ -1,7 +1,6 @@
 """What each ``reco`` sub-command does, given a session and the config."""
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 from typing import List, Optional
