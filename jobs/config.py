@@ -169,7 +169,22 @@ class CatalogMapping(_Strict):
     columns: Dict[str, str] = Field(default_factory=dict)
     encoding: str = "UTF-8"
 
+    @model_validator(mode="after")
+    def _file_needs_mapping(self) -> "CatalogMapping":
+        if self.path is None:
+            return self
+        unknown = set(self.columns) - set(CATALOG_FIELDS)
+        if unknown:
+            raise ValueError(f"catalog.columns maps unknown catalog fields {sorted(unknown)}; "
+                             f"known: {list(CATALOG_FIELDS)}")
+        if "item_id" not in self.columns:
+            raise ValueError("a catalog file needs catalog.columns.item_id")
+        if not self.header and not self.names:
+            raise ValueError("a catalog file without a header needs catalog.names")
+        return self
 
+
+CATALOG_FIELDS = ("item_id", "title", "category", "price", "available")
 CONTRACT_FIELDS = ("user_id", "item_id", "event_type", "value", "price", "event_time",
                    "country", "session_id", "title", "category")
 

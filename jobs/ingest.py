@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -83,52 +83,89 @@ def default_run_date(cfg: Config, source: str) -> date:
 
 # ---------------------------------------------------------------- reading raw rows
 
-def _read_header(spark: SparkSession, f: InputFile, src: SourceConfig) -> List[str]:
-    if not src.header:
-        return list(src.names or [])
-    first = (spark.read.option("header", "true").option("sep", src.delimiter).option("encoding", src.encoding)
-             .option("inferSchema", "false").csv(f.local_path))
+def _read_header(spark: SparkSession, f: InputFile, layout) -> List[str]:
+    if not layout.header:
+        return list(layout.names or [])
+    first = (spark.read.option("header", "true").option("sep", layout.delimiter)
+             .option("encoding", layout.encoding).option("inferSchema", "false").csv(f.local_path))
     return first.columns
 
 
-def read_raw_csv(spark: SparkSession, files: List[InputFile], src: SourceConfig, name: str) -> DataFrame:
-    """All columns as strings; a malformed line lands in ``_corrupt_record``."""
-    headers = {f.uri: _read_header(spark, f, src) for f in files}
+def read_raw_csv(spark: SparkSession, files: List[InputFile], layout, needed: Set[str], setting: str) -> DataFrame:
+    """All columns as strings; a malformed line lands in ``_corrupt_record``.
+
+    Args:
+        layout: ``header``, ``delimiter``, ``encoding``, ``names`` (a source's or its catalog's config).
+        needed: columns the mapping uses; a file without one of them fails with a clear error.
+        setting: where the layout lives in conf, for messages (``sources.x`` or ``sources.x.catalog``).
+    """
+    headers = {f.uri: _read_header(spark, f, layout) for f in files}
     distinct = {tuple(h) for h in headers.values()}
     if len(distinct) > 1:
         detail = "; ".join(f"{u}: {h}" for u, h in headers.items())
-        raise InputSchemaError(f"source '{name}': the batch's files have different headers ({detail}); "
+        raise InputSchemaError(f"{setting}: the batch's files have different headers ({detail}); "
                                "split them into separate batches or fix the export")
     columns = list(next(iter(distinct)))
-    _check_columns(columns, src, name, files[0].uri)
+    _check_columns(columns, needed, layout.delimiter, setting, files[0].uri)
     schema = T.StructType([T.StructField(c, T.StringType()) for c in columns] +
                           [T.StructField(CORRUPT, T.StringType())])
-    return (spark.read.schema(schema).option("header", str(src.header).lower()).option("sep", src.delimiter)
-            .option("encoding", src.encoding).option("mode", "PERMISSIVE")
+    return (spark.read.schema(schema).option("header", str(layout.header).lower()).option("sep", layout.delimiter)
+            .option("encoding", layout.encoding).option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", CORRUPT).option("enforceSchema", "true")
             .csv([f.local_path for f in files])
             .withColumn("_source_file", F.input_file_name()))
 
 
-def _check_columns(columns: List[str], src: SourceConfig, name: str, where: str) -> None:
+def _source_columns(src: SourceConfig) -> Set[str]:
     needed = set(src.columns.values())
     if src.event_type and src.event_type.column:
         needed.add(src.event_type.column)
     if src.cancellation:
         needed.add(src.cancellation.column)
+    return needed
+
+
+def _check_columns(columns: List[str], needed: Set[str], delimiter: str, setting: str, where: str) -> None:
     missing = sorted(needed - set(columns))
     if not missing:
         return
     hint = ""
     if len(columns) == 1:
         for sep in (";", "\t", "|", ","):
-            if sep != src.delimiter and sep in columns[0]:
+            if sep != delimiter and sep in columns[0]:
                 hint = (f" The header is one column {columns[0][:80]!r}: the file looks {sep!r}-delimited; "
-                        f"set sources.{name}.delimiter to {sep!r}.")
+                        f"set {setting}.delimiter to {sep!r}.")
                 break
+    source = setting.split(".")[1]
     raise InputSchemaError(
-        f"source '{name}': {where} is missing column(s) {missing} that the mapping in conf (sources.{name}.columns) "
+        f"source '{source}': {where} is missing column(s) {missing} that the mapping in conf ({setting}.columns) "
         f"expects; found {columns[:20]}.{hint} Fix the export or the mapping.")
+
+
+def ingest_catalog_file(spark: SparkSession, lh: Lakehouse, cfg: Config, source: str, run_date: date) -> DataFrame:
+    """Read a source's catalog file; bad lines go to quarantine (source ``<name>:catalog``).
+
+    Returns the good catalog rows (catalog contract columns).
+    """
+    cat = cfg.source(source).catalog
+    files = resolve_inputs(cat.path, cfg.lakehouse.staging_dir, endpoint_url=cfg.s3.endpoint_url,
+                           region=cfg.s3.region)
+    batch_id = batch_id_for(files)
+    raw = read_raw_csv(spark, files, cat, set(cat.columns.values()), f"sources.{source}.catalog")
+    raw_cols = [c for c in raw.columns if c not in (CORRUPT, "_source_file")]
+    rows = raw.select("*", F.monotonically_increasing_id().alias("row_id"),
+                      F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw_cols + [CORRUPT]])).alias("raw"))
+    checked = catalog_fx.catalog_from_file(rows, dict(cat.columns), cat.category_from)
+    bad = checked.filter(F.size("reasons") > 0).select(
+        F.lit(f"{source}:catalog").alias("source"), F.lit(batch_id).alias("batch_id"),
+        F.lit(run_date).alias("run_date"), "row_id", "raw", F.array_join("reasons", "; ").alias("reason"),
+        F.element_at("reasons", 1).alias("first_rule"))
+    lh.replace(bad, "quarantine", {"source": f"{source}:catalog", "batch_id": batch_id})
+    good = checked.filter(F.size("reasons") == 0).select(*catalog_fx.CATALOG_COLUMNS)
+    n_bad = lh.read("quarantine").filter(
+        (F.col("source") == f"{source}:catalog") & (F.col("batch_id") == batch_id)).count()
+    log.info("[ingest %s] catalog file %s: %d rows quarantined", source, ", ".join(f.uri for f in files), n_bad)
+    return good
 
 
 # ---------------------------------------------------------------- the job
@@ -157,7 +194,7 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
                                 endpoint_url=cfg.s3.endpoint_url, region=cfg.s3.region)
         batch_id = batch_id_for(inputs)
         files = [f.uri for f in inputs]
-        raw = read_raw_csv(spark, inputs, src, source)
+        raw = read_raw_csv(spark, inputs, src, _source_columns(src), f"sources.{source}")
         batch_catalog = None
     bronze_table = f"bronze_{source}"
     bronze = (raw.withColumn("_batch_id", F.lit(batch_id)).withColumn("_run_date", F.lit(run_date))
@@ -235,11 +272,15 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
 
     log.info("[ingest %s] 5/5 updating the item catalog", source)
     if batch_catalog is None:
-        cat_cfg = src.catalog
         non_products = list(cfg.interactions.non_product_items) or [""]
         events_for_catalog = good.filter((F.col("event_type") != "return") & ~F.col("item_id").isin(*non_products))
         batch_catalog = catalog_fx.catalog_from_events(
-            events_for_catalog, cat_cfg.category_from if cat_cfg else None)
+            events_for_catalog, src.catalog.category_from if src.catalog else None)
+        if src.catalog is not None and src.catalog.path:
+            # the file wins on title, category, price and availability; the events
+            # give first_seen and a row for items the file does not list
+            batch_catalog = catalog_fx.merge_catalog(
+                batch_catalog, ingest_catalog_file(spark, lh, cfg, source, run_date))
     _upsert_items(lh, batch_catalog)
     checked.unpersist()
     record_run(lh, "ingest", source, batch_id, run_date, "succeeded", _counts(result), time.time() - t0)

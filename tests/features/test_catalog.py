@@ -30,3 +30,26 @@ def test_merge_keeps_earliest_first_seen_and_newest_values(spark):
                                           ("B", "b", "bags", 2.0, True, date(2020, 1, 1)),
                                           ("C", "c", "toys", 3.0, True, date(2021, 1, 1))],
                 ["item_id", "title", "category", "price", "available", "first_seen"])
+
+
+def test_catalog_file_rows_are_mapped_and_bad_lines_named(spark):
+    from features.catalog import catalog_from_file
+    raw = spark.createDataFrame([
+        (1, "r1", "A1", "Red Mug", "kitchen", "4.50", "yes"),     # good
+        (2, "r2", "", "No id", "kitchen", "1.00", "1"),          # missing item id
+        (3, "r3", "A3", "Lamp", None, "cheap", "0"),             # unparseable price
+        (4, "r4", "A1", "Red Mug again", "kitchen", "4.0", ""),  # duplicate of row 1
+        (5, "r5", "A5", "Rake", "garden", "2", "maybe"),         # unparseable availability
+        (6, "r6", "A6", "WHITE METAL LANTERN", None, None, "no"),  # good: category from title, not available
+    ], "row_id long, raw string, sku string, name string, cat string, price string, stock string")
+    cols = {"item_id": "sku", "title": "name", "category": "cat", "price": "price", "available": "stock"}
+    out = catalog_from_file(raw, cols, "title_last_word")
+    got = {r.row_id: (r.item_id, r.category, r.price, r.available, [x.split(":")[0] for x in r.reasons])
+           for r in out.collect()}
+    assert got == {
+        1: ("A1", "kitchen", 4.5, True, []), 2: (None, "kitchen", 1.0, True, ["missing_item_id"]),
+        3: ("A3", "LAMP", None, False, ["unparseable_price"]),
+        4: ("A1", "kitchen", 4.0, True, ["duplicate_item_id"]),
+        5: ("A5", "garden", 2.0, None, ["unparseable_available"]),
+        6: ("A6", "LANTERN", None, False, []),
+    }

@@ -118,3 +118,29 @@ def test_ingest_from_s3_prefix_through_a_moto_server(spark, cfg, tmp_path, endpo
     res = ingest(spark, cfg, "online_retail", RUN_DATE, path=f"s3://{bucket}/online_retail/2011-12-09/")
     assert res.files == [f"s3://{bucket}/online_retail/2011-12-09/part-0.csv.gz"]
     assert (res.input_rows, res.accepted_rows, res.excluded_rows, res.quarantined_rows) == (9, 5, 3, 1)
+
+
+def test_ratings_with_a_catalog_file_onboarded_by_configuration(spark, cfg, tmp_path):
+    """A MovieLens-style source: ratings file + '|'-separated latin-1 item file, mapped in config alone."""
+    ratings = tmp_path / "in" / "u.data"
+    ratings.parent.mkdir(parents=True)
+    ratings.write_text("1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250951\n2\t30\t2\t881250952\n")
+    items = tmp_path / "in" / "u.item"
+    items.write_bytes("10|Toy Story (1995)|01-Jan-1995\n20|Caf\xe9 au lait (1993)|01-Jan-1993\n"
+                      "|no id|01-Jan-1990\n".encode("latin-1"))
+    source = {"kind": "csv", "path": str(ratings), "header": False, "delimiter": "\t",
+              "names": ["user", "item", "rating", "timestamp"], "timestamp_format": "unix_seconds",
+              "columns": {"user_id": "user", "item_id": "item", "value": "rating", "event_time": "timestamp"},
+              "event_type": {"constant": "rating"},
+              "catalog": {"path": str(items), "header": False, "delimiter": "|", "encoding": "ISO-8859-1",
+                          "names": ["movie_id", "title", "release"], "columns": {"item_id": "movie_id",
+                                                                                 "title": "title"}}}
+    cfg = cfg.model_copy(update={"sources": {**cfg.sources, "shop": type(cfg.sources["ratings_csv"])(**source)}})
+    res = ingest(spark, cfg, "shop", date(1998, 4, 22))
+    assert (res.input_rows, res.accepted_rows) == (4, 4)
+    lh = Lakehouse(spark, cfg)
+    titles = {r.item_id: (r.title, str(r.first_seen)) for r in lh.read("items").collect()}
+    assert titles == {"10": ("Toy Story (1995)", "1997-12-04"), "20": ("Café au lait (1993)", "1997-12-04"),
+                      "30": (None, "1997-12-04")}
+    bad = lh.read("quarantine").filter(F.col("source") == "shop:catalog").collect()
+    assert [r.first_rule for r in bad] == ["missing_item_id"] and "no id" in bad[0].raw
