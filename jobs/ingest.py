@@ -251,7 +251,12 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
             f"({lh.path('quarantine')}); the GX report is {report.result_path}. Fix the export or the mapping, "
             "or raise the threshold (RECO__QUALITY__MAX_BAD_ROW_SHARE) if this is expected.")
 
-    # 5. silver + catalog
+    # 5. silver + catalog; the accepted rows must pass the whole suite before anything is written
+    accepted_check = run_suite(good, *suite, quality_dir=cfg.quality.quality_dir, source=source,
+                               batch_id=batch_id, stage="accepted")
+    if not accepted_check.success:
+        # the row rules and the suite disagree: a bug, not bad data
+        raise RuntimeError(f"accepted rows of {source}/{batch_id} fail the GX suite: {accepted_check.failed}")
     log.info("[ingest %s] 4/5 building silver interactions", source)
     silver, excluded = build_silver(good, cfg.interactions.non_product_items, dict(cfg.interactions.strength),
                                     cfg.interactions.rating_max)
@@ -259,11 +264,6 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     lh.replace(excluded, "excluded", {"source": source, "batch_id": batch_id})
     lh.replace(silver, "silver_interactions", {"source": source, "batch_id": batch_id},
                partition_by=["event_date"])
-    accepted_check = run_suite(good, *suite, quality_dir=cfg.quality.quality_dir, source=source,
-                               batch_id=batch_id, stage="accepted")
-    if not accepted_check.success:
-        # the row rules and the suite disagree: a bug, not bad data
-        raise RuntimeError(f"accepted rows of {source}/{batch_id} fail the GX suite: {accepted_check.failed}")
     result.excluded_by_rule = _count_by(lh.read("excluded").filter(
         (F.col("source") == source) & (F.col("batch_id") == batch_id)), "rule")
     result.excluded_rows = sum(result.excluded_by_rule.values())
