@@ -103,7 +103,8 @@ def read_raw_csv(spark: SparkSession, files: List[InputFile], layout, needed: Se
     distinct = {tuple(h) for h in headers.values()}
     if len(distinct) > 1:
         detail = "; ".join(f"{u}: {h}" for u, h in headers.items())
-        raise InputSchemaError(f"{setting}: the batch's files have different headers ({detail}); "
+        raise InputSchemaError(f"source '{setting.split('.')[1]}' ({setting}): the batch's files have different "
+                               f"headers ({detail}); "
                                "split them into separate batches or fix the export")
     columns = list(next(iter(distinct)))
     _check_columns(columns, needed, layout.delimiter, setting, files[0].uri)
