@@ -157,11 +157,9 @@ def ingest_catalog_file(spark: SparkSession, lh: Lakehouse, cfg: Config, source:
     rows = raw.select("*", F.monotonically_increasing_id().alias("row_id"),
                       F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw_cols + [CORRUPT]])).alias("raw"))
     checked = catalog_fx.catalog_from_file(rows, dict(cat.columns), cat.category_from)
-    bad = checked.filter(F.size("reasons") > 0).select(
-        F.lit(f"{source}:catalog").alias("source"), F.lit(batch_id).alias("batch_id"),
-        F.lit(run_date).alias("run_date"), "row_id", "raw", F.array_join("reasons", "; ").alias("reason"),
-        F.element_at("reasons", 1).alias("first_rule"))
-    lh.replace(bad, "quarantine", {"source": f"{source}:catalog", "batch_id": batch_id})
+    bad = (checked.filter(F.size("reasons") > 0)
+           .withColumn("source", F.lit(f"{source}:catalog")).withColumn("batch_id", F.lit(batch_id)))
+    lh.replace(quarantine_rows(bad, run_date), "quarantine", {"source": f"{source}:catalog", "batch_id": batch_id})
     good = checked.filter(F.size("reasons") == 0).select(*catalog_fx.CATALOG_COLUMNS)
     n_bad = lh.read("quarantine").filter(
         (F.col("source") == f"{source}:catalog") & (F.col("batch_id") == batch_id)).count()
