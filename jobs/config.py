@@ -224,6 +224,65 @@ class SourceConfig(_Strict):
         return self
 
 
+class ModelSection(_Strict):
+    dim: int = Field(64, gt=0)
+    hidden: int = Field(256, gt=0)
+    history_len: int = Field(20, gt=0)
+    n_category_buckets: int = Field(1024, gt=1)
+    n_price_buckets: int = Field(32, gt=1)
+    n_popularity_buckets: int = Field(24, gt=1)
+    n_title_buckets: int = Field(32768, gt=1)
+    max_title_tokens: int = Field(8, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    id_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class OptimSection(_Strict):
+    loss: Literal["softmax", "bpr", "mse"] = "softmax"
+    temperature: float = Field(0.05, gt=0.0)
+    logq_correction: bool = True
+    uniform_negatives: int = Field(0, ge=0)
+    lr: float = Field(0.005, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(1024, gt=1)
+    max_epochs: int = Field(30, gt=0)
+    patience: int = Field(3, gt=0)
+    seed: int = 42
+    use_gpu: bool = True
+    cpu_threads: int = Field(1, ge=0)
+
+
+class GateSection(_Strict):
+    metric: str = "ndcg@10"             # on the validation split
+    baselines: List[str] = Field(default_factory=lambda: ["popular", "als"])
+    margin: float = Field(0.0, ge=0.0)  # relative: 0.01 = the challenger must be 1% better
+
+
+class TrainingConfig(_Strict):
+    model: ModelSection = Field(default_factory=ModelSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    processes: int = Field(1, gt=0)     # TorchDistributor processes (one per GPU when GPUs are used)
+    launcher: Literal["distributor", "inprocess"] = "distributor"
+    distributor_local_mode: bool = True  # false on a cluster: ranks run on the executors
+    ks: List[int] = Field(default_factory=lambda: [10, 20])
+    exclude_seen: bool = False          # time protocol: may a customer's earlier items be recommended (and hit)?
+    baselines: List[str] = Field(default_factory=lambda: ["popular", "popular_recent", "buy_again", "als", "ease"])
+    baseline_params: Dict[str, Dict[str, Any]] = Field(default_factory=dict)
+    blend_weights: List[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
+    refit: bool = True                  # retrain on train + valid with the selected epochs for test / serving
+    gate: GateSection = Field(default_factory=GateSection)
+    # petastorm cache, checkpoints and reports: a local folder; default <lakehouse.root>/_training
+    work_dir: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _gate_baselines_run(self) -> "TrainingConfig":
+        missing = [b for b in self.gate.baselines if b not in self.baselines]
+        if missing:
+            raise ValueError(f"gate.baselines {missing} are not in training.baselines {self.baselines}: "
+                             "the gate can only compare with baselines that run")
+        return self
+
+
 class Config(_Strict):
     env: str
     lakehouse: LakehouseConfig
@@ -236,6 +295,7 @@ class Config(_Strict):
     features: FeaturesConfig
     splits: SplitsConfig
     synthetic: SyntheticConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     default_source: str
     sources: Dict[str, SourceConfig]
 
@@ -252,6 +312,15 @@ class Config(_Strict):
         except KeyError:
             raise ConfigError(f"unknown source '{name}'; configured sources: {sorted(self.sources)} "
                               "(add one under 'sources:' in conf/base.yaml)") from None
+
+    @property
+    def training_dir(self) -> str:
+        if self.training.work_dir:
+            return self.training.work_dir
+        if "://" in self.lakehouse.root:
+            raise ConfigError("training.work_dir must be set to a local folder when lakehouse.root is remote "
+                              f"({self.lakehouse.root})")
+        return os.path.join(self.lakehouse.root, "_training")
 
     @property
     def redis_password(self) -> Optional[str]:
@@ -329,6 +398,9 @@ def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
     uri = ml.get("tracking_uri")
     if isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         ml["tracking_uri"] = "sqlite:///" + str((root / uri[len("sqlite:///"):]).resolve())
+    tr = data.get("training", {})
+    if isinstance(tr, dict) and tr.get("work_dir"):
+        tr["work_dir"] = fix(tr["work_dir"])
     for src in data.get("sources", {}).values():
         if isinstance(src, dict):
             if "path" in src:

@@ -1,0 +1,110 @@
+"""``reco train``: train the two-tower model for a run date, compare it with
+the baselines on the same split, log everything to MLflow, register the model
+and promote it to ``champion`` only if it passes the gate.
+
+Reads the ``time`` protocol slice of ``training_examples`` for the run date at
+a pinned Delta version (logged with the run), the id maps and the catalog.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Dict, Optional
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.config import Config
+from jobs.errors import EmptyInputError
+from jobs.lakehouse import Lakehouse
+from jobs.pipeline_runs import record_run
+from training.data import Catalog, pairs_from_examples
+from training.experiment import MODEL, ExperimentData, ExperimentResult, run_experiment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_date: str
+    run_id: str
+    version: str
+    promoted: bool
+    reason: str
+    inputs: Dict[str, object]
+    experiment: ExperimentResult
+
+
+def load_experiment_data(lh: Lakehouse, cfg: Config, run_date: date) -> ExperimentData:
+    for table in ("training_examples", "user_index", "item_index"):
+        if not lh.exists(table):
+            raise EmptyInputError(f"no {table} table under {lh.root}: run `reco features --date {run_date}` first")
+    versions = {t: lh.version(t) for t in ("training_examples", "user_index", "item_index", "items")
+                if lh.exists(t)}
+    examples = (lh.read("training_examples", version=versions["training_examples"])
+                .filter(F.col("as_of_date") == F.lit(run_date).cast("date")).cache())
+    counts = {r["split"]: r["count"] for r in
+              examples.filter(F.col("protocol") == "time").groupBy("split").count().collect()}
+    for split in ("train", "valid"):
+        if not counts.get(split):
+            s = cfg.splits
+            raise EmptyInputError(
+                f"training_examples as of {run_date} has no '{split}' pairs (time protocol: test = the last "
+                f"{s.test_days} days, valid = the {s.valid_days} days before, train = older; counts {counts}); "
+                f"run `reco features --date {run_date}` on data covering more than {s.test_days + s.valid_days} "
+                "days, or shorten splits.valid_days / splits.test_days")
+    user_index = lh.read("user_index", version=versions["user_index"])
+    item_index = lh.read("item_index", version=versions["item_index"])
+    n_users = user_index.agg(F.max("idx")).first()[0] + 1
+    n_items = item_index.agg(F.max("idx")).first()[0] + 1
+    items = lh.read("items", version=versions["items"]) if "items" in versions else None
+    return ExperimentData(
+        name=f"as-of-{run_date}", n_users=n_users, n_items=n_items,
+        catalog=Catalog.from_spark(item_index, items),
+        train=pairs_from_examples(examples, ["train"]).cache(), valid=pairs_from_examples(examples, ["valid"]).cache(),
+        test=pairs_from_examples(examples, ["test"]).cache() if counts.get("test") else None,
+        exclude_seen=cfg.training.exclude_seen,
+        info={"as_of_date": run_date.isoformat(), **{f"{t}_version": v for t, v in versions.items()},
+              **{f"{k}_pairs": v for k, v in counts.items()}, "n_users": n_users, "n_items": n_items})
+
+
+def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = True) -> TrainResult:
+    from training.tracking import log_training_run
+
+    lh = Lakehouse(spark, cfg)
+    t0 = time.time()
+    data = load_experiment_data(lh, cfg, run_date)
+    log.info("[train %s] inputs %s", run_date, data.info)
+    result = run_experiment(spark, data, cfg.training, cfg.training_dir, serve_refit=cfg.training.refit)
+    out = {"run_id": "", "version": "", "decision": None}
+    if register:
+        out = log_training_run(result, cfg, data.info, run_name=f"train-{run_date}",
+                               report_title=f"RetailReco two-tower, as of {run_date}")
+    decision = out["decision"]
+    v = result.valid.metrics[MODEL]
+    record_run(lh, "train", "all", f"as-of-{run_date.isoformat()}", run_date,
+               "promoted" if decision and decision.promote else "trained",
+               {"mlflow_run_id": out["run_id"], "model_version": out["version"],
+                "gate": decision.reason if decision else None, "inputs": data.info,
+                "valid": {k: v[k] for k in v if "@" in k or k == "mrr"}}, time.time() - t0)
+    return TrainResult(run_date=run_date.isoformat(), run_id=out["run_id"], version=out["version"],
+                       promoted=bool(decision and decision.promote), reason=decision.reason if decision else "",
+                       inputs=data.info, experiment=result)
+
+
+def summary_lines(result: TrainResult, ks=(10, 20)) -> list:
+    lines = []
+    for pr in (result.experiment.valid, result.experiment.test):
+        if pr is None:
+            continue
+        lines.append(f"{pr.phase}: {pr.n_eval_pairs} pairs of {pr.metrics[MODEL]['n_users']} users")
+        for name, m in pr.metrics.items():
+            lines.append(f"  {name:<24} ndcg@{ks[0]}={m[f'ndcg@{ks[0]}']:.4f} recall@{ks[-1]}={m[f'recall@{ks[-1]}']:.4f}"
+                         f" fit={pr.timings[name]['fit_s']:.1f}s recommend={pr.timings[name]['recommend_s']:.1f}s")
+        for name, why in pr.skipped.items():
+            lines.append(f"  {name:<24} skipped: {why}")
+    if result.run_id:
+        lines.append(f"MLflow run {result.run_id}; model version {result.version}: {result.reason}")
+    return lines

@@ -1,0 +1,266 @@
+"""One training experiment: the two-tower model and every baseline, fitted and
+evaluated on the same split, in two phases.
+
+* ``valid`` phase: fit on ``train``; the two-tower stops early on validation
+  NDCG@K; every baseline is fitted on ``train`` and evaluated on ``valid``; the
+  weight of "buy again" in the served blend is chosen here. These are the
+  numbers the promotion gate reads.
+* ``test`` phase (when a test split exists): everything is refitted on
+  ``train + valid`` (the two-tower for exactly the selected number of
+  epochs) and evaluated once on ``test``.
+* ``serve`` fit (optional): the two-tower refitted on every pair, the model
+  that is registered for scoring.
+
+Everything is evaluated by full ranking over the whole catalog
+(``training.metrics.evaluate``), with the customer's earlier items excluded
+from candidates and hits when ``exclude_seen`` is set ("new to the
+customer"), and split into new (no earlier pairs) and returning users.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from pyspark.sql import DataFrame, SparkSession
+
+from training import baselines as bl
+from training.data import Catalog, examples_frame, log_sampling_prob, to_interactions
+from training.featurize import user_state
+from training.interactions import Interactions
+from training.loader import PetastormSource
+from training.metrics import evaluate, format_metrics
+from training.model import ModelConfig, TwoTower
+from training.trainer import EvalSet, TrainParams, TrainSpec, evaluate_model, load_model, score_fn, train
+
+log = logging.getLogger(__name__)
+
+MODEL = "two_tower"
+BLEND = "two_tower+buy_again"
+
+
+@dataclass
+class ExperimentData:
+    """Pairs DataFrames (``training.data.PAIR_COLUMNS``) of each split, in one index space."""
+    name: str
+    n_users: int
+    n_items: int
+    catalog: Catalog
+    train: DataFrame
+    valid: DataFrame
+    test: Optional[DataFrame] = None
+    exclude_seen: bool = False
+    info: Dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    metrics: Dict[str, dict]              # model or baseline -> metrics
+    timings: Dict[str, dict]              # model or baseline -> fit_s, recommend_s
+    topk: Dict[str, np.ndarray]           # for the report's long-tail plots
+    skipped: Dict[str, str]
+    history: List[dict]
+    best_epoch: int
+    blend_weight: Optional[float]
+    model: TwoTower
+    train_result: dict
+    item_counts: np.ndarray
+    n_fit_pairs: int
+    n_eval_pairs: int
+
+
+@dataclass
+class ExperimentResult:
+    valid: PhaseResult
+    test: Optional[PhaseResult]
+    serve_model: TwoTower
+    model_config: ModelConfig
+    params: TrainParams
+
+
+def launch(spark: SparkSession, spec: TrainSpec, processes: int, launcher: str, local_mode: bool = True) -> dict:
+    """Run :func:`training.trainer.train` in-process or with TorchDistributor (GPUs when present)."""
+    use_gpu = spec.params.use_gpu and torch.cuda.is_available()
+    if launcher == "inprocess":
+        return train(spec)
+    from pyspark.ml.torch.distributor import TorchDistributor
+    if use_gpu:
+        processes = min(processes, torch.cuda.device_count()) if local_mode else processes
+    log.info("TorchDistributor: %d process(es), %s, local_mode=%s", processes, "GPU (nccl)" if use_gpu
+             else "CPU (gloo)", local_mode)
+    return TorchDistributor(num_processes=processes, local_mode=local_mode, use_gpu=use_gpu).run(train, spec)
+
+
+def _eval_set(fit: Interactions, truth: Interactions, history_len: int, exclude_seen: bool) -> EvalSet:
+    # the users' state at the end of the fitted period (just after its last event)
+    cut = float(max(fit.time.max(), fit.first_times.max())) + 1.0 if len(fit) else 0.0
+    hist, feats = user_state(fit, at=cut, H=history_len)
+    users = truth.users()
+    has_history = np.zeros(fit.n_users, bool)
+    has_history[np.unique(fit.user)] = True
+    return EvalSet(users=users, history=hist, feats=feats, truth=truth.csr(),
+                   exclude=fit.csr() if exclude_seen else None,
+                   segments={"returning": has_history, "new": ~has_history})
+
+
+class _Petastorm:
+    """A petastorm converter for one DataFrame, deleted afterwards."""
+
+    def __init__(self, spark: SparkSession, df: DataFrame, cache_dir: str):
+        from petastorm.spark import SparkDatasetConverter, make_spark_converter
+        os.makedirs(cache_dir, exist_ok=True)
+        spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, "file://" + os.path.abspath(cache_dir))
+        self.converter = make_spark_converter(df)
+
+    def __enter__(self):
+        return self.converter
+
+    def __exit__(self, *exc):
+        try:
+            self.converter.delete()
+        except Exception as e:  # the cache is only a cache: never fail a finished run over it
+            log.warning("could not delete the petastorm cache %s: %s", self.converter.cache_dir_url, e)
+
+
+def fit_two_tower(spark: SparkSession, fit_df: DataFrame, fit: Interactions, catalog: Catalog,
+                  model_cfg: ModelConfig, params: TrainParams, work_dir: str, valid: Optional[EvalSet],
+                  processes: int, launcher: str, local_mode: bool, tag: str) -> dict:
+    """Build the examples (Spark), hand them to the trainer through petastorm, train, return the result
+    with the loaded model under ``"model"``."""
+    counts = np.bincount(fit.item, minlength=fit.n_items).astype(np.float64)
+    meta = catalog.item_meta(fit.n_items, counts, model_cfg)
+    examples = examples_frame(fit_df, fit.n_users, fit.n_items, model_cfg.history_len)
+    with _Petastorm(spark, examples, os.path.join(work_dir, "petastorm")) as conv:
+        log.info("[%s] %d training examples via petastorm (%s)", tag, len(conv), conv.cache_dir_url)
+        spec = TrainSpec(model=model_cfg, meta=meta, params=params, log_q=log_sampling_prob(counts),
+                         source=PetastormSource(conv), valid=valid,
+                         checkpoint_dir=os.path.join(work_dir, "checkpoints", tag))
+        t0 = time.time()
+        result = launch(spark, spec, processes, launcher, local_mode)
+        result["fit_s"] = time.time() - t0
+        result["examples"] = len(conv)
+    result["model"] = load_model(model_cfg, meta, result["state_dict"])
+    return result
+
+
+def _evaluate_scorer(name: str, fn: Callable[[np.ndarray], np.ndarray], ev: EvalSet, ks) -> dict:
+    t0 = time.time()
+    m = evaluate(fn, ev.users, ev.truth, ks=ks, exclude=ev.exclude, segments=ev.segments, return_topk=True)
+    m["recommend_s"] = time.time() - t0
+    log.info("  %-22s %s", name, format_metrics(m, [f"ndcg@{ks[0]}", f"recall@{ks[-1]}", "mrr"]))
+    return m
+
+
+def blend_scorer(model_fn, buy_again: bl.BuyAgain, weight: float):
+    """The served list's score: the model's cosine plus ``weight`` times the customer's own repeat-purchase
+    signal (0 off history; 0.5..1.5 on history items, by decayed frequency)."""
+    def fn(users: np.ndarray) -> np.ndarray:
+        s = model_fn(users)
+        if weight:
+            ba = buy_again.score(users)
+            s = s + weight * np.where(ba >= 1.0, ba - 0.5, 0.0).astype(np.float32)
+        return s
+    return fn
+
+
+def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataFrame, data: ExperimentData,
+              tcfg, model_cfg: ModelConfig, params: TrainParams, work_dir: str,
+              blend_weight: Optional[float] = None) -> PhaseResult:
+    ks = tuple(tcfg.ks)
+    fit = to_interactions(fit_df, data.n_users, data.n_items)
+    truth = to_interactions(eval_df, data.n_users, data.n_items)
+    ev = _eval_set(fit, truth, model_cfg.history_len, data.exclude_seen)
+    log.info("[%s] %s: fit on %d pairs, evaluate %d users / %d pairs (%s)", data.name, phase, len(fit),
+             len(ev.users), len(truth), "new to the customer" if data.exclude_seen else "all items")
+    metrics, timings, topk, skipped = {}, {}, {}, {}
+
+    res = fit_two_tower(spark, fit_df, fit, data.catalog, model_cfg, params, work_dir,
+                        ev if params.fixed_epochs is None else None, tcfg.processes, tcfg.launcher,
+                        tcfg.distributor_local_mode, f"{data.name}-{phase}")
+    model = res["model"]
+    with torch.no_grad():
+        item_vecs = model.all_item_vectors()
+    model_fn = score_fn(model, ev, "cpu", item_vecs)
+    m = _evaluate_scorer(MODEL, model_fn, ev, ks)
+    timings[MODEL] = {"fit_s": res["fit_s"], "recommend_s": m["recommend_s"]}
+    metrics[MODEL], topk[MODEL] = m, m.pop("topk")
+
+    fitted: Dict[str, object] = {}
+    for name in tcfg.baselines:
+        t0 = time.time()
+        try:
+            rec = bl.build(name, spark=spark, **tcfg.baseline_params.get(name, {})).fit(fit)
+        except bl.BaselineSkipped as e:
+            skipped[name] = str(e)
+            log.info("  %-22s skipped: %s", name, e)
+            continue
+        fit_s = time.time() - t0
+        fitted[name] = rec
+        m = _evaluate_scorer(name, rec.score, ev, ks)
+        timings[name] = {"fit_s": fit_s, "recommend_s": m["recommend_s"]}
+        metrics[name], topk[name] = m, m.pop("topk")
+
+    ba = fitted.get("buy_again")
+    if ba is not None and not data.exclude_seen:
+        key = f"ndcg@{ks[0]}"
+        if blend_weight is None:      # chosen on validation only
+            best = (-1.0, 0.0)
+            for w in tcfg.blend_weights:
+                v = evaluate(blend_scorer(model_fn, ba, w), ev.users, ev.truth, ks=(ks[0],))[key]
+                best = max(best, (v, w))
+            blend_weight = best[1]
+        m = _evaluate_scorer(f"{BLEND} (w={blend_weight:g})", blend_scorer(model_fn, ba, blend_weight), ev, ks)
+        timings[BLEND] = {"fit_s": res["fit_s"] + timings["buy_again"]["fit_s"], "recommend_s": m["recommend_s"]}
+        metrics[BLEND], topk[BLEND] = m, m.pop("topk")
+
+    return PhaseResult(phase=phase, metrics=metrics, timings=timings, topk=topk, skipped=skipped,
+                       history=res["history"], best_epoch=res["best_epoch"], blend_weight=blend_weight,
+                       model=model, train_result={k: v for k, v in res.items() if k not in ("state_dict", "model")},
+                       item_counts=np.bincount(fit.item, minlength=fit.n_items).astype(np.float64),
+                       n_fit_pairs=len(fit), n_eval_pairs=len(truth))
+
+
+def model_config(tcfg, n_users: int, n_items: int) -> ModelConfig:
+    return ModelConfig(n_users=n_users, n_items=n_items, **tcfg.model.model_dump())
+
+
+def train_params(tcfg, **over) -> TrainParams:
+    d = tcfg.optim.model_dump()
+    d.update(over)
+    return TrainParams(**d)
+
+
+def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: str,
+                   serve_refit: bool = False, keep_work: bool = False) -> ExperimentResult:
+    """The valid phase, the test phase (when ``data.test``) and, with ``serve_refit``, a final fit on
+    every pair for serving. Returns the model to register (the last one fitted)."""
+    mcfg = model_config(tcfg, data.n_users, data.n_items)
+    params = train_params(tcfg)
+    valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir)
+    epochs = max(1, valid.best_epoch)
+    test = None
+    serve_model = valid.model
+    if data.test is not None:
+        refit = train_params(tcfg, fixed_epochs=epochs) if tcfg.refit else params
+        fit_df = data.train.unionByName(data.valid) if tcfg.refit else data.train
+        test = run_phase(spark, "test", fit_df, data.test, data, tcfg, mcfg, refit, work_dir,
+                         blend_weight=valid.blend_weight)
+        serve_model = test.model
+    if serve_refit:
+        everything = data.train.unionByName(data.valid)
+        if data.test is not None:
+            everything = everything.unionByName(data.test)
+        fit = to_interactions(everything, data.n_users, data.n_items)
+        res = fit_two_tower(spark, everything, fit, data.catalog, mcfg, train_params(tcfg, fixed_epochs=epochs),
+                            work_dir, None, tcfg.processes, tcfg.launcher, tcfg.distributor_local_mode,
+                            f"{data.name}-serve")
+        serve_model = res["model"]
+    if not keep_work:
+        shutil.rmtree(os.path.join(work_dir, "petastorm"), ignore_errors=True)
+    return ExperimentResult(valid=valid, test=test, serve_model=serve_model, model_config=mcfg, params=params)

@@ -1,0 +1,136 @@
+"""The two-tower retrieval model.
+
+Both towers end in L2-normalised vectors of size ``dim``; a user-item score is
+their dot product, so serving is an exact (or approximate) inner-product
+search over the catalog.
+
+* **Item tower**: item id embedding (randomly zeroed in training with
+  ``id_dropout``, so the content path carries weight on its own) + hashed
+  category, price bucket and popularity bucket embeddings + the title's hashed
+  tokens through an ``EmbeddingBag`` (mean) -> MLP -> normalise. A brand-new
+  item has an all-zero id embedding row and gets its vector from metadata.
+* **User tower**: user id embedding with an out-of-vocabulary row (index
+  ``n_users``: unknown users, and in training a random share of known users so
+  that the tower learns to work without the id) + the five activity features +
+  a recency-weighted mean of the item-tower vectors of the user's recent items
+  (``history``) -> MLP; the pooled history is also added back (a residual with a
+  learned scale), which lets the model express "buy again" directly. A new user
+  with a few events gets a personal vector from the history alone.
+
+The item metadata (:class:`training.featurize.ItemMeta`) lives in the model as
+buffers, so a saved model scores the catalog it was trained with; new items
+are added with :meth:`TwoTower.set_item_meta`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from training.featurize import N_USER_FEATURES, ItemMeta
+
+
+@dataclass
+class ModelConfig:
+    n_users: int
+    n_items: int
+    dim: int = 64
+    hidden: int = 128
+    history_len: int = 20
+    n_category_buckets: int = 1024
+    n_price_buckets: int = 32
+    n_popularity_buckets: int = 24
+    n_title_buckets: int = 32768
+    max_title_tokens: int = 8
+    dropout: float = 0.1
+    id_dropout: float = 0.2          # share of rows whose id embedding is hidden in training
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+
+class TwoTower(nn.Module):
+    def __init__(self, cfg: ModelConfig, meta: ItemMeta):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.user_id = nn.Embedding(cfg.n_users + 1, d)            # row n_users: out of vocabulary
+        self.item_id = nn.Embedding(cfg.n_items, d)
+        self.category = nn.Embedding(cfg.n_category_buckets, d, padding_idx=0)
+        self.price = nn.Embedding(cfg.n_price_buckets, d, padding_idx=0)
+        self.popularity = nn.Embedding(cfg.n_popularity_buckets, d, padding_idx=0)
+        self.title = nn.EmbeddingBag(cfg.n_title_buckets, d, mode="mean", padding_idx=0)
+        self.item_mlp = _mlp(5 * d, cfg.hidden, d, cfg.dropout)
+        self.user_mlp = _mlp(2 * d + N_USER_FEATURES, cfg.hidden, d, cfg.dropout)
+        self.position = nn.Parameter(torch.zeros(cfg.history_len))  # recency weights of history slots
+        self.history_scale = nn.Parameter(torch.tensor(1.0))
+        for emb in (self.user_id, self.item_id, self.category, self.price, self.popularity, self.title):
+            nn.init.normal_(emb.weight, std=0.05)
+        with torch.no_grad():
+            self.user_id.weight[cfg.n_users].zero_()
+        self.set_item_meta(meta)
+
+    # -- item side ---------------------------------------------------------------------------
+    def set_item_meta(self, meta: ItemMeta) -> None:
+        """(Re)place the per-item inputs; ``meta.n_items`` may exceed the trained id table (new items:
+        their id embedding is zero, their vector comes from metadata)."""
+        self.register_buffer("meta_category", torch.as_tensor(meta.category, dtype=torch.long), persistent=True)
+        self.register_buffer("meta_price", torch.as_tensor(meta.price, dtype=torch.long), persistent=True)
+        self.register_buffer("meta_popularity", torch.as_tensor(meta.popularity, dtype=torch.long), persistent=True)
+        self.register_buffer("meta_title", torch.as_tensor(meta.title, dtype=torch.long), persistent=True)
+
+    def _item_id_vec(self, items: torch.Tensor) -> torch.Tensor:
+        known = items < self.cfg.n_items
+        vec = self.item_id(items.clamp(max=self.cfg.n_items - 1))
+        vec = vec * known.unsqueeze(-1)
+        if self.training and self.cfg.id_dropout > 0:
+            keep = torch.rand(items.shape, device=items.device) >= self.cfg.id_dropout
+            vec = vec * keep.unsqueeze(-1)
+        return vec
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Normalised vectors of item indices [N] -> [N, dim]."""
+        x = torch.cat([self._item_id_vec(items), self.category(self.meta_category[items]),
+                       self.price(self.meta_price[items]), self.popularity(self.meta_popularity[items]),
+                       self.title(self.meta_title[items])], dim=-1)
+        return F.normalize(self.item_mlp(x), dim=-1)
+
+    def all_item_vectors(self, block: int = 65536) -> torch.Tensor:
+        n = len(self.meta_category)
+        dev = self.meta_category.device
+        return torch.cat([self.item_vectors(torch.arange(s, min(n, s + block), device=dev))
+                          for s in range(0, n, block)])
+
+    # -- user side ---------------------------------------------------------------------------
+    def user_vectors(self, users: torch.Tensor, history: torch.Tensor, feats: torch.Tensor,
+                     item_vecs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Normalised user vectors. ``users`` [B] (index ``n_users`` or above = unknown), ``history``
+        [B, H] (item index + 1, 0 = padding, most recent first), ``feats`` [B, F]. ``item_vecs``: the
+        precomputed vectors of all items (scoring), else the history items' vectors are computed."""
+        users = torch.where(users >= self.cfg.n_users, torch.full_like(users, self.cfg.n_users), users)
+        if self.training and self.cfg.id_dropout > 0:
+            hide = torch.rand(users.shape, device=users.device) < self.cfg.id_dropout
+            users = torch.where(hide, torch.full_like(users, self.cfg.n_users), users)
+        mask = history > 0
+        idx = (history - 1).clamp_min(0)
+        if item_vecs is None:
+            flat, inverse = torch.unique(idx[mask], return_inverse=True)
+            hv = torch.zeros(*history.shape, self.cfg.dim, device=history.device)
+            if len(flat):
+                hv[mask] = self.item_vectors(flat)[inverse]
+        else:
+            hv = item_vecs[idx] * mask.unsqueeze(-1)
+        w = torch.softmax(self.position[: history.shape[1]], dim=0).unsqueeze(0) * mask
+        pooled = (hv * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-9)
+        x = torch.cat([self.user_id(users), pooled, feats], dim=-1)
+        return F.normalize(self.user_mlp(x) + self.history_scale * pooled, dim=-1)
+
+    def forward(self, users, history, feats, items):
+        return self.user_vectors(users, history, feats), self.item_vectors(items)

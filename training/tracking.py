@@ -1,0 +1,136 @@
+"""Everything one training run leaves in MLflow: parameters, per-epoch and final
+metrics of the model and of every baseline, the input Delta versions, the
+model (registered, then gated), its item embeddings, and the HTML report.
+
+Metric keys: ``<phase>_<metric>`` for the two-tower (``valid_ndcg_at_10``),
+``<baseline>.<phase>_<metric>`` for the others (``als.valid_ndcg_at_10``),
+``@`` written as ``_at_`` (MLflow keys do not allow ``@``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import asdict
+from typing import Dict, Optional, Sequence
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")   # no usage data leaves the machine
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mlflow.tracking import MlflowClient
+
+from training.experiment import MODEL, ExperimentResult
+from training.registry import GateDecision, register_and_gate
+from training.report import write_report
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT = "model"
+SCALAR_METRICS = ("precision", "recall", "ndcg", "map", "hit", "coverage")
+
+
+def metric_key(phase: str, metric: str, model: str = MODEL) -> str:
+    key = f"{phase}_{metric}".replace("@", "_at_").replace("/", ".")
+    return key if model == MODEL else f"{model.replace('+', '_plus_')}.{key}"
+
+
+def _flat(phase_result, phase: str) -> Dict[str, float]:
+    out = {}
+    for model, m in phase_result.metrics.items():
+        for k, v in m.items():
+            if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
+                    and math.isfinite(float(v)):
+                out[metric_key(phase, k, model)] = float(v)
+    return out
+
+
+def report_metrics(result: ExperimentResult) -> Dict[str, Dict[str, float]]:
+    """model -> {"valid/ndcg@10": ...} for the report."""
+    out: Dict[str, Dict[str, float]] = {}
+    for pr in (result.valid, result.test):
+        if pr is None:
+            continue
+        for model, m in pr.metrics.items():
+            for k, v in m.items():
+                if k.split("@")[0] in SCALAR_METRICS or k == "mrr":
+                    out.setdefault(model, {})[f"{pr.phase}/{k}"] = float(v)
+    return out
+
+
+def write_run_report(result: ExperimentResult, path: str, title: str, notes: Sequence[str] = (),
+                     params: Optional[dict] = None) -> str:
+    last = result.test or result.valid
+    write_report(path, title, report_metrics(result), result.valid.history, last.item_counts, last.topk,
+                 result.model_config.n_items, notes=list(notes), params=params)
+    return path
+
+
+def _ensure_experiment(name: str, artifact_root: str) -> str:
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment(name, artifact_location=artifact_root)
+
+
+def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], run_name: str,
+                     report_title: str) -> Dict[str, object]:
+    """Log the run, register the model, apply the gate. Returns run id, version and the decision."""
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    exp_id = _ensure_experiment(cfg.mlflow.experiment, cfg.mlflow.artifact_root)
+    tcfg = cfg.training
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        mlflow.log_params({f"model.{k}": v for k, v in result.model_config.to_dict().items()})
+        mlflow.log_params({f"optim.{k}": v for k, v in asdict(result.params).items()})
+        mlflow.log_params({"processes": tcfg.processes, "launcher": tcfg.launcher,
+                           "exclude_seen": tcfg.exclude_seen, "blend_weight": result.valid.blend_weight,
+                           "best_epoch": result.valid.best_epoch,
+                           "gate": json.dumps(tcfg.gate.model_dump())})
+        mlflow.log_params({f"input.{k}": v for k, v in inputs.items()})
+        mlflow.set_tags({"as_of_date": str(inputs.get("as_of_date", "")),
+                         "device": result.valid.train_result.get("device", "cpu")})
+        for row in result.valid.history:
+            mlflow.log_metrics({k.replace("@", "_at_"): float(v) for k, v in row.items() if k != "epoch"},
+                               step=int(row["epoch"]))
+        for pr in (result.valid, result.test):
+            if pr is None:
+                continue
+            mlflow.log_metrics(_flat(pr, pr.phase))
+            for name, t in pr.timings.items():
+                mlflow.log_metrics({metric_key(pr.phase, k, name): float(v) for k, v in t.items()})
+            for name, why in pr.skipped.items():
+                mlflow.set_tag(f"skipped.{name}", why[:500])
+        model = result.serve_model
+        model.eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            with torch.no_grad():
+                np.save(os.path.join(tmp, "item_embeddings.npy"), model.all_item_vectors().numpy())
+            with open(os.path.join(tmp, "metrics.json"), "w") as f:
+                json.dump(report_metrics(result), f, indent=1, sort_keys=True)
+            write_run_report(result, os.path.join(tmp, "report.html"), report_title,
+                             notes=[f"{k}: {v}" for k, v in {**result.valid.skipped,
+                                                             **((result.test.skipped) if result.test else {})}.items()],
+                             params={**inputs, "best_epoch": result.valid.best_epoch,
+                                     "blend_weight": result.valid.blend_weight})
+            mlflow.log_artifacts(tmp)
+        # pickle format: loads back as the project's TwoTower class (the default "pt2" export would need an
+        # input example and load as a GraphModule); pip_requirements given to skip slow inference
+        mlflow.pytorch.log_model(model, name=MODEL_ARTIFACT, serialization_format="pickle",
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        run_id = run.info.run_id
+
+    gate = tcfg.gate
+    metric = gate.metric
+    mkey = metric_key("valid", metric)
+    baseline_values = {b: float(result.valid.metrics[b][metric]) for b in gate.baselines
+                       if b in result.valid.metrics}
+    decision, version = register_and_gate(MlflowClient(), cfg.mlflow.registered_model, run_id, MODEL_ARTIFACT,
+                                          metric, float(result.valid.metrics[MODEL][metric]), baseline_values,
+                                          gate.baselines, gate.margin, mkey)
+    log.info("MLflow run %s, model %s v%s: %s", run_id, cfg.mlflow.registered_model, version, decision.reason)
+    return {"run_id": run_id, "version": version, "decision": decision}
+
+
+__all__ = ["log_training_run", "metric_key", "write_run_report", "report_metrics", "GateDecision"]

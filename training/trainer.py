@@ -1,0 +1,240 @@
+"""The training loop: one function that runs alone, under torchrun, or under
+TorchDistributor (each process reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``
+from the environment those launchers set).
+
+* DDP with NCCL on GPU, gloo on CPU; a GPU is used when one is visible and
+  ``params.use_gpu`` allows it.
+* Each rank trains on its own shard of the examples (see ``training.loader``);
+  all ranks take the same number of steps per epoch (the smallest shard's).
+* Seeds fixed: the same data and seed give the same model on the same
+  hardware and process count.
+* After every epoch: validation NDCG@K (full ranking) computed identically on
+  every rank, a checkpoint (rank 0), early stopping after ``patience`` epochs
+  without improvement; the best epoch's weights are returned.
+* Every rank returns the same result (TorchDistributor may hand back any
+  rank's value).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from training import losses
+from training.featurize import ItemMeta
+from training.loader import ExampleSource
+from training.metrics import evaluate, format_metrics
+from training.model import ModelConfig, TwoTower
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainParams:
+    loss: str = "softmax"             # softmax | bpr | mse
+    temperature: float = 0.05
+    logq_correction: bool = True
+    uniform_negatives: int = 0        # extra uniformly sampled negatives per batch (softmax)
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    max_epochs: int = 20
+    patience: int = 3
+    seed: int = 42
+    eval_k: int = 10
+    use_gpu: bool = True              # use a GPU when one is visible
+    cpu_threads: int = 1              # torch threads per process on CPU (0: cores / processes); small
+                                      # models run fastest single-threaded, and DDP ranks share the cores
+    fixed_epochs: Optional[int] = None  # refit: exactly this many epochs, no validation
+
+    def __post_init__(self):
+        if self.loss not in losses.LOSSES:
+            raise ValueError(f"training loss must be one of {losses.LOSSES}, got {self.loss!r}")
+
+
+@dataclass
+class EvalSet:
+    """Users to evaluate and everything needed to score them."""
+    users: np.ndarray                 # int64 user indices
+    history: np.ndarray               # int64 [n_users, H]: every user's history at the cut
+    feats: np.ndarray                 # float32 [n_users, F]
+    truth: sp.csr_matrix              # n_users x n_items relevant pairs
+    exclude: Optional[sp.csr_matrix] = None
+    segments: Optional[Dict[str, np.ndarray]] = None
+
+
+@dataclass
+class TrainSpec:
+    model: ModelConfig
+    meta: ItemMeta
+    params: TrainParams
+    log_q: np.ndarray                 # float32 [n_items]: log of each item's share of the examples
+    source: ExampleSource
+    valid: Optional[EvalSet] = None
+    checkpoint_dir: Optional[str] = None
+    info: Dict[str, object] = field(default_factory=dict)
+
+
+def _dist():
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+def score_fn(model: TwoTower, ev: EvalSet, device, item_vecs: torch.Tensor):
+    def fn(users: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            u = torch.as_tensor(users, device=device)
+            uv = model.user_vectors(u, torch.as_tensor(ev.history[users], device=device),
+                                    torch.as_tensor(ev.feats[users], device=device), item_vecs=item_vecs)
+            return (uv @ item_vecs.T).float().cpu().numpy()
+    return fn
+
+
+def evaluate_model(model: TwoTower, ev: EvalSet, ks=(10, 20), device="cpu", return_topk=False) -> dict:
+    model.eval()
+    with torch.no_grad():
+        item_vecs = model.all_item_vectors()
+    return evaluate(score_fn(model, ev, device, item_vecs), ev.users, ev.truth, ks=ks, exclude=ev.exclude,
+                    segments=ev.segments, return_topk=return_topk)
+
+
+def _batch_loss(ddp, model: TwoTower, spec: TrainSpec, b: Dict[str, torch.Tensor], log_q: torch.Tensor,
+                gen: torch.Generator, device) -> torch.Tensor:
+    p = spec.params
+    n_items = spec.model.n_items
+    extra = None
+    if p.loss == "mse":
+        extra = torch.randint(0, n_items, (len(b["item"]),), generator=gen).to(device)
+    elif p.uniform_negatives:
+        extra = torch.randint(0, n_items, (p.uniform_negatives,), generator=gen).to(device)
+    u, v, ev = ddp(b["user"], b["hist"], b["feats"], b["item"], extra)
+    if p.loss == "softmax":
+        lq = log_q[b["item"]] if p.logq_correction else None
+        elq = (torch.full((len(extra),), -math.log(n_items), device=device)
+               if extra is not None and p.logq_correction else None)
+        return losses.sampled_softmax(u, v, b["item"], lq, p.temperature, b["weight"], ev, extra, elq)
+    if p.loss == "bpr":
+        return losses.bpr(u, v, b["item"], b["weight"], p.temperature)
+    return losses.pointwise_mse(u, v, ev, b["weight"])
+
+
+class _Towers(torch.nn.Module):
+    """DDP wrapper target: one forward computing every vector a loss needs."""
+
+    def __init__(self, model: TwoTower):
+        super().__init__()
+        self.model = model
+
+    def forward(self, users, hist, feats, items, extra_items=None):
+        u = self.model.user_vectors(users, hist, feats)
+        v = self.model.item_vectors(items)
+        ev = self.model.item_vectors(extra_items) if extra_items is not None else None
+        return u, v, ev
+
+
+def train(spec: TrainSpec) -> dict:
+    """Train (or refit) the two-tower model; returns the best weights and the history."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    rank, world, local = _dist()
+    p = spec.params
+    use_cuda = p.use_gpu and torch.cuda.is_available()
+    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    torch.manual_seed(p.seed)
+    np.random.seed(p.seed)
+    if not use_cuda:
+        torch.set_num_threads(p.cpu_threads or max(1, (os.cpu_count() or 1) // world))
+
+    model = TwoTower(spec.model, spec.meta).to(device)
+    towers = _Towers(model)
+    ddp = DDP(towers, device_ids=[local] if use_cuda else None) if world > 1 else towers
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    log_q = torch.as_tensor(spec.log_q, dtype=torch.float32, device=device)
+
+    shard = spec.source.load_shard(rank, world)
+    tensors = {k: torch.as_tensor(v) for k, v in shard.items()}
+    n = len(tensors["user"])
+    steps = max(1, n // p.batch_size)
+    if world > 1:
+        t = torch.tensor([steps], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        steps = int(t.item())
+    gen = torch.Generator().manual_seed(p.seed * 1009 + rank)
+
+    history: List[dict] = []
+    best = {"metric": -1.0, "epoch": 0, "state": None}
+    epochs = p.fixed_epochs or p.max_epochs
+    metric_key = f"ndcg@{p.eval_k}"
+    bad_epochs = 0
+    t_train = time.time()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0 = time.time()
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for s in range(steps):
+            idx = perm[s * p.batch_size:(s + 1) * p.batch_size]
+            b = {k: v[idx].to(device, non_blocking=True) for k, v in tensors.items()}
+            loss = _batch_loss(ddp, model, spec, b, log_q, gen, device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        seconds = time.time() - t0
+        row = {"epoch": epoch, "train_loss": total / steps, "epoch_s": seconds,
+               "examples_per_s": steps * p.batch_size * world / max(seconds, 1e-9)}
+        if spec.valid is not None and p.fixed_epochs is None:
+            m = evaluate_model(model, spec.valid, ks=(p.eval_k,), device=device)
+            row[f"valid_{metric_key}"] = m[metric_key]
+            row[f"valid_recall@{p.eval_k}"] = m[f"recall@{p.eval_k}"]
+            improved = m[metric_key] > best["metric"] + 1e-6
+        else:
+            improved = True
+        if world > 1:  # every rank must take the same decision
+            flag = torch.tensor([1 if improved else 0], device=device)
+            dist.broadcast(flag, src=0)
+            improved = bool(flag.item())
+        if improved:
+            best = {"metric": row.get(f"valid_{metric_key}", float("nan")), "epoch": epoch,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        history.append(row)
+        if rank == 0:
+            log.info("epoch %d/%d loss %.4f %s %.0f examples/s%s", epoch, epochs, row["train_loss"],
+                     format_metrics({k: v for k, v in row.items() if k.startswith("valid_")}),
+                     row["examples_per_s"], " *" if improved else "")
+            if spec.checkpoint_dir:
+                os.makedirs(spec.checkpoint_dir, exist_ok=True)
+                torch.save({"epoch": epoch, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                            "history": history}, os.path.join(spec.checkpoint_dir, f"epoch_{epoch:03d}.pt"))
+        if bad_epochs >= p.patience:
+            break
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"state_dict": best["state"], "best_epoch": best["epoch"], "best_metric": best["metric"],
+            "history": history, "world_size": world, "device": str(device.type),
+            "train_seconds": time.time() - t_train, "examples_per_rank": n, "steps_per_epoch": steps}
+
+
+def load_model(spec_model: ModelConfig, meta: ItemMeta, state_dict) -> TwoTower:
+    model = TwoTower(spec_model, meta)
+    model.load_state_dict(state_dict)
+    model.eval()
+    return model
