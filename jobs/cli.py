@@ -3,6 +3,9 @@
     reco ingest   --source S [--date D] [--path P] [--dry-run]
     reco validate --source S [--date D] [--path P]     (checks only, writes no table)
     reco features [--date D]
+    reco train    [--date D] [--no-register]            (two-tower + baselines, MLflow, promotion gate)
+    reco benchmark --train F [--valid F] --users F --k 20 --out recs.csv [--items F] [--test F]
+                   [--exclude-seen]                      (the model on any split, from plain files)
     reco run      [--source S] [--date D]              (the nightly steps that exist so far)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
@@ -51,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--date", type=_date)
     sp.add_argument("--source", help="source whose default run date to use (synthetic)")
     sp.add_argument("--maintain", action="store_true", help="OPTIMIZE and VACUUM the tables afterwards")
+    sp = sub.add_parser("train", help="train the two-tower model and baselines as of a date; register and gate")
+    sp.add_argument("--date", type=_date)
+    sp.add_argument("--source", help="source whose default run date to use (synthetic)")
+    sp.add_argument("--no-register", action="store_true", help="evaluate only: log nothing to MLflow")
+    sp = sub.add_parser("benchmark", help="train and recommend on a split given as files (reads nothing else)")
+    sp.add_argument("--train", required=True, help="interactions: user,item[,timestamp][,value] (CSV/TSV, .gz ok)")
+    sp.add_argument("--valid", help="validation interactions (early stopping only); default: each user's "
+                                    "latest 10%% of train")
+    sp.add_argument("--users", required=True, help="users to recommend for (a 'user' column or one id per line)")
+    sp.add_argument("--k", type=int, default=20, help="list length (default 20)")
+    sp.add_argument("--out", required=True, help="output CSV: user,item,rank,score")
+    sp.add_argument("--items", help="optional catalog: item[,title][,category][,price]")
+    sp.add_argument("--test", help="held-out interactions: print full-ranking metrics of the model and baselines")
+    sp.add_argument("--exclude-seen", action="store_true",
+                    help="never recommend (or count as hits) items the user had in train/valid")
+    sp.add_argument("--value", choices=["auto", "rating", "quantity", "ignore"], default="auto",
+                    help="meaning of the value column (auto: max <= 10 is a rating, else a quantity)")
     sp = sub.add_parser("run", help="run the nightly pipeline steps that exist so far")
     source_args(sp, with_path=False)
     sp = sub.add_parser("sql", help="run one query from sql/ against the lakehouse tables")
@@ -93,6 +113,10 @@ def _dispatch(args, cfg) -> int:
         commands.ingest(spark, cfg, source, args.date, args.path, dry_run=getattr(args, "dry_run", False) or args.command == "validate")
     elif args.command == "features":
         commands.features(spark, cfg, source, args.date, args.maintain)
+    elif args.command == "train":
+        commands.train(spark, cfg, source, args.date, register=not args.no_register)
+    elif args.command == "benchmark":
+        commands.benchmark(spark, cfg, args)
     elif args.command == "run":
         commands.run(spark, cfg, source, args.date)
     elif args.command == "sql":

@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 
 from jobs.build_features import build_features
 from jobs.config import PROJECT_ROOT, Config
+from jobs.errors import RecoError
 from jobs.ingest import default_run_date, ingest as ingest_batch
 from jobs.lakehouse import Lakehouse
 from jobs.sql_runner import run_sql_file
@@ -39,6 +40,31 @@ def features(spark: SparkSession, cfg: Config, source: str, run_date: Optional[d
     for table, n in result.rows.items():
         print(f"  {table}: {n} rows (as of {result.run_date})")
     return result
+
+
+def train(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date], register: bool = True):
+    from jobs.train import summary_lines, train as train_model
+    result = train_model(spark, cfg, _run_date(cfg, source, run_date), register=register)
+    print("\n".join(summary_lines(result, tuple(cfg.training.ks))))
+    return result
+
+
+def benchmark(spark: SparkSession, cfg: Config, args):
+    from jobs.benchmark import benchmark as run_benchmark
+    if args.k < 1:
+        raise RecoError(f"--k must be at least 1, got {args.k}")
+    out = run_benchmark(spark, cfg, train=args.train, users=args.users, k=args.k, out=args.out,
+                        valid=args.valid, items=args.items, test=args.test, exclude_seen=args.exclude_seen,
+                        value_mode=args.value)
+    print(f"wrote {len(out.recs)} recommendations ({out.source}) to {args.out}")
+    if out.metrics:
+        ks = tuple(cfg.training.ks)
+        keys = [f"{m}@{k}" for k in ks for m in ("precision", "recall", "ndcg", "map", "hit")] + ["mrr"]
+        print(f"test metrics (full ranking, {out.metrics[next(iter(out.metrics))]['n_users']} users):")
+        print("  " + "model".ljust(26) + "".join(k.rjust(13) for k in keys))
+        for name, m in out.metrics.items():
+            print("  " + name.ljust(26) + "".join(f"{m[k]:13.4f}" for k in keys))
+    return out
 
 
 def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):

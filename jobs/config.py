@@ -250,6 +250,17 @@ class OptimSection(_Strict):
     seed: int = 42
     use_gpu: bool = True
     cpu_threads: int = Field(1, ge=0)
+    # history of a training example: 0 = the items before it (next-item, time splits, repeats);
+    # 1 = the user's other items (random held-out splits); each value listed is tried, the best on
+    # validation is kept
+    others_share: List[float] = Field(default_factory=lambda: [0.0, 1.0])
+
+    @field_validator("others_share")
+    @classmethod
+    def _shares(cls, v: List[float]) -> List[float]:
+        if not v or any(not 0.0 <= x <= 1.0 for x in v):
+            raise ValueError("needs one or more values in [0, 1]")
+        return v
 
 
 class GateSection(_Strict):

@@ -50,14 +50,15 @@ def to_interactions(pairs: DataFrame, n_users: int, n_items: int) -> Interaction
 EXAMPLES_SCHEMA = ("user long, item long, weight float, hist array<long>, feats array<float>")
 
 
-def examples_frame(pairs: DataFrame, n_users: int, n_items: int, history_len: int) -> DataFrame:
-    """Per-event training examples (history strictly before each event), computed per user."""
+def examples_frame(pairs: DataFrame, n_users: int, n_items: int, history_len: int, others_share: float = 0.0,
+                   seed: int = 0) -> DataFrame:
+    """Per-event training examples (``training.featurize.sequence_examples``), computed per user."""
 
     def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
         inter = Interactions.from_arrays(pdf["user"].to_numpy(), pdf["item"].to_numpy(), n_users, n_items,
                                          weight=pdf["weight"].to_numpy(), time=pdf["time"].to_numpy(),
                                          count=pdf["count"].to_numpy(), first_time=pdf["first_time"].to_numpy())
-        ex = sequence_examples(inter, history_len)
+        ex = sequence_examples(inter, history_len, others_share, seed)
         return pd.DataFrame({"user": ex["user"], "item": ex["item"], "weight": ex["weight"],
                              "hist": list(ex["hist"]), "feats": list(ex["feats"])})
 

@@ -22,8 +22,8 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,7 @@ class PhaseResult:
     item_counts: np.ndarray
     n_fit_pairs: int
     n_eval_pairs: int
+    params: Optional[TrainParams] = None   # the model's training parameters (others_share as chosen)
 
 
 @dataclass
@@ -135,7 +136,8 @@ def fit_two_tower(spark: SparkSession, fit_df: DataFrame, fit: Interactions, cat
     with the loaded model under ``"model"``."""
     counts = np.bincount(fit.item, minlength=fit.n_items).astype(np.float64)
     meta = catalog.item_meta(fit.n_items, counts, model_cfg)
-    examples = examples_frame(fit_df, fit.n_users, fit.n_items, model_cfg.history_len)
+    examples = examples_frame(fit_df, fit.n_users, fit.n_items, model_cfg.history_len, params.others_share,
+                              params.seed)
     with _Petastorm(spark, examples, os.path.join(work_dir, "petastorm")) as conv:
         log.info("[%s] %d training examples via petastorm (%s)", tag, len(conv), conv.cache_dir_url)
         spec = TrainSpec(model=model_cfg, meta=meta, params=params, log_q=log_sampling_prob(counts),
@@ -171,7 +173,9 @@ def blend_scorer(model_fn, buy_again: bl.BuyAgain, weight: float):
 
 def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataFrame, data: ExperimentData,
               tcfg, model_cfg: ModelConfig, params: TrainParams, work_dir: str,
-              blend_weight: Optional[float] = None) -> PhaseResult:
+              blend_weight: Optional[float] = None, candidates: Sequence[float] = ()) -> PhaseResult:
+    """Fit and evaluate the model (each ``others_share`` of ``candidates`` when given: the best on this
+    split's metric is kept) and every baseline on one split."""
     ks = tuple(tcfg.ks)
     fit = to_interactions(fit_df, data.n_users, data.n_items)
     truth = to_interactions(eval_df, data.n_users, data.n_items)
@@ -180,9 +184,20 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
              len(ev.users), len(truth), "new to the customer" if data.exclude_seen else "all items")
     metrics, timings, topk, skipped = {}, {}, {}, {}
 
-    res = fit_two_tower(spark, fit_df, fit, data.catalog, model_cfg, params, work_dir,
-                        ev if params.fixed_epochs is None else None, tcfg.processes, tcfg.launcher,
-                        tcfg.distributor_local_mode, f"{data.name}-{phase}")
+    res, tried = None, {}
+    for share in (candidates or [params.others_share]):
+        p = replace(params, others_share=float(share))
+        r = fit_two_tower(spark, fit_df, fit, data.catalog, model_cfg, p, work_dir,
+                          ev if p.fixed_epochs is None else None, tcfg.processes, tcfg.launcher,
+                          tcfg.distributor_local_mode, f"{data.name}-{phase}-h{share:g}")
+        r["params"] = p
+        tried[float(share)] = r["best_metric"]
+        if res is None or (r["best_metric"] > res["best_metric"]):
+            res = r
+    if len(tried) > 1:
+        log.info("[%s] %s: others_share tried %s, kept %g", data.name, phase,
+                 {k: round(v, 4) for k, v in tried.items()}, res["params"].others_share)
+    res["others_share_tried"] = tried
     model = res["model"]
     with torch.no_grad():
         item_vecs = model.all_item_vectors()
@@ -222,6 +237,7 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     return PhaseResult(phase=phase, metrics=metrics, timings=timings, topk=topk, skipped=skipped,
                        history=res["history"], best_epoch=res["best_epoch"], blend_weight=blend_weight,
                        model=model, train_result={k: v for k, v in res.items() if k not in ("state_dict", "model")},
+                       params=res["params"],
                        item_counts=np.bincount(fit.item, minlength=fit.n_items).astype(np.float64),
                        n_fit_pairs=len(fit), n_eval_pairs=len(truth))
 
@@ -232,6 +248,7 @@ def model_config(tcfg, n_users: int, n_items: int) -> ModelConfig:
 
 def train_params(tcfg, **over) -> TrainParams:
     d = tcfg.optim.model_dump()
+    d["others_share"] = d["others_share"][0]
     d.update(over)
     return TrainParams(**d)
 
@@ -242,12 +259,15 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
     every pair for serving. Returns the model to register (the last one fitted)."""
     mcfg = model_config(tcfg, data.n_users, data.n_items)
     params = train_params(tcfg)
-    valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir)
+    valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir,
+                      candidates=tcfg.optim.others_share)
     epochs = max(1, valid.best_epoch)
+    chosen = valid.params.others_share
     test = None
     serve_model = valid.model
     if data.test is not None:
-        refit = train_params(tcfg, fixed_epochs=epochs) if tcfg.refit else params
+        # the test phase never early-stops on test: the epochs chosen on validation
+        refit = train_params(tcfg, fixed_epochs=epochs, others_share=chosen)
         fit_df = data.train.unionByName(data.valid) if tcfg.refit else data.train
         test = run_phase(spark, "test", fit_df, data.test, data, tcfg, mcfg, refit, work_dir,
                          blend_weight=valid.blend_weight)
@@ -257,10 +277,12 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
         if data.test is not None:
             everything = everything.unionByName(data.test)
         fit = to_interactions(everything, data.n_users, data.n_items)
-        res = fit_two_tower(spark, everything, fit, data.catalog, mcfg, train_params(tcfg, fixed_epochs=epochs),
+        res = fit_two_tower(spark, everything, fit, data.catalog, mcfg,
+                            train_params(tcfg, fixed_epochs=epochs, others_share=chosen),
                             work_dir, None, tcfg.processes, tcfg.launcher, tcfg.distributor_local_mode,
                             f"{data.name}-serve")
         serve_model = res["model"]
     if not keep_work:
         shutil.rmtree(os.path.join(work_dir, "petastorm"), ignore_errors=True)
-    return ExperimentResult(valid=valid, test=test, serve_model=serve_model, model_config=mcfg, params=params)
+    return ExperimentResult(valid=valid, test=test, serve_model=serve_model, model_config=mcfg,
+                            params=valid.params)

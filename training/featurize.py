@@ -7,7 +7,7 @@ bucket and a log-scale popularity bucket from the training interactions.
 
 User side, at a point in time ``t`` (:func:`user_state`, :func:`sequence_examples`):
 the user's most recent distinct items strictly before ``t`` (most recent first,
-``H`` of them, 0-padded, item index + 1) and five activity numbers
+``H`` of them, 0-padded, item index + 1) and three activity numbers
 (:data:`USER_FEATURES`). Computing them at each example's own time keeps
 training honest: an example never sees its own or later events, and a user's
 vector can be refreshed from new activity without retraining.
@@ -27,8 +27,11 @@ import numpy as np
 
 from training.interactions import Interactions
 
-USER_FEATURES = ("log_prior_items", "log_prior_events", "log_days_since_last", "log_days_since_first",
-                 "has_history")
+# Only activity counts: time-since-last-event features look harmless but skew badly between training
+# (an example sits at an event, so the gap is the time to the *next* event: hours) and scoring (the gap
+# since the last event at the run date: weeks for most users); that skew collapsed every user vector
+# onto one direction on MovieLens. Recency enters through the order of the history instead.
+USER_FEATURES = ("log_prior_items", "log_prior_events", "has_history")
 N_USER_FEATURES = len(USER_FEATURES)
 DAY = 86400.0
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -99,12 +102,10 @@ def build_item_meta(n_items: int, item_idx: Sequence[int], titles: Sequence[Opti
     return meta
 
 
-def _features(n_items_prior: int, n_events_prior: int, t: float, last_t: float, first_t: float) -> np.ndarray:
+def _features(n_items_prior: int, n_events_prior: int) -> np.ndarray:
     if n_events_prior == 0:
         return np.zeros(N_USER_FEATURES, dtype=np.float32)
-    return np.array([np.log1p(n_items_prior), np.log1p(n_events_prior),
-                     np.log1p(max(0.0, t - last_t) / DAY), np.log1p(max(0.0, t - first_t) / DAY), 1.0],
-                    dtype=np.float32)
+    return np.array([np.log1p(n_items_prior), np.log1p(n_events_prior), 1.0], dtype=np.float32)
 
 
 def _user_events(item: np.ndarray, first: np.ndarray, last: np.ndarray, count: np.ndarray):
@@ -143,22 +144,48 @@ def _by_user(inter: Interactions) -> Iterable[Tuple[int, np.ndarray]]:
             yield int(inter.user[chunk[0]]), chunk
 
 
-def sequence_examples(inter: Interactions, H: int) -> dict:
-    """One training example per event of ``inter`` (see the module docstring), with the history and
-    user features strictly before the event's time. Returns numpy arrays: user, item, weight, time,
-    hist [n, H], feats [n, F]."""
+def _history_without(items: np.ndarray, drop: int, H: int) -> np.ndarray:
+    """The H most recent distinct items of all the user's events except ``drop``, +1, 0-padded."""
+    out = np.zeros(H, dtype=np.int64)
+    seen, k = {drop}, 0
+    for j in range(len(items) - 1, -1, -1):
+        it = int(items[j])
+        if it in seen:
+            continue
+        seen.add(it)
+        out[k] = it + 1
+        k += 1
+        if k == H:
+            break
+    return out
+
+
+def sequence_examples(inter: Interactions, H: int, others_share: float = 0.0, seed: int = 0) -> dict:
+    """One training example per event of ``inter`` (see the module docstring). By default the history and
+    user features are those strictly before the event's time ("what comes next": the time-split
+    protocol, repeat purchases included). A seeded ``others_share`` of the examples instead see the
+    user's *other* items, before and after, without the target ("what else belongs to this profile":
+    the random held-out protocol, where the user's state at scoring time is their whole history).
+    Returns numpy arrays: user, item, weight, time, hist [n, H], feats [n, F]."""
     out = {k: [] for k in ("user", "item", "weight", "time", "hist", "feats")}
     for u, rows in _by_user(inter):
         t, it, r = _user_events(inter.item[rows], inter.first_times[rows], inter.time[rows], inter.counts[rows])
-        first_t = t[0] if len(t) else 0.0
+        others = (np.random.default_rng([seed, u]).random(len(t)) < others_share if others_share > 0
+                  else np.zeros(len(t), bool))
+        n_distinct = len(set(it.tolist()))
         start = 0
         for j in range(len(t)):
             while start < j and t[start] < t[j]:
                 start += 1
-            # events [0, start) are strictly earlier than event j (same-time events, e.g. one basket, are not)
-            hist = _history_at(t, it, start, H)
-            n_prior_items = len(set(it[:start].tolist())) if start else 0
-            feats = _features(n_prior_items, start, t[j], t[start - 1] if start else 0.0, first_t)
+            if others[j]:
+                hist = _history_without(it, int(it[j]), H)
+                feats = _features(n_distinct - 1, len(t) - 1)
+            else:
+                # events [0, start) are strictly earlier than event j (same-time events, e.g. one basket,
+                # are not)
+                hist = _history_at(t, it, start, H)
+                n_prior_items = len(set(it[:start].tolist())) if start else 0
+                feats = _features(n_prior_items, start)
             out["user"].append(u)
             out["item"].append(int(it[j]))
             out["weight"].append(float(inter.weight[rows[r[j]]]))
@@ -183,5 +210,5 @@ def user_state(inter: Interactions, at: float, H: int) -> Tuple[np.ndarray, np.n
         if end == 0:
             continue
         hist[u] = _history_at(t, it, end, H)
-        feats[u] = _features(len(set(it[:end].tolist())), end, at, t[end - 1], t[0])
+        feats[u] = _features(len(set(it[:end].tolist())), end)
     return hist, feats

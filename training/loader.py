@@ -20,11 +20,15 @@ files is the obvious candidate) means adding one class here.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Dict, Protocol
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+# petastorm 0.12 drives pyarrow 14 through APIs deprecated since pyarrow 2-11 (see ../shared/STACK.md for
+# why these pins); the warnings say nothing a user can act on
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
 
 COLUMNS = ("user", "item", "weight", "hist", "feats")
 

@@ -11,7 +11,7 @@ search over the catalog.
   item has an all-zero id embedding row and gets its vector from metadata.
 * **User tower**: user id embedding with an out-of-vocabulary row (index
   ``n_users``: unknown users, and in training a random share of known users so
-  that the tower learns to work without the id) + the five activity features +
+  that the tower learns to work without the id) + the activity features +
   a recency-weighted mean of the item-tower vectors of the user's recent items
   (``history``) -> MLP; the pooled history is also added back (a residual with a
   learned scale), which lets the model express "buy again" directly. A new user
@@ -47,6 +47,7 @@ class ModelConfig:
     max_title_tokens: int = 8
     dropout: float = 0.1
     id_dropout: float = 0.2          # share of rows whose id embedding is hidden in training
+    use_user_id: bool = True         # false: a user is only their history and activity (no per-user row)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,8 +72,11 @@ class TwoTower(nn.Module):
         self.user_mlp = _mlp(2 * d + N_USER_FEATURES, cfg.hidden, d, cfg.dropout)
         self.position = nn.Parameter(torch.zeros(cfg.history_len))  # recency weights of history slots
         self.history_scale = nn.Parameter(torch.tensor(1.0))
-        for emb in (self.user_id, self.item_id, self.category, self.price, self.popularity, self.title):
+        for emb in (self.user_id, self.category, self.price, self.popularity, self.title):
             nn.init.normal_(emb.weight, std=0.05)
+        # item ids start at zero: an item that never appears in training (only as a catalog entry) keeps a
+        # zero id row and is represented by its metadata alone, exactly like a brand-new item
+        nn.init.zeros_(self.item_id.weight)
         with torch.no_grad():
             self.user_id.weight[cfg.n_users].zero_()
         self.set_item_meta(meta)
@@ -115,6 +119,8 @@ class TwoTower(nn.Module):
         [B, H] (item index + 1, 0 = padding, most recent first), ``feats`` [B, F]. ``item_vecs``: the
         precomputed vectors of all items (scoring), else the history items' vectors are computed."""
         users = torch.where(users >= self.cfg.n_users, torch.full_like(users, self.cfg.n_users), users)
+        if not self.cfg.use_user_id:
+            users = torch.full_like(users, self.cfg.n_users)
         if self.training and self.cfg.id_dropout > 0:
             hide = torch.rand(users.shape, device=users.device) < self.cfg.id_dropout
             users = torch.where(hide, torch.full_like(users, self.cfg.n_users), users)

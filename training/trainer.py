@@ -53,6 +53,8 @@ class TrainParams:
     cpu_threads: int = 1              # torch threads per process on CPU (0: cores / processes); small
                                       # models run fastest single-threaded, and DDP ranks share the cores
     fixed_epochs: Optional[int] = None  # refit: exactly this many epochs, no validation
+    others_share: float = 0.0         # share of examples whose history is the user's other items
+                                      # (training.featurize.sequence_examples); chosen on validation
 
     def __post_init__(self):
         if self.loss not in losses.LOSSES:
@@ -201,7 +203,8 @@ def train(spec: TrainSpec) -> dict:
             m = evaluate_model(model, spec.valid, ks=(p.eval_k,), device=device)
             row[f"valid_{metric_key}"] = m[metric_key]
             row[f"valid_recall@{p.eval_k}"] = m[f"recall@{p.eval_k}"]
-            improved = m[metric_key] > best["metric"] + 1e-6
+            # a NaN metric (no countable validation user) never improves, but the first epoch is kept
+            improved = best["state"] is None or m[metric_key] > best["metric"] + 1e-6
         else:
             improved = True
         if world > 1:  # every rank must take the same decision
