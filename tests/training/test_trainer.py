@@ -184,9 +184,6 @@ def test_fixed_epochs_refit_runs_exactly_n_epochs_without_validation(monkeypatch
     assert all("valid_ndcg@10" not in h for h in res["history"])
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.py: best starts at -1.0 and `NaN > best + 1e-6` is False, so a "
-                                       "validation set with no countable user never improves and train() returns "
-                                       "state_dict=None, best_epoch=0")
 def test_validation_without_countable_users_still_returns_weights():
     fit, _ = _planted(12, per_user=4)
     # the validation pairs are items the users already have in train: with exclude_seen, no user is counted
