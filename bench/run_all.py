@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 
-from bench import ingest_features
-from bench.measure import ROOT, machine
+from bench import ingest_features, models
+from bench.measure import ROOT, machine, run_measured
 
 
 def main() -> None:
@@ -16,7 +17,26 @@ def main() -> None:
     ap.add_argument("--skip-retail", action="store_true", help="leave out the UCI Online Retail case")
     ap.add_argument("--merge", action="store_true",
                     help="keep the cases of the previous run (bench/out/ingest_features.json) not re-run now")
+    ap.add_argument("--only", choices=["ingest", "models"],
+                    help="run one section; the other keeps its stored results (bench/out/*.json)")
     args = ap.parse_args()
+    if args.only != "models":
+        run_ingest(args)
+    if args.only != "ingest":
+        run_models()
+    write_markdown()
+
+
+def run_models() -> None:
+    """The model-quality benchmark in its own process (its Spark session and torch threads)."""
+    log = ROOT / "bench" / "out" / "models.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    m = run_measured([sys.executable, "-m", "bench.models"], log=log, timeout_s=4 * 3600)
+    if m.returncode != 0:
+        raise SystemExit(f"bench.models failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
+
+
+def run_ingest(args) -> None:
     sizes = [int(float(s)) for s in args.sizes.split(",") if s]
     store = ROOT / "bench" / "out" / "ingest_features.json"
     results = ingest_features.run(sizes, retail=not args.skip_retail)
@@ -27,6 +47,14 @@ def main() -> None:
                                     if r["case"].startswith("synthetic_") else 0))
     store.parent.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps(results, indent=1))
+
+
+def write_markdown() -> None:
+    out = ROOT / "bench" / "out"
+    ingest_store, model_store = out / "ingest_features.json", out / "models.json"
+    results = json.loads(ingest_store.read_text()) if ingest_store.exists() else []
+    model_data = json.loads(model_store.read_text()) if model_store.exists() else {}
+    model_text = models.to_markdown(model_data) if model_data else "Not run yet: `python -m bench.run_all --only models`."
     text = f"""# Benchmarks
 
 Written by `make bench` (`python -m bench.run_all`, default sizes 1M, 10M, 50M) on {dt.date.today().isoformat()};
@@ -53,7 +81,20 @@ bytes once. Each `reco` step also pays a JVM start and Delta's jar resolution
 (about 15 s). Peak RSS follows the driver heap limit (`RECO__SPARK__DRIVER_MEMORY=12g`
 in these runs): the JVM grows its heap towards the limit instead of
 collecting early, so it is an upper bound, not the data held.
-"""
+
+## Model quality: two-tower against the baselines
+
+Written by `python -m bench.models` (part of `make bench`; alone: `python -m bench.run_all --only models`),
+run on {model_data.get("date", "-")}; machine: {model_data.get("machine", "-")}. CPU only (no GPU on this
+machine). Metrics are full-ranking over the whole catalog, averaged over test users with at least one
+relevant item (definitions in `training/metrics.py`). "fit s" is the model's training wall time
+(the two-tower: the refit on train + valid, through petastorm and TorchDistributor with one process;
+ALS: Spark MLlib local), "recommend-all s" the time to score and rank every test user against every item.
+`two_tower+buy_again` is the list the product serves: the model's score plus the customer's own
+repeat-purchase signal, weighted by the blend weight chosen on validation (only where repeat purchases
+count).
+
+{model_text}"""
     (ROOT / "BENCHMARKS.md").write_text(text)
     print(text)
 

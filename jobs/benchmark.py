@@ -1,12 +1,12 @@
 """``reco benchmark``: the whole model on any split, from plain files.
 
     reco benchmark --train FILE [--valid FILE] --users FILE --k 20 --out recs.csv
-                   [--items FILE] [--exclude-seen] [--test FILE]
+                   [--items FILE] [--exclude-seen] [--test FILE] [--value auto|rating|quantity|ignore]
 
 Reads only the files it is given (no lakehouse, no catalog, no MLflow). The
 train file goes through the same feature and training code as the nightly
 job; the validation file (or, without one, each user's latest 10% of train
-events) serves only early stopping and the choice of the blend weight; the
+events) serves only early stopping and the choices of the history mode and the blend weight; the
 model is then refitted on train + valid with the selected number of epochs
 and writes the top K (user, item, rank, score) for every user of the users
 file, in original ids. With ``--test`` it also prints the full-ranking metrics

@@ -5,7 +5,7 @@
     reco features [--date D]
     reco train    [--date D] [--no-register]            (two-tower + baselines, MLflow, promotion gate)
     reco benchmark --train F [--valid F] --users F --k 20 --out recs.csv [--items F] [--test F]
-                   [--exclude-seen]                      (the model on any split, from plain files)
+                   [--exclude-seen] [--value MODE]       (the model on any split, from plain files)
     reco run      [--source S] [--date D]              (the nightly steps that exist so far)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
@@ -60,8 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-register", action="store_true", help="evaluate only: log nothing to MLflow")
     sp = sub.add_parser("benchmark", help="train and recommend on a split given as files (reads nothing else)")
     sp.add_argument("--train", required=True, help="interactions: user,item[,timestamp][,value] (CSV/TSV, .gz ok)")
-    sp.add_argument("--valid", help="validation interactions (early stopping only); default: each user's "
-                                    "latest 10%% of train")
+    sp.add_argument("--valid", help="validation interactions (early stopping, history mode and blend weight "
+                                    "only); default: each user's latest 10%% of train events")
     sp.add_argument("--users", required=True, help="users to recommend for (a 'user' column or one id per line)")
     sp.add_argument("--k", type=int, default=20, help="list length (default 20)")
     sp.add_argument("--out", required=True, help="output CSV: user,item,rank,score")

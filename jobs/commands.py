@@ -68,13 +68,17 @@ def benchmark(spark: SparkSession, cfg: Config, args):
 
 
 def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
-    """The nightly steps that exist so far: ingest -> features (with Delta hygiene)."""
+    """The nightly steps that exist so far: ingest -> features (with Delta hygiene) -> train + gate."""
     d = _run_date(cfg, source, run_date)
     ingest(spark, cfg, source, d, None)
     features(spark, cfg, source, d, maintain=True)
+    result = train(spark, cfg, source, d)
     print_tables(spark, cfg)
     docs = Path(cfg.quality.quality_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     print(f"\ndata-quality docs: file://{docs}")
+    print(f"MLflow: {cfg.mlflow.tracking_uri} (mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}); "
+          f"run {result.run_id}, model {cfg.mlflow.registered_model} v{result.version}"
+          f" ({'champion' if result.promoted else 'challenger only'})")
     print("query the tables: reco sql sql/daily_sales.sql   (see sql/ and docs/TABLES.md)")
 
 

@@ -245,7 +245,7 @@ class OptimSection(_Strict):
     lr: float = Field(0.005, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(1024, gt=1)
-    max_epochs: int = Field(30, gt=0)
+    max_epochs: int = Field(20, gt=0)
     patience: int = Field(3, gt=0)
     seed: int = 42
     use_gpu: bool = True
@@ -280,10 +280,18 @@ class TrainingConfig(_Strict):
     baselines: List[str] = Field(default_factory=lambda: ["popular", "popular_recent", "buy_again", "als", "ease"])
     baseline_params: Dict[str, Dict[str, Any]] = Field(default_factory=dict)
     blend_weights: List[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
-    refit: bool = True                  # retrain on train + valid with the selected epochs for test / serving
+    refit: bool = True                  # serving model: retrain on train + valid + test with the chosen epochs
     gate: GateSection = Field(default_factory=GateSection)
     # petastorm cache, checkpoints and reports: a local folder; default <lakehouse.root>/_training
     work_dir: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _gate_metric_evaluated(self) -> "TrainingConfig":
+        name, _, k = self.gate.metric.partition("@")
+        if name not in ("ndcg", "recall", "precision", "map", "hit") or not k.isdigit() or int(k) not in self.ks:
+            raise ValueError(f"gate.metric {self.gate.metric!r} must be ndcg|recall|precision|map|hit@K with K in "
+                             f"training.ks {self.ks}")
+        return self
 
     @model_validator(mode="after")
     def _gate_baselines_run(self) -> "TrainingConfig":

@@ -206,7 +206,7 @@ class EASE:
         n = train.n_items
         if n > self.max_items:
             gib = n * n * 8 / 2 ** 30
-            raise BaselineSkipped(f"EASE skipped: {n} items > baselines.ease_max_items={self.max_items} "
+            raise BaselineSkipped(f"EASE skipped: {n} items > training.baseline_params.ease.max_items={self.max_items} "
                                   f"(a dense item-item matrix would need {gib:.1f} GiB)")
         X = train.csr("binary").astype(np.float64)
         G = (X.T @ X).toarray()

@@ -11,8 +11,8 @@ reader threads. Each rank holds only its own shard.
   The converter materialises the DataFrame once as Parquet under
   ``petastorm.spark.converter.parentCacheDirUrl`` and is picklable, so it
   travels to TorchDistributor's processes.
-* :class:`ArraySource`: numpy arrays in memory (unit tests, and torchrun runs
-  fed from a saved file), sharded by row stride.
+* :class:`ArraySource`: numpy arrays in memory (unit tests, in-memory experiments),
+  sharded by row stride.
 
 Replacing petastorm (a plain ``pyarrow.dataset`` reader over the same Parquet
 files is the obvious candidate) means adding one class here.

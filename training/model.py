@@ -10,7 +10,8 @@ search over the catalog.
   tokens through an ``EmbeddingBag`` (mean) -> MLP -> normalise. A brand-new
   item has an all-zero id embedding row and gets its vector from metadata.
 * **User tower**: user id embedding with an out-of-vocabulary row (index
-  ``n_users``: unknown users, and in training a random share of known users so
+  ``n_users``: unknown users and, at scoring, users without any event in the
+  fitted data (``trainer.score_fn``); in training a random share of known users so
   that the tower learns to work without the id) + the activity features +
   a recency-weighted mean of the item-tower vectors of the user's recent items
   (``history``) -> MLP; the pooled history is also added back (a residual with a
@@ -38,7 +39,7 @@ class ModelConfig:
     n_users: int
     n_items: int
     dim: int = 64
-    hidden: int = 128
+    hidden: int = 256
     history_len: int = 20
     n_category_buckets: int = 1024
     n_price_buckets: int = 32

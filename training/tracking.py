@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mlflow.tracking import MlflowClient
 
+from jobs.errors import RecoError  # noqa: E402
 from training.experiment import MODEL, ExperimentResult
 from training.registry import GateDecision, register_and_gate
 from training.report import write_report
@@ -78,6 +79,12 @@ def _ensure_experiment(name: str, artifact_root: str) -> str:
 def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], run_name: str,
                      report_title: str) -> Dict[str, object]:
     """Log the run, register the model, apply the gate. Returns run id, version and the decision."""
+    tcfg = cfg.training
+    missing = [b for b in tcfg.gate.baselines if b not in result.valid.metrics]
+    if missing:
+        raise RecoError(f"the gate compares with {missing}, which did not run "
+                        f"({ {b: result.valid.skipped.get(b, 'not run') for b in missing} }); nothing was "
+                        "registered. Remove them from training.gate.baselines or make them runnable")
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     exp_id = _ensure_experiment(cfg.mlflow.experiment, cfg.mlflow.artifact_root)
     tcfg = cfg.training
@@ -92,8 +99,10 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
         mlflow.set_tags({"as_of_date": str(inputs.get("as_of_date", "")),
                          "device": result.valid.train_result.get("device", "cpu")})
         for row in result.valid.history:
-            mlflow.log_metrics({k.replace("@", "_at_"): float(v) for k, v in row.items() if k != "epoch"},
-                               step=int(row["epoch"]))
+            # per-epoch curves under epoch.* keys: the final valid_* values (which the gate reads) stay
+            # distinct from the last epoch's
+            mlflow.log_metrics({"epoch." + k.replace("@", "_at_"): float(v) for k, v in row.items()
+                                if k != "epoch"}, step=int(row["epoch"]))
         for pr in (result.valid, result.test):
             if pr is None:
                 continue

@@ -42,7 +42,7 @@ class TrainParams:
     temperature: float = 0.05
     logq_correction: bool = True
     uniform_negatives: int = 0        # extra uniformly sampled negatives per batch (softmax)
-    lr: float = 0.003
+    lr: float = 0.005
     weight_decay: float = 0.0
     batch_size: int = 1024
     max_epochs: int = 20
@@ -94,7 +94,9 @@ def _dist():
 def score_fn(model: TwoTower, ev: EvalSet, device, item_vecs: torch.Tensor):
     def fn(users: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            u = torch.as_tensor(users, device=device)
+            # a user without any event in the fitted data never trained their id row: the OOV row stands in
+            cold = ev.feats[users][:, -1] == 0
+            u = torch.as_tensor(np.where(cold, model.cfg.n_users, users), device=device)
             uv = model.user_vectors(u, torch.as_tensor(ev.history[users], device=device),
                                     torch.as_tensor(ev.feats[users], device=device), item_vecs=item_vecs)
             return (uv @ item_vecs.T).float().cpu().numpy()
@@ -149,6 +151,9 @@ def train(spec: TrainSpec) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     rank, world, local = _dist()
+    if not logging.getLogger().handlers:   # a TorchDistributor / torchrun child: show progress per epoch
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s [rank " + str(rank) + "] %(message)s",
+                            datefmt="%H:%M:%S")
     p = spec.params
     use_cuda = p.use_gpu and torch.cuda.is_available()
     device = torch.device(f"cuda:{local}" if use_cuda else "cpu")

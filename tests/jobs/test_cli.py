@@ -15,6 +15,13 @@ def env(tmp_path, monkeypatch):
         "RECO__QUALITY__QUALITY_DIR": str(tmp_path / "quality"),
         "RECO__SYNTHETIC__N_EVENTS": "6000", "RECO__SYNTHETIC__N_USERS": "300",
         "RECO__SYNTHETIC__N_ITEMS": "120", "RECO__SYNTHETIC__DAYS": "60",
+        "RECO__SPLITS__VALID_DAYS": "10", "RECO__SPLITS__TEST_DAYS": "10",
+        "RECO__MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "RECO__MLFLOW__ARTIFACT_ROOT": str(tmp_path / "mlartifacts"),
+        "RECO__TRAINING__LAUNCHER": "inprocess", "RECO__TRAINING__OPTIM__MAX_EPOCHS": "1",
+        "RECO__TRAINING__OPTIM__OTHERS_SHARE": "[0.0]", "RECO__TRAINING__MODEL__DIM": "16",
+        "RECO__TRAINING__MODEL__HIDDEN": "32", "RECO__TRAINING__BASELINES": "[popular, als]",
+        "RECO__TRAINING__BASELINE_PARAMS__ALS": "{rank: 4, max_iter: 2}",
     }.items():
         monkeypatch.setenv(key, value)
     return tmp_path
@@ -28,6 +35,7 @@ def test_reco_run_builds_every_table_and_prints_counts(spark, env, capsys):
         line = next(l for l in out.splitlines() if l.startswith(table + " "))
         assert str(env / "lakehouse" / table) in line
     assert "data-quality docs: file://" in out
+    assert "model retailreco-two-tower v1" in out and "two_tower" in out and "als" in out
     assert (env / "quality" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
     # the README's query command works against what run built
     assert main(["sql", "daily_sales", "--param", "start_date=2000-01-01", "--param", "end_date=2100-01-01",
