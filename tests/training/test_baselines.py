@@ -134,7 +134,7 @@ def test_ease_skipped_when_catalog_too_large():
     train = Interactions.from_arrays(user=[0], item=[0], n_users=1, n_items=11)
     with pytest.raises(BaselineSkipped) as err:
         EASE(max_items=10).fit(train)
-    assert "11 items" in str(err.value) and "ease_max_items=10" in str(err.value)
+    assert "11 items" in str(err.value) and "max_items=10" in str(err.value)
     assert isinstance(err.value, Exception)
 
 
