@@ -320,3 +320,22 @@ def test_eval_set_from_fit_and_truth():
     np.testing.assert_array_equal(ev.segments["new"], [False, False, True])
     np.testing.assert_array_equal(ev.segments["returning"], [True, True, False])
     assert _eval_set(fit, truth, 2, exclude_seen=False).exclude is None
+
+
+def test_the_same_train_function_runs_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    from training.torchrun_main import save_spec
+
+    fit, valid = _planted(24, per_user=4)
+    spec = _spec(fit, valid, TrainParams(lr=0.01, batch_size=16, max_epochs=2, patience=2, use_gpu=False))
+    save_spec(spec, str(tmp_path / "spec.pkl"))
+    out = tmp_path / "result.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "training.torchrun_main", str(tmp_path / "spec.pkl"), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = torch.load(out, weights_only=False)
+    assert res["world_size"] == 2 and len(res["history"]) == 2
+    load_model(spec.model, spec.meta, res["state_dict"])
