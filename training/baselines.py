@@ -300,7 +300,14 @@ class SparkALS:
             raise ValueError("SparkALS.fit: ids must fit in int32")
         blocks = self.num_blocks or max(1, int(self.spark.sparkContext.defaultParallelism))
         df = self._ratings_df(train, blocks)
+        sc = self.spark.sparkContext
+        if sc.getCheckpointDir() is None:
+            # without a checkpoint dir ALS never cuts its RDD lineage: after ~15 iterations collecting the
+            # factors can die with a java.lang.StackOverflowError (seen on MovieLens-100k)
+            import tempfile
+            sc.setCheckpointDir(tempfile.mkdtemp(prefix="retailreco-als-checkpoints-"))
         als = ALS(rank=self.rank, maxIter=self.max_iter, regParam=self.reg, alpha=self.alpha,
+                  checkpointInterval=5,
                   implicitPrefs=True, nonnegative=False, coldStartStrategy="drop", seed=self.seed,
                   numUserBlocks=blocks, numItemBlocks=blocks, userCol="user", itemCol="item",
                   ratingCol="rating")
