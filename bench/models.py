@@ -176,9 +176,14 @@ def to_markdown(data: Dict[str, object]) -> str:
                 label = f"**{name}**" if name in (MODEL, BLEND) else name
                 lines.append(f"| {label} | " + " | ".join(_fmt(m.get(k, float('nan'))) for k in KS)
                              + f" | {m['fit_s']} | {m['recommend_s']} | {_fmt(v) if v is not None else '-'} |")
+            cmd = case.get("command") or ("python -m bench.models --only uci  (reco ingest --source online_retail "
+                                          "--date 2011-12-09, reco features, then the reco train experiment "
+                                          f"with training.exclude_seen={str(case.get('exclude_seen')).lower()})")
+            lines.append(f"\nCommand: `{cmd}`.")
             b = case["best"]
+            tried = ", ".join(f"{k}: {float(v):.4f}" for k, v in (b["others_share_tried"] or {}).items())
             lines.append(f"\nChosen on validation: {b['epochs']} epochs, history mode others_share="
-                         f"{b['others_share']} (tried {b['others_share_tried']}), buy-again blend weight "
+                         f"{b['others_share']} (valid ndcg@10 per value tried: {tried}), buy-again blend weight "
                          f"{b['blend_weight']}. Skipped: {case['skipped'] or 'none'}.\n")
             verdict = _verdict(test.get("models", {}), case.get("exclude_seen", True))
             lines.append(verdict + "\n")
