@@ -154,6 +154,7 @@ def train(spec: TrainSpec) -> dict:
     if not logging.getLogger().handlers:   # a TorchDistributor / torchrun child: show progress per epoch
         logging.basicConfig(level=logging.INFO, format="%(asctime)s [rank " + str(rank) + "] %(message)s",
                             datefmt="%H:%M:%S")
+        logging.getLogger("petastorm").setLevel(logging.WARNING)
     p = spec.params
     use_cuda = p.use_gpu and torch.cuda.is_available()
     device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
