@@ -26,16 +26,18 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
+import torch
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.config import Config
 from jobs.errors import InputSchemaError
+from training.baselines import BuyAgain
 from training.data import PAIR_COLUMNS, Catalog, to_interactions
 from training.experiment import BLEND, MODEL, ExperimentData, blend_scorer, run_experiment
 from training.featurize import user_state
 from training.metrics import topk
-from training.trainer import score_fn
+from training.trainer import EvalSet, score_fn
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +240,6 @@ def benchmark(spark: SparkSession, cfg: Config, train: str, users: str, k: int, 
     model = result.serve_model
     cut = float(max(known.time.max(), known.first_times.max())) + 1.0
     hist, feats = user_state(known, cut, result.model_config.history_len)
-    from training.trainer import EvalSet
-    import torch
     with torch.no_grad():
         item_vecs = model.all_item_vectors()
     ev = EvalSet(users=np.arange(n_users), history=hist, feats=feats, truth=known.csr())
@@ -247,7 +247,6 @@ def benchmark(spark: SparkSession, cfg: Config, train: str, users: str, k: int, 
     source = MODEL
     w = result.valid.blend_weight
     if w and not exclude_seen:
-        from training.baselines import BuyAgain
         params = tcfg.baseline_params.get("buy_again", {})
         fn = blend_scorer(fn, BuyAgain(**params).fit(known), w)
         source = f"{BLEND} (w={w:g})"
