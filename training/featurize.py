@@ -119,10 +119,10 @@ def _user_events(item: np.ndarray, first: np.ndarray, last: np.ndarray, count: n
     return t[order], it[order], r[order]
 
 
-def _history_at(times: np.ndarray, items: np.ndarray, end: int, H: int) -> np.ndarray:
-    """Distinct items of events [0, end) most recent first, +1, 0-padded to H."""
+def _history_at(items: np.ndarray, end: int, H: int, drop: int = -1) -> np.ndarray:
+    """Distinct items of events [0, end), most recent first, without ``drop``, +1, 0-padded to H."""
     out = np.zeros(H, dtype=np.int64)
-    seen, k = set(), 0
+    seen, k = {drop}, 0
     for j in range(end - 1, -1, -1):
         it = int(items[j])
         if it in seen:
@@ -144,22 +144,6 @@ def _by_user(inter: Interactions) -> Iterable[Tuple[int, np.ndarray]]:
             yield int(inter.user[chunk[0]]), chunk
 
 
-def _history_without(items: np.ndarray, drop: int, H: int) -> np.ndarray:
-    """The H most recent distinct items of all the user's events except ``drop``, +1, 0-padded."""
-    out = np.zeros(H, dtype=np.int64)
-    seen, k = {drop}, 0
-    for j in range(len(items) - 1, -1, -1):
-        it = int(items[j])
-        if it in seen:
-            continue
-        seen.add(it)
-        out[k] = it + 1
-        k += 1
-        if k == H:
-            break
-    return out
-
-
 def sequence_examples(inter: Interactions, H: int, others_share: float = 0.0, seed: int = 0) -> dict:
     """One training example per event of ``inter`` (see the module docstring). By default the history and
     user features are those strictly before the event's time ("what comes next": the time-split
@@ -178,12 +162,12 @@ def sequence_examples(inter: Interactions, H: int, others_share: float = 0.0, se
             while start < j and t[start] < t[j]:
                 start += 1
             if others[j]:
-                hist = _history_without(it, int(it[j]), H)
+                hist = _history_at(it, len(it), H, drop=int(it[j]))
                 feats = _features(n_distinct - 1, len(t) - 1)
             else:
                 # events [0, start) are strictly earlier than event j (same-time events, e.g. one basket,
                 # are not)
-                hist = _history_at(t, it, start, H)
+                hist = _history_at(it, start, H)
                 n_prior_items = len(set(it[:start].tolist())) if start else 0
                 feats = _features(n_prior_items, start)
             out["user"].append(u)
@@ -209,6 +193,6 @@ def user_state(inter: Interactions, at: float, H: int) -> Tuple[np.ndarray, np.n
         end = int(np.searchsorted(t, at, side="left"))
         if end == 0:
             continue
-        hist[u] = _history_at(t, it, end, H)
+        hist[u] = _history_at(it, end, H)
         feats[u] = _features(len(set(it[:end].tolist())), end)
     return hist, feats
