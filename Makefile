@@ -27,8 +27,16 @@ venv: $(STAMP) ## Create or refresh .venv (runs by itself before run/test/bench)
 run: $(STAMP) ## Run the nightly pipeline end to end on the synthetic default data
 	$(VENV)/bin/reco run
 
-test: $(STAMP) ## Run the test suite (the command CI runs)
+test: $(STAMP) browser ## Run the test suite (the command CI runs)
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# The demo page is tested in Debian's headless Chromium (driven by Playwright, no browser download).
+browser: ## Install Debian's chromium when it is missing (needs root or sudo, and apt)
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		command -v apt-get >/dev/null || { echo "error: chromium is needed for the demo page test; install it with your package manager"; exit 1; }; \
+		echo "installing Debian's chromium for the browser test (about a minute)"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 bench: $(STAMP) ## Run the benchmarks and write BENCHMARKS.md
 	$(VPY) -m bench.run_all
@@ -40,4 +48,4 @@ clean: ## Remove the local lakehouse, caches and build output (keeps .venv)
 distclean: clean ## Also remove .venv
 	rm -rf $(VENV)
 
-.PHONY: help venv run test bench clean distclean
+.PHONY: help venv run test bench clean distclean browser

@@ -35,6 +35,8 @@ from bench.measure import ROOT, machine
 
 OUT = ROOT / "bench" / "out"
 SHARED = ROOT.parent / "shared" / "datasets"
+TUNED = {"batch_size": 512, "uniform_negatives": 512, "repeat_weight": 3.0}
+SEARCHED = ("others_share", "batch_size", "uniform_negatives", "repeat_weight")
 KS = ("ndcg@10", "recall@20", "precision@10", "map@10", "hit@10", "mrr", "coverage@10")
 
 log = logging.getLogger("bench.models")
@@ -47,6 +49,8 @@ def _config(work: Path):
         "quality": {"quality_dir": str(work / "quality")},
         "mlflow": {"tracking_uri": f"sqlite:///{work}/mlflow.db", "artifact_root": str(work / "mlartifacts")},
         "spark": {"conf": {"spark.sql.shuffle.partitions": "4"}},
+        # the valid phase also tries the setting bench.tune found best on UCI validation
+        "training": {"optim": {"search": [{}, TUNED]}},
     })
 
 
@@ -54,7 +58,7 @@ def _summarise(name: str, result, seconds: float, extra: Dict[str, object]) -> D
     from training.experiment import MODEL
     out = {"case": name, "seconds": round(seconds, 1), **extra,
            "best": {"epochs": result.valid.best_epoch, "others_share": result.valid.params.others_share,
-                    "others_share_tried": result.valid.train_result.get("others_share_tried"),
+                    "tried": result.valid.train_result.get("candidates_tried"),
                     "blend_weight": result.valid.blend_weight},
            "params": {**asdict(result.params), **result.model_config.to_dict()},
            "skipped": result.valid.skipped, "phases": {}}
@@ -181,10 +185,11 @@ def to_markdown(data: Dict[str, object]) -> str:
                                           f"with training.exclude_seen={str(case.get('exclude_seen')).lower()})")
             lines.append(f"\nCommand: `{cmd}`.")
             b = case["best"]
-            tried = ", ".join(f"{k}: {float(v):.4f}" for k, v in (b["others_share_tried"] or {}).items())
-            lines.append(f"\nChosen on validation: {b['epochs']} epochs, history mode others_share="
-                         f"{b['others_share']} (valid ndcg@10 per value tried: {tried}), buy-again blend weight "
-                         f"{b['blend_weight']}. Skipped: {case['skipped'] or 'none'}.\n")
+            tried = "; ".join(f"{k}: {float(v):.4f}" for k, v in (b.get("tried") or {}).items())
+            chosen = ", ".join(f"{k}={case['params'][k]}" for k in SEARCHED if k in case["params"])
+            lines.append(f"\nChosen on validation: {b['epochs']} epochs, {chosen} (valid ndcg@10 of each setting "
+                         f"tried: {tried}), buy-again blend weight {b['blend_weight']}. "
+                         f"Skipped: {case['skipped'] or 'none'}.\n")
             verdict = _verdict(test.get("models", {}), case.get("exclude_seen", True))
             lines.append(verdict + "\n")
     if data.get("uci"):

@@ -6,7 +6,11 @@
     reco train    [--date D] [--no-register]            (two-tower + baselines, MLflow, promotion gate)
     reco benchmark --train F [--valid F] --users F --k 20 --out recs.csv [--items F] [--test F]
                    [--exclude-seen] [--value MODE]       (the model on any split, from plain files)
-    reco run      [--source S] [--date D]              (the nightly steps that exist so far)
+    reco score    [--date D]                             (every user's list, similar items, fallback lists)
+    reco publish  [--date D] | --rollback | --list       (versioned bulk load into Redis, atomic switch)
+    reco serve    [--host H] [--port P]                  (HTTP lookup service and demo page)
+    reco redis    start | stop | status                  (the embedded local redis-server)
+    reco run      [--source S] [--date D]              (the nightly pipeline end to end)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
 
@@ -71,7 +75,22 @@ def _parser() -> argparse.ArgumentParser:
                     help="never recommend (or count as hits) items the user had in train/valid")
     sp.add_argument("--value", choices=["auto", "rating", "quantity", "ignore"], default="auto",
                     help="meaning of the value column (auto: max <= 10 is a rating, else a quantity)")
-    sp = sub.add_parser("run", help="run the nightly pipeline steps that exist so far")
+    sp = sub.add_parser("score", help="score every user with the champion; write recommendations, similar "
+                                      "items and fallback lists for a date")
+    sp.add_argument("--date", type=_date)
+    sp.add_argument("--source", help="source whose default run date to use (synthetic)")
+    sp = sub.add_parser("publish", help="load a date's lists into Redis as a new version and switch readers")
+    sp.add_argument("--date", type=_date)
+    sp.add_argument("--source", help="source whose default run date to use (synthetic)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--rollback", action="store_true", help="point readers back at the previous version")
+    g.add_argument("--list", action="store_true", help="list the published versions")
+    sp = sub.add_parser("serve", help="run the HTTP lookup service and demo page (reads Redis only)")
+    sp.add_argument("--host", help="default: serving.host")
+    sp.add_argument("--port", type=int, help="default: serving.port")
+    sp = sub.add_parser("redis", help="start, stop or check the embedded local redis-server")
+    sp.add_argument("action", choices=["start", "stop", "status"])
+    sp = sub.add_parser("run", help="run the nightly pipeline end to end")
     source_args(sp, with_path=False)
     sp = sub.add_parser("sql", help="run one query from sql/ against the lakehouse tables")
     sp.add_argument("file", help="a .sql file (path, or a name in sql/)")
@@ -90,10 +109,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     for noisy in ("py4j", "great_expectations", "urllib3", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from jobs.storage import InputError
+    from training.rules import RulesError
     try:
         cfg = load_config()
         return _dispatch(args, cfg)
-    except (ConfigError, InputError) as exc:
+    except (ConfigError, InputError, RulesError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RecoError as exc:
@@ -105,6 +125,13 @@ def _dispatch(args, cfg) -> int:
     from jobs import commands
     from jobs.spark import build_spark
 
+    # commands that need no Spark
+    if args.command == "serve":
+        return commands.serve(cfg, args.host, args.port)
+    if args.command == "redis":
+        return commands.redis_server(cfg, args.action)
+    if args.command == "publish" and (args.rollback or args.list):
+        return commands.publish_admin(cfg, rollback=args.rollback)
     source = getattr(args, "source", None) or cfg.default_source
     cfg.source(source)  # fail early on an unknown name
     spark = build_spark(cfg)
@@ -117,6 +144,10 @@ def _dispatch(args, cfg) -> int:
         commands.train(spark, cfg, source, args.date, register=not args.no_register)
     elif args.command == "benchmark":
         commands.benchmark(spark, cfg, args)
+    elif args.command == "score":
+        commands.score(spark, cfg, source, args.date)
+    elif args.command == "publish":
+        commands.publish(spark, cfg, source, args.date)
     elif args.command == "run":
         commands.run(spark, cfg, source, args.date)
     elif args.command == "sql":

@@ -67,18 +67,103 @@ def benchmark(spark: SparkSession, cfg: Config, args):
     return out
 
 
+def score(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
+    from jobs.score import score as score_all
+    res = score_all(spark, cfg, _run_date(cfg, source, run_date))
+    print(f"scored {res.counts['users']} users with model v{res.model_version} ({res.score_id}): "
+          f"{res.counts['recommendations']} list rows, {res.counts['similar_items']} similar-item rows")
+    if res.diversity:
+        d = res.diversity
+        print(f"  diversity (sample): intra-list {d['intra_list_diversity_before']:.3f} -> "
+              f"{d['intra_list_diversity_after']:.3f}, coverage {d['coverage_before']:.3f} -> {d['coverage_after']:.3f}")
+    return res
+
+
+def publish(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
+    from jobs.publish import publish as publish_lists
+    res = publish_lists(spark, cfg, _run_date(cfg, source, run_date))
+    verb = "already published; readers on it" if res.skipped else f"published in {res.seconds:.1f}s"
+    print(f"Redis version {res.version}: {verb} ({res.counts}); previous {res.previous}")
+    return res
+
+
+def publish_admin(cfg: Config, rollback: bool) -> int:
+    from jobs.publish import keyspace, redis_client, rollback as do_rollback
+    if rollback:
+        frm, to = do_rollback(cfg)
+        print(f"rolled back: readers moved from {frm} to {to}")
+        return 0
+    from serving.publish import list_versions
+    for v in list_versions(redis_client(cfg), keyspace(cfg)):
+        meta = v.get("meta", {})
+        print(f"{'*' if v.get('is_current') else ' '} {v['version']}  run_date={meta.get('run_date')} "
+              f"model=v{meta.get('model_version')} users={meta.get('count_u')} created={meta.get('created_at')}")
+    return 0
+
+
+def serve(cfg: Config, host: Optional[str], port: Optional[int]) -> int:
+    import uvicorn
+
+    from jobs.publish import keyspace, redis_client
+    from serving.app import create_app
+    from serving.client import LookupClient
+
+    app = create_app(lambda: LookupClient(redis_client(cfg), keyspace(cfg)))
+    host, port = host or cfg.serving.host, port or cfg.serving.port
+    print(f"lookup service and demo page: http://{host}:{port}/  (API schema: /openapi.json)")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+    return 0
+
+
+def redis_server(cfg: Config, action: str) -> int:
+    from urllib.parse import urlsplit
+
+    from serving.embedded import EmbeddedRedis, ensure_running
+    if action == "start":
+        server = ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
+        print(f"redis-server running at {server.url} (data and log in {cfg.redis_dir})")
+        return 0
+    parts = urlsplit(cfg.redis.url)
+    server = EmbeddedRedis(cfg.redis_dir, parts.port or 6379, host=parts.hostname or "127.0.0.1",
+                           password=cfg.redis_password or parts.password)
+    if action == "stop":
+        server.stop()
+        print(f"redis-server at {server.url} stopped")
+        return 0
+    print(f"redis-server at {server.url}: {'running' if server.is_running() else 'not running'}")
+    return 0 if server.is_running() else 1
+
+
+def sample_lookup(cfg: Config) -> str:
+    """One lookup through the client, as the web app does it: a line for the run summary."""
+    from jobs.publish import keyspace, redis_client
+    from serving.client import LookupClient
+    client = LookupClient(redis_client(cfg), keyspace(cfg))
+    users = (client.metadata().get("sample_users") or "").split(",")
+    if not users or not users[0]:
+        return "sample lookup: no users published"
+    hit = client.recommendations(users[0], k=5)
+    miss = client.recommendations("no-such-customer", k=5)
+    return (f"sample lookup: user {users[0]} -> {hit.items} ({hit.source}); "
+            f"unknown user -> {miss.items} ({miss.source}, fallback)")
+
+
 def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
-    """The nightly steps that exist so far: ingest -> features (with Delta hygiene) -> train + gate."""
+    """The nightly pipeline: ingest -> features (with Delta hygiene) -> train + gate -> score -> publish."""
     d = _run_date(cfg, source, run_date)
     ingest(spark, cfg, source, d, None)
     features(spark, cfg, source, d, maintain=True)
     result = train(spark, cfg, source, d)
+    score(spark, cfg, source, d)
+    pub = publish(spark, cfg, source, d)
     print_tables(spark, cfg)
     docs = Path(cfg.quality.quality_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     print(f"\ndata-quality docs: file://{docs}")
     print(f"MLflow: {cfg.mlflow.tracking_uri} (mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}); "
           f"run {result.run_id}, model {cfg.mlflow.registered_model} v{result.version}"
           f" ({'champion' if result.promoted else 'challenger only'})")
+    print(f"Redis: {cfg.redis.url} version {pub.version}; {sample_lookup(cfg)}")
+    print(f"lookup service and demo page: reco serve  ->  http://{cfg.serving.host}:{cfg.serving.port}/")
     print("query the tables: reco sql sql/daily_sales.sql   (see sql/ and docs/TABLES.md)")
 
 

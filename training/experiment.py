@@ -137,7 +137,7 @@ def fit_two_tower(spark: SparkSession, fit_df: DataFrame, fit: Interactions, cat
     counts = np.bincount(fit.item, minlength=fit.n_items).astype(np.float64)
     meta = catalog.item_meta(fit.n_items, counts, model_cfg)
     examples = examples_frame(fit_df, fit.n_users, fit.n_items, model_cfg.history_len, params.others_share,
-                              params.seed)
+                              params.seed, params.repeat_weight)
     with _Petastorm(spark, examples, os.path.join(work_dir, "petastorm")) as conv:
         log.info("[%s] %d training examples via petastorm (%s)", tag, len(conv), conv.cache_dir_url)
         spec = TrainSpec(model=model_cfg, meta=meta, params=params, log_q=log_sampling_prob(counts),
@@ -173,9 +173,10 @@ def blend_scorer(model_fn, buy_again: bl.BuyAgain, weight: float):
 
 def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataFrame, data: ExperimentData,
               tcfg, model_cfg: ModelConfig, params: TrainParams, work_dir: str,
-              blend_weight: Optional[float] = None, candidates: Sequence[float] = ()) -> PhaseResult:
-    """Fit and evaluate the model (each ``others_share`` of ``candidates`` when given: the best on this
-    split's metric is kept) and every baseline on one split."""
+              blend_weight: Optional[float] = None, candidates: Sequence[Dict[str, object]] = ()) -> PhaseResult:
+    """Fit and evaluate the model and every baseline on one split. ``candidates``: overrides of
+    ``params`` (e.g. ``{"others_share": 1.0, "batch_size": 512}``), each fitted; the best on this split's
+    metric is kept."""
     ks = tuple(tcfg.ks)
     fit = to_interactions(fit_df, data.n_users, data.n_items)
     truth = to_interactions(eval_df, data.n_users, data.n_items)
@@ -185,19 +186,19 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     metrics, timings, topk, skipped = {}, {}, {}, {}
 
     res, tried = None, {}
-    for share in (candidates or [params.others_share]):
-        p = replace(params, others_share=float(share))
+    for i, over in enumerate(candidates or [{}]):
+        p = replace(params, **over)
         r = fit_two_tower(spark, fit_df, fit, data.catalog, model_cfg, p, work_dir,
                           ev if p.fixed_epochs is None else None, tcfg.processes, tcfg.launcher,
-                          tcfg.distributor_local_mode, f"{data.name}-{phase}-h{share:g}")
+                          tcfg.distributor_local_mode, f"{data.name}-{phase}-c{i}")
         r["params"] = p
-        tried[float(share)] = r["best_metric"]
+        tried[candidate_label(over)] = r["best_metric"]
         if res is None or (r["best_metric"] > res["best_metric"]):
             res = r
     if len(tried) > 1:
-        log.info("[%s] %s: others_share tried %s, kept %g", data.name, phase,
-                 {k: round(v, 4) for k, v in tried.items()}, res["params"].others_share)
-    res["others_share_tried"] = tried
+        log.info("[%s] %s: candidates tried %s, kept %s", data.name, phase,
+                 {k: round(v, 4) for k, v in tried.items()}, max(tried, key=tried.get))
+    res["candidates_tried"] = tried
     model = res["model"]
     with torch.no_grad():
         item_vecs = model.all_item_vectors()
@@ -242,6 +243,16 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
                        n_fit_pairs=len(fit), n_eval_pairs=len(truth))
 
 
+def candidate_label(over: Dict[str, object]) -> str:
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(over.items())) or "defaults"
+
+
+def search_candidates(optim) -> List[Dict[str, object]]:
+    """The settings the valid phase tries: every ``others_share`` under every ``search`` entry."""
+    return [{**over, "others_share": float(share)} for over in (optim.search or [{}])
+            for share in optim.others_share]
+
+
 def model_config(tcfg, n_users: int, n_items: int) -> ModelConfig:
     return ModelConfig(n_users=n_users, n_items=n_items, **tcfg.model.model_dump())
 
@@ -249,6 +260,7 @@ def model_config(tcfg, n_users: int, n_items: int) -> ModelConfig:
 def train_params(tcfg, **over) -> TrainParams:
     d = tcfg.optim.model_dump()
     d["others_share"] = d["others_share"][0]
+    d.pop("search", None)
     d.update(over)
     return TrainParams(**d)
 
@@ -260,14 +272,13 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
     mcfg = model_config(tcfg, data.n_users, data.n_items)
     params = train_params(tcfg)
     valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir,
-                      candidates=tcfg.optim.others_share)
+                      candidates=search_candidates(tcfg.optim))
     epochs = max(1, valid.best_epoch)
-    chosen = valid.params.others_share
     test = None
     serve_model = valid.model
     if data.test is not None:
         # the test phase never early-stops on test: the epochs chosen on validation
-        refit = train_params(tcfg, fixed_epochs=epochs, others_share=chosen)
+        refit = replace(valid.params, fixed_epochs=epochs)
         fit_df = data.train.unionByName(data.valid) if tcfg.refit else data.train
         test = run_phase(spark, "test", fit_df, data.test, data, tcfg, mcfg, refit, work_dir,
                          blend_weight=valid.blend_weight)
@@ -278,7 +289,7 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
             everything = everything.unionByName(data.test)
         fit = to_interactions(everything, data.n_users, data.n_items)
         res = fit_two_tower(spark, everything, fit, data.catalog, mcfg,
-                            train_params(tcfg, fixed_epochs=epochs, others_share=chosen),
+                            replace(valid.params, fixed_epochs=epochs),
                             work_dir, None, tcfg.processes, tcfg.launcher, tcfg.distributor_local_mode,
                             f"{data.name}-serve")
         serve_model = res["model"]

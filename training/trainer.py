@@ -55,6 +55,7 @@ class TrainParams:
     fixed_epochs: Optional[int] = None  # refit: exactly this many epochs, no validation
     others_share: float = 0.0         # share of examples whose history is the user's other items
                                       # (training.featurize.sequence_examples); chosen on validation
+    repeat_weight: float = 1.0        # weight of examples whose target is already in their history
 
     def __post_init__(self):
         if self.loss not in losses.LOSSES:

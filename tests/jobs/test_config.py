@@ -81,3 +81,14 @@ def test_unknown_source_lists_configured_ones():
     cfg = load_config(env="local", environ={})
     with pytest.raises(ConfigError, match="unknown source 'nope'"):
         cfg.source("nope")
+
+
+def test_training_search_entries_must_be_valid_optim_settings():
+    ok = load_config(env="local", environ={}, overrides={
+        "training": {"optim": {"search": [{}, {"batch_size": 512, "repeat_weight": 3.0}]}}})
+    assert ok.training.optim.search[1] == {"batch_size": 512, "repeat_weight": 3.0}
+    with pytest.raises(ConfigError, match=r"search\[1\] sets \['batchsize'\]"):
+        load_config(env="local", environ={}, overrides={
+            "training": {"optim": {"search": [{}, {"batchsize": 512}]}}})
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{"batch_size": 0}]}}})

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from training.featurize import (DAY, N_USER_FEATURES, USER_FEATURES, build_item_meta, popularity_buckets,
-                                price_bucket, sequence_examples, stable_bucket, title_tokens, user_state)
+                                price_bucket, sequence_examples, stable_bucket, title_tokens, user_state,
+                                user_states)
 from training.interactions import Interactions
 
 # zlib.crc32 of these byte strings, computed once (they are part of the on-disk contract: a saved
@@ -215,3 +216,24 @@ def test_others_share_one_sees_the_users_other_items_without_the_target():
     assert sequence_examples(inter, 4)["hist"][0].tolist() == [0, 0, 0, 0]
     a = sequence_examples(inter, 4, others_share=0.5, seed=3)["hist"]
     np.testing.assert_array_equal(a, sequence_examples(inter, 4, others_share=0.5, seed=3)["hist"])
+
+
+def test_repeat_weight_scales_only_examples_whose_item_is_in_their_history():
+    # _one_user: the last event (item 7 at t=400) repeats item 7 bought at t=200
+    np.testing.assert_array_equal(sequence_examples(_one_user(), H=4, repeat_weight=3.0)["weight"],
+                                  [1.0, 2.0, 3.0, 6.0])
+    # the repeat must be visible in the history: with H=1 the history at t=400 is item 9 only
+    np.testing.assert_array_equal(sequence_examples(_one_user(), H=1, repeat_weight=3.0)["weight"],
+                                  [1.0, 2.0, 3.0, 2.0])
+    # "other items" examples never contain their target, so they are never repeats
+    np.testing.assert_array_equal(
+        sequence_examples(_one_user(), H=4, others_share=1.0, repeat_weight=3.0)["weight"], [1.0, 2.0, 3.0, 2.0])
+
+
+def test_user_states_lists_only_users_with_earlier_events():
+    a = _one_user(user=1, n_users=3)
+    users, hist, feats = user_states(a, at=250.0, H=4)
+    np.testing.assert_array_equal(users, [1])
+    np.testing.assert_array_equal(hist, [[10, 8, 6, 0]])       # 9 and 7 at 200, then 5 at 100
+    np.testing.assert_allclose(feats, [_feats(3, 3)], rtol=1e-6)
+    assert user_states(a, at=100.0, H=4)[0].size == 0           # nothing strictly before t=100

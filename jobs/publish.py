@@ -1,0 +1,174 @@
+"""`reco publish`: bulk-load one run date's lists from Delta into Redis as a new version, verify it,
+switch readers to it with one pointer write, keep the last ``redis.keep_versions`` for rollback.
+
+What is published for ``--date D`` (from the Delta tables of that run date): every user's list
+(``recommendations``), every item's similar items (``similar_items``), the served fallback lists
+(``fallback_lists`` named ``global`` and ``segment:<s>``), and every catalog item's details (``items``:
+title, price, category), so a lookup is self-contained. The version id is the scoring run's
+``score_id`` (date, model version and a hash of the scoring settings and rules): publishing the same
+run twice is a no-op that leaves readers on it; rescoring with other rules gives a new version.
+
+Counts per kind are taken from Delta before loading and checked against what was written, and a
+sample of written keys is read back (``serving.publish``). Redis failures stop the job with a message
+that says readers stay on the previous version.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import date
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.config import Config
+from jobs.errors import EmptyInputError
+from jobs.lakehouse import Lakehouse
+
+log = logging.getLogger(__name__)
+
+CHUNK = 20_000          # records per chunk handed to the publisher (one chunk held at a time)
+
+
+@dataclass
+class PublishSummary:
+    version: str
+    previous: Optional[str]
+    skipped: bool
+    counts: Dict[str, int]
+    keys_per_s: float
+    seconds: float
+    deleted: List[str]
+
+
+def redis_client(cfg: Config):
+    """A client for ``redis.url``; with ``redis.embedded`` the local server is started when none answers."""
+    from serving.connection import connect, ping_or_raise
+    from serving.embedded import ensure_running
+    if cfg.redis.embedded:
+        ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
+    kw = {"ssl_ca_certs": cfg.redis.ssl_ca_certs} if cfg.redis.ssl_ca_certs else {}
+    r = connect(cfg.redis.url, password=cfg.redis_password, socket_timeout=cfg.redis.socket_timeout_s, **kw)
+    ping_or_raise(r, cfg.redis.url)
+    return r
+
+
+def keyspace(cfg: Config):
+    from serving.keys import KeySpace
+    return KeySpace(namespace=cfg.redis.namespace, n_shards=cfg.redis.n_shards)
+
+
+def _ranked(df: DataFrame, key: str, item: str) -> DataFrame:
+    """One row per ``key`` with its list as an array of (rank, item, score, source), by rank."""
+    return (df.groupBy(key)
+            .agg(F.sort_array(F.collect_list(F.struct("rank", F.col(item).alias("item"), "score", "source")))
+                 .alias("list")))
+
+
+def _score(v) -> float:
+    return 0.0 if v is None or not math.isfinite(v) else float(v)
+
+
+def _records(kind: str, df: DataFrame, key: str) -> Iterator[List[Tuple[str, str, bytes]]]:
+    from serving.codec import encode_list
+    chunk = []
+    for row in df.toLocalIterator(prefetchPartitions=True):
+        lst = row["list"]
+        chunk.append((kind, str(row[key]), encode_list([x["item"] for x in lst], [_score(x["score"]) for x in lst],
+                                                       [x["source"] for x in lst])))
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _item_records(items: DataFrame) -> Iterator[List[Tuple[str, str, bytes]]]:
+    from serving.codec import encode_item
+    chunk = []
+    for row in items.toLocalIterator(prefetchPartitions=True):
+        price = row["price"]
+        chunk.append(("i", str(row["item_id"]), encode_item({
+            "title": row["title"], "category": row["category"],
+            "price": None if price is None or not math.isfinite(price) else round(float(price), 2)})))
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def publish(spark: SparkSession, cfg: Config, run_date: date) -> PublishSummary:
+    from serving.publish import publish_version
+
+    lh = Lakehouse(spark, cfg)
+    d = F.lit(run_date).cast("date")
+    for table in ("recommendations", "similar_items", "fallback_lists"):
+        if not lh.exists(table):
+            raise EmptyInputError(f"no {table} table under {lh.root}: run `reco score --date {run_date}` first")
+    recs = lh.read("recommendations").filter(F.col("run_date") == d)
+    head = recs.select("score_id", "model_version", "run_id").limit(1).collect()
+    if not head:
+        raise EmptyInputError(f"recommendations has no rows for {run_date}: run `reco score --date {run_date}` first")
+    score_id, model_version, run_id = head[0]
+    ids = recs.select("score_id").distinct().count()
+    if ids != 1:
+        raise EmptyInputError(f"recommendations for {run_date} mix {ids} scoring runs; rerun `reco score --date "
+                              f"{run_date}` (it replaces the date's rows)")
+    similar = lh.read("similar_items").filter((F.col("run_date") == d) & (F.col("score_id") == score_id))
+    fallback = (lh.read("fallback_lists").filter((F.col("run_date") == d) & (F.col("score_id") == score_id))
+                .filter((F.col("list_name") == "global") | F.col("list_name").startswith("segment:")))
+    items = (lh.read("items").select("item_id", "title", "category", F.col("price").cast("double"))
+             if lh.exists("items") else None)
+
+    users_df = _ranked(recs, "user_id", "item_id")
+    similar_df = _ranked(similar, "item_id", "similar_item_id")
+    fallback_df = _ranked(fallback, "list_name", "item_id")
+    expected = {"u": recs.select("user_id").distinct().count(),
+                "s": similar.select("item_id").distinct().count(),
+                "f": fallback.select("list_name").distinct().count()}
+    if items is not None:
+        expected["i"] = items.count()
+    if expected["f"] == 0 or "global" not in {r[0] for r in fallback.select("list_name").distinct().collect()}:
+        raise EmptyInputError(f"fallback_lists has no 'global' list for {run_date}: rerun `reco score --date {run_date}`")
+    k = recs.groupBy("user_id").count().agg(F.min("count"), F.max("count")).first()
+    sample_users = [r[0] for r in recs.select("user_id").distinct().orderBy("user_id").limit(20).collect()]
+
+    def records():
+        yield from _records("f", fallback_df, "list_name")
+        if items is not None:
+            yield from _item_records(items)
+        yield from _records("s", similar_df, "item_id")
+        yield from _records("u", users_df, "user_id")
+
+    written = {"n": 0}
+
+    def progress(n: int) -> None:
+        if n - written["n"] >= 200_000:
+            log.info("[publish %s] %d keys written", score_id, n)
+            written["n"] = n
+
+    r = redis_client(cfg)
+    res = publish_version(r, keyspace(cfg), score_id, records(),
+                          metadata={"run_date": run_date.isoformat(), "model_version": model_version,
+                                    "run_id": run_id, "score_id": score_id, "list_length": int(k[1]),
+                                    "sample_users": ",".join(sample_users)},
+                          expected=expected, batch_keys=cfg.redis.batch_keys, keep=cfg.redis.keep_versions,
+                          progress=progress)
+    if k[0] != k[1]:
+        log.warning("[publish %s] user lists have %d to %d items (the rules promise one length)", score_id, k[0], k[1])
+    log.info("[publish %s] %s: %s keys in %.1f s; readers on %s (was %s)", run_date,
+             "already published" if res.skipped else "published", res.counts, res.seconds, res.version,
+             res.previous_version)
+    return PublishSummary(version=res.version, previous=res.previous_version, skipped=res.skipped,
+                          counts=dict(res.counts or expected), keys_per_s=res.keys_per_s, seconds=res.seconds,
+                          deleted=list(res.deleted_versions))
+
+
+def rollback(cfg: Config) -> Tuple[str, str]:
+    from serving.publish import rollback as do_rollback
+    frm, to = do_rollback(redis_client(cfg), keyspace(cfg))
+    log.info("rolled back: readers moved from %s to %s", frm, to)
+    return frm, to

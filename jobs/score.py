@@ -1,0 +1,331 @@
+"""`reco score`: every user's served list, every item's similar items and the fallback lists, as of
+the run date, from the MLflow ``champion`` model, written to Delta (``recommendations``,
+``similar_items``, ``fallback_lists``).
+
+The job reads, for ``--date D``: ``training_examples`` (as of D: every (user, item) pair up to D, the
+users' state), ``user_index``/``item_index``, ``items``, ``item_features`` and ``user_features`` (as of
+D), ``silver_interactions`` (up to D: popular, trending, buy-again and co-purchase lists). Users are
+scored in ``scoring.user_buckets`` Spark groups (a cogrouped ``applyInPandas``: each group's pairs and
+buy-again lists) with the model and the catalog broadcast; see ``training/recommend.py`` for the
+per-user steps. Every write replaces the run date's slice, so a rerun for a date is idempotent.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features import lists
+from jobs.config import Config
+from jobs.errors import EmptyInputError
+from jobs.lakehouse import Lakehouse
+from jobs.pipeline_runs import record_run
+
+log = logging.getLogger(__name__)
+
+RECS_SCHEMA = "kind string, user long, rank int, item_id string, score float, source string"
+
+
+@dataclass
+class ScoreResult:
+    run_date: str
+    model_version: str
+    run_id: str
+    score_id: str                       # content key of this scoring run (the publish version builds on it)
+    counts: Dict[str, int]
+    diversity: Dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def load_champion(cfg: Config):
+    """(model, version, run_id) of the registered model's ``champion``; a clear error when none."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training.registry import load_alias
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    name = cfg.mlflow.registered_model
+    found = load_alias(name, tracking_uri=cfg.mlflow.tracking_uri)
+    if found is None:
+        raise EmptyInputError(f"no champion of model '{name}' at {cfg.mlflow.tracking_uri}: "
+                              "run `reco train --date D` first (a model becomes champion when it passes the gate)")
+    version, uri = found
+    run_id = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri).get_model_version(name, version).run_id
+    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    model.eval()
+    return model, str(version), run_id
+
+
+def _require(lh: Lakehouse, run_date: date, *tables: str) -> None:
+    for table in tables:
+        if not lh.exists(table):
+            raise EmptyInputError(f"no {table} table under {lh.root}: run `reco ingest` and "
+                                  f"`reco features --date {run_date}` first")
+
+
+def _index_of(item_index: DataFrame) -> Dict[str, int]:
+    pdf = item_index.select("item_id", "idx").toPandas()
+    return dict(zip(pdf["item_id"], pdf["idx"].astype(np.int64)))
+
+
+def _lists_to_arrays(df: DataFrame, idx: Dict[str, int]) -> Dict[str, tuple]:
+    pdf = df.toPandas().sort_values(["list_name", "rank"])
+    out = {}
+    for name, g in pdf.groupby("list_name", sort=True):
+        ids = np.array([idx.get(i, -1) for i in g["item_id"]], np.int64)
+        keep = ids >= 0
+        # padded rows (filled from a wider list) have no score: rank them below, in order
+        scores = g["score"].to_numpy(np.float64)
+        filler = ~np.isfinite(scores)
+        floor = np.nanmin(scores) if (~filler).any() else 0.0
+        scores[filler] = floor - g["rank"].to_numpy(np.float64)[filler]
+        out[name] = (ids[keep], scores.astype(np.float32)[keep])
+    return out
+
+
+def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
+    import torch
+
+    from training.data import Catalog, pairs_from_examples
+    from training.recommend import ServingInputs, diversity_report, fallback_list, similar_items, similar_lists
+    from training.rules import load_rules
+
+    t0 = time.time()
+    sc = cfg.scoring
+    lh = Lakehouse(spark, cfg)
+    _require(lh, run_date, "training_examples", "user_index", "item_index", "item_features", "user_features",
+             "silver_interactions")
+    rules = load_rules(sc.rules_path)                       # a bad rule file fails before any work
+    model, model_version, model_run_id = load_champion(cfg)
+    d = F.lit(run_date).cast("date")
+
+    item_index = lh.read("item_index")
+    user_index = lh.read("user_index")
+    items = lh.read("items") if lh.exists("items") else None
+    idx = _index_of(item_index)
+    n_items = max(idx.values()) + 1
+    examples = lh.read("training_examples").filter(F.col("as_of_date") == d)
+    pairs = pairs_from_examples(examples, ["train", "valid", "test"]).cache()
+    if pairs.limit(1).count() == 0:
+        raise EmptyInputError(f"training_examples has no pairs as of {run_date}: run `reco features --date {run_date}`")
+    events = lh.read("silver_interactions").filter(F.col("event_date") <= d)
+    item_feats = lh.read("item_features").filter(F.col("as_of_date") == d).toPandas()
+    if item_feats.empty:
+        raise EmptyInputError(f"item_features has no rows as of {run_date}: run `reco features --date {run_date}`")
+    catalog_df = items if items is not None else item_index.select("item_id", F.lit(True).alias("available"))
+
+    # -- the catalog: ids, categories, availability, newness, the champion's item vectors
+    counts_pdf = pairs.groupBy("item").count().toPandas()
+    counts = np.zeros(n_items, np.float64)
+    counts[counts_pdf["item"].to_numpy(np.int64)] = counts_pdf["count"].to_numpy(np.float64)
+    catalog = Catalog.from_spark(item_index, items)
+    model.set_item_meta(catalog.item_meta(n_items, counts, model.cfg))
+    with torch.inference_mode():
+        item_vecs = model.all_item_vectors().numpy().astype(np.float32)
+    item_ids = np.empty(n_items, object)
+    categories = np.full(n_items, "unknown", object)
+    item_ids[catalog.frame["idx"].to_numpy(np.int64)] = catalog.frame["item_id"].to_numpy()
+    cats = catalog.frame["category"].where(catalog.frame["category"].notna(), "unknown")
+    categories[catalog.frame["idx"].to_numpy(np.int64)] = cats.to_numpy()
+    available = np.ones(n_items, bool)
+    new_items = np.zeros(n_items, bool)
+    f_idx = np.array([idx.get(i, -1) for i in item_feats["item_id"]], np.int64)
+    ok = f_idx >= 0
+    available[f_idx[ok]] = item_feats["available"].fillna(True).to_numpy(bool)[ok]
+    first_seen = pd.to_datetime(item_feats["first_seen"]).dt.date
+    recent = first_seen.map(lambda x: x is not None and not pd.isna(x)
+                            and (run_date - x).days <= sc.explore.new_item_days).to_numpy(bool)
+    new_items[f_idx[ok]] = (recent & (item_feats["n_events"].fillna(0).to_numpy() <= sc.explore.max_events))[ok]
+    popularity = np.zeros(n_items)
+    popularity[f_idx[ok]] = item_feats["popularity"].fillna(0).to_numpy(np.float64)[ok]
+    backfill = np.array([i for i in np.lexsort((np.arange(n_items), -popularity)) if available[i]], np.int64)
+
+    # -- the non-personal lists (features/lists.py)
+    L = sc.lists
+    popular = lists.popular_lists(events, catalog_df, run_date, L.popular_window_days, L.fallback_k)
+    trending = lists.trending_lists(events, catalog_df, run_date, L.trending_short_days, L.trending_long_days,
+                                    L.fallback_k, L.trending_min_events)
+    # popular lists are named global / segment:<s>, trending ones trending:global / trending:segment:<s>
+    fallback = (popular.withColumn("list_name", F.concat(F.lit("popular:"), "list_name"))
+                .unionByName(trending).cache())
+    list_arrays = _lists_to_arrays(fallback, idx)
+    n_avail = int(available.sum())
+    promised = rules.list_length(sc.k)            # the rules file may promise its own length
+    k = min(promised, n_avail)
+    if k < promised:
+        log.warning("only %d available items: lists hold %d items instead of %d", n_avail, k, promised)
+
+    inp = ServingInputs(item_ids=item_ids, categories=categories, item_vecs=item_vecs, available=available,
+                        new_items=new_items, lists=list_arrays, rules=rules, run_date=run_date, k=k,
+                        fetch=min(max(sc.fetch, k), n_items), weights=dict(sc.weights),
+                        mmr_strength=sc.diversity.mmr_strength, exclude_bought=sc.exclude_bought,
+                        block_users=sc.block_users, backfill=backfill)
+    if sc.diversity.max_per_category and rules.max_per_category is None:
+        from dataclasses import replace
+        inp.rules = replace(rules, max_per_category=sc.diversity.max_per_category)
+
+    # -- every user with history: cogrouped by bucket (pairs + segment, buy-again lists)
+    segments = (lists.segment_of_users(lh.read("user_features"), run_date)
+                .join(user_index.select("user_id", F.col("idx").cast("long").alias("user")), "user_id")
+                .select("user", "segment"))
+    B = sc.user_buckets
+    pair_rows = (pairs.join(segments, "user", "left").withColumn("bucket", F.pmod("user", F.lit(B))))
+    item_idx_df = item_index.select("item_id", F.col("idx").cast("long").alias("item"))
+    ba = (lists.buy_again(events, run_date, L.buy_again_half_life_days, L.buy_again_k)
+          .join(user_index.select("user_id", F.col("idx").cast("long").alias("user")), "user_id")
+          .join(item_idx_df, "item_id")
+          .select("user", "item", "rank", F.col("score").cast("float").alias("score"))
+          .withColumn("bucket", F.pmod("user", F.lit(B))))
+    at = float(dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    shared = spark.sparkContext.broadcast((model, inp, at))
+    out = (pair_rows.groupBy("bucket").cogroup(ba.groupBy("bucket"))
+           .applyInPandas(_score_bucket(shared), RECS_SCHEMA).cache())
+
+    users = user_index.select("user_id", F.col("idx").cast("long").alias("user"))
+    score_id = _score_id(run_date, model_version, sc.model_dump_json(), rules.source, _file_digest(sc.rules_path))
+    meta_cols = [F.lit(model_version).alias("model_version"), F.lit(model_run_id).alias("run_id"),
+                 F.lit(score_id).alias("score_id"), d.alias("run_date")]
+    recs = (out.filter(F.col("kind") == "final").join(users, "user")
+            .select("user_id", "rank", "item_id", "score", "source", *meta_cols))
+    lh.replace(recs, "recommendations", where={"run_date": run_date}, partition_by=["run_date"])
+
+    # -- similar items (item vectors; co-purchase fills where vectors give too few)
+    co = lists.co_purchase_neighbours(events, run_date, L.similar_k, L.co_purchase_min_support,
+                                      L.max_basket_items).toPandas()
+    co_map: Dict[int, List[int]] = {}
+    for item_id, g in co.sort_values(["item_id", "rank"]).groupby("item_id"):
+        if item_id in idx:
+            co_map[idx[item_id]] = [idx[n] for n in g["neighbour_id"] if n in idx]
+    nb, nsc, from_co = similar_items(item_vecs, L.similar_k, available, co_map, block=sc.block_users)
+    sim_k = min(L.similar_k, n_avail - 1)
+    sim_ids, sim_lists, sim_scores, sim_sources = similar_lists(inp, nb, nsc, from_co, sim_k)
+    sim_pdf = _long_frame("item_id", sim_ids, sim_lists, sim_scores, sim_sources).rename(
+        columns={"list_item": "similar_item_id"})
+    sim = spark.createDataFrame(sim_pdf, "item_id string, rank int, similar_item_id string, score float, "
+                                         "source string").select("*", *meta_cols)
+    lh.replace(sim, "similar_items", where={"run_date": run_date}, partition_by=["run_date"])
+
+    # -- fallback lists: the raw popular / trending lists, and the served ones (blended, under the rules)
+    served_names, served = ["global"], [fallback_list(inp, None)]
+    for name in sorted(list_arrays):
+        if name.startswith("popular:segment:"):
+            seg = name[len("popular:segment:"):]
+            served_names.append(f"segment:{seg}")
+            served.append(fallback_list(inp, seg))
+    served_pdf = _long_frame("list_name", served_names, [x[0] for x in served], [x[1] for x in served],
+                             [x[2] for x in served]).rename(columns={"list_item": "item_id"})
+    raw = fallback.select("list_name", F.col("rank").cast("int"), "item_id", F.col("score").cast("float"),
+                          F.regexp_extract("list_name", "^(popular|trending)", 1).alias("source"))
+    fb = (raw.unionByName(spark.createDataFrame(served_pdf, "list_name string, rank int, item_id string, "
+                                                             "score float, source string"))
+          .select("*", *meta_cols))
+    lh.replace(fb, "fallback_lists", where={"run_date": run_date}, partition_by=["run_date"])
+
+    # -- diversity before (the model's own top k) and after (the served lists), on a sample of users
+    sample = out.filter(F.pmod("user", F.lit(97)) == 0).toPandas()
+    div = {}
+    if not sample.empty:
+        sample["item"] = [idx.get(i, -1) for i in sample["item_id"]]
+        by = {kind: [g.sort_values("rank")["item"].to_numpy(np.int64) for _, g in grp.groupby("user")]
+              for kind, grp in sample.groupby("kind")}
+        div = diversity_report(by.get("personal", []), by.get("final", []), item_vecs, categories, n_items)
+    counts_out = {"users": out.filter(F.col("kind") == "final").select("user").distinct().count(),
+                  "recommendations": lh.read("recommendations").filter(F.col("run_date") == d).count(),
+                  "similar_items": len(sim_pdf), "fallback_lists": len(list_arrays) + len(served), "k": k,
+                  "new_items": int(new_items.sum()), "available_items": n_avail}
+    by_source = {r["source"]: r["count"] for r in
+                 lh.read("recommendations").filter(F.col("run_date") == d).groupBy("source").count().collect()}
+    out.unpersist()
+    pairs.unpersist()
+    fallback.unpersist()
+    seconds = time.time() - t0
+    record_run(lh, "score", "all", f"as-of-{run_date.isoformat()}", run_date, "succeeded",
+               {**counts_out, "by_source": by_source, "diversity": div, "model_version": model_version,
+                "mlflow_run_id": model_run_id, "score_id": score_id}, seconds)
+    log.info("[score %s] %s; by source %s; diversity %s", run_date, counts_out, by_source,
+             {k: round(v, 4) for k, v in div.items()})
+    return ScoreResult(run_date=run_date.isoformat(), model_version=model_version, run_id=model_run_id,
+                       score_id=score_id, counts={**counts_out, **{f"source.{s}": c for s, c in by_source.items()}},
+                       diversity=div, seconds=seconds)
+
+
+def _long_frame(key: str, keys: List[str], lists_: List[List[str]], scores: List[List[float]],
+                sources: List[List[str]]) -> pd.DataFrame:
+    """Ranked lists as rows (key, rank, list_item, score, source); a missing score is null."""
+    n = [len(x) for x in lists_]
+    return pd.DataFrame({key: np.repeat(np.asarray(keys, object), n),
+                         "rank": np.concatenate([np.arange(1, m + 1) for m in n]).astype(np.int32) if n else [],
+                         "list_item": [i for x in lists_ for i in x],
+                         "score": np.asarray([v for x in scores for v in x], np.float32),
+                         "source": [v for x in sources for v in x]})
+
+
+def _file_digest(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _score_id(run_date: date, model_version: str, *parts: str) -> str:
+    """A content key: same date, model, scoring settings and rules -> same id."""
+    h = hashlib.sha256(json.dumps([run_date.isoformat(), model_version, *parts]).encode()).hexdigest()[:10]
+    return f"{run_date:%Y%m%d}-m{model_version}-{h}"
+
+
+def _score_bucket(shared):
+    """The cogrouped function: one bucket's pairs (+ segment) and buy-again rows -> rows of RECS_SCHEMA."""
+
+    def fn(pairs: pd.DataFrame, ba: pd.DataFrame) -> pd.DataFrame:
+        import torch
+
+        from training.featurize import user_states
+        from training.interactions import Interactions
+        from training.recommend import UserBatch, recommend
+
+        torch.set_num_threads(1)
+        model, inp, at = shared.value
+        empty = pd.DataFrame({c: [] for c in ("kind", "user", "rank", "item_id", "score", "source")})
+        if pairs.empty:
+            return empty
+        pairs = pairs.sort_values(["user", "item", "time"], kind="stable")
+        inter = Interactions.from_arrays(pairs["user"].to_numpy(np.int64), pairs["item"].to_numpy(np.int64),
+                                         int(pairs["user"].max()) + 1, len(inp.item_ids),
+                                         weight=pairs["weight"].to_numpy(), time=pairs["time"].to_numpy(),
+                                         count=pairs["count"].to_numpy(), first_time=pairs["first_time"].to_numpy())
+        users, hist, feats = user_states(inter, at, model.cfg.history_len)
+        if len(users) == 0:
+            return empty
+        seg = pairs.groupby("user")["segment"].first()
+        bought = pairs.groupby("user")["item"].unique()
+        ba_by = {u: (g.sort_values("rank")["item"].to_numpy(np.int64), g.sort_values("rank")["score"].to_numpy(np.float32))
+                 for u, g in ba.groupby("user")} if not ba.empty else {}
+        none = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        segs = [None if pd.isna(seg.get(u)) else str(seg.get(u)) for u in users]
+        batch = UserBatch(users=users, history=hist, feats=feats, segments=segs,
+                          bought=[np.asarray(bought[u], np.int64) for u in users],
+                          buy_again=[ba_by.get(int(u), none) for u in users])
+        r = recommend(model, batch, inp)
+        k = r.personal_top.shape[1]
+        final = pd.DataFrame({"kind": "final", "user": r.users, "rank": r.rank, "item_id": r.items,
+                              "score": r.scores, "source": r.sources})
+        top = r.personal_top
+        personal = pd.DataFrame({"kind": "personal", "user": np.repeat(users, k),
+                                 "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(users)),
+                                 "item_id": np.where(top.ravel() >= 0, inp.item_ids[np.maximum(top.ravel(), 0)], None),
+                                 "score": np.full(len(users) * k, np.nan, np.float32), "source": "model_only"})
+        personal = personal[personal["item_id"].notna()]
+        return pd.concat([final, personal], ignore_index=True) if len(personal) else final
+
+    return fn

@@ -1,0 +1,85 @@
+"""Opening a Redis connection from a URL, and telling the user when it is not there."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from jobs.errors import RecoError
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("redis", "rediss")
+START_HINT = ("is redis-server running? `reco redis start` starts the embedded one "
+              "(redis.embedded: true), or point redis.url (RECO__REDIS__URL) at a running server")
+
+
+class RedisUnavailable(RecoError, RuntimeError):
+    """Redis cannot be reached or refuses us; the message names the url (no password) and what to do."""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (``redis://:secret@h:1/0`` -> ``redis://:***@h:1/0``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def describe(r: redis.Redis) -> str:
+    """A password-free url of the server ``r`` talks to, for messages."""
+    kw = r.connection_pool.connection_kwargs
+    scheme = "rediss" if r.connection_pool.connection_class.__name__.startswith("SSL") else "redis"
+    if kw.get("path"):
+        return f"unix://{kw['path']}"
+    return f"{scheme}://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def connect(url: str, password: Optional[str] = None, socket_timeout: float = 2.0,
+            retries: int = 2, **kw: Any) -> redis.Redis:
+    """A client for ``url`` (``redis://`` or ``rediss://`` for TLS). Connects lazily.
+
+    Args:
+        url: ``redis[s]://[[user]:[password]@]host[:port][/db]``.
+        password: overrides a password in the url (pass ``Config.redis_password``).
+        socket_timeout: seconds for connecting and for each reply.
+        retries: retries of a command after a connection error or timeout, with
+            jittered backoff of at most 0.5 s (redis-py's default is 10 retries
+            of up to 1 s each, too slow for a service that should answer 503).
+        **kw: passed to ``redis.Redis.from_url``, e.g. ``ssl_cert_reqs``,
+            ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` for TLS.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise ValueError(f"redis url {redact(url)!r} must start with redis:// or rediss:// (TLS)")
+    if password is not None:
+        kw["password"] = password
+    kw.setdefault("socket_connect_timeout", socket_timeout)
+    kw.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries))
+    kw.setdefault("health_check_interval", 30)
+    return redis.Redis.from_url(url, socket_timeout=socket_timeout, **kw)
+
+
+def ping_or_raise(r: redis.Redis, url: Optional[str] = None) -> None:
+    """PING, or raise :class:`RedisUnavailable` saying what is wrong and what to do."""
+    where = redact(url) if url else describe(r)
+    try:
+        r.ping()
+    except redis.AuthenticationError as e:
+        raise RedisUnavailable(f"redis at {where} refused our credentials ({e}); set REDIS_PASSWORD to "
+                               "the server's password (requirepass)") from None
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise RedisUnavailable(f"cannot reach redis at {where}: {e}; {START_HINT}") from None
+    except redis.ResponseError as e:
+        if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
+            raise RedisUnavailable(f"redis at {where} needs a password ({e}); set REDIS_PASSWORD") from None
+        raise

@@ -1,0 +1,265 @@
+"""Managing published versions: the publish lock, listing, rollback, deletion and pruning.
+
+A version is *complete* when its metadata hash says ``complete=1``; only
+complete versions are ever put in ``{ns}:versions`` or behind ``{ns}:current``.
+``{ns}:registry`` names every version that may still have keys (complete, rolled
+back, or left half-loaded by a killed publish), so cleanup never needs KEYS.
+
+Rollback points readers at the next older complete version, takes the
+rolled-back one out of ``{ns}:versions`` (so a second rollback goes one further
+back) and records it at the head of ``{ns}:rolled_back``. Its keys stay until
+the next successful publish prunes them; publishing the same version id again
+before that brings it back without reloading.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+import redis
+
+from jobs.errors import RecoError
+from serving.codec import decode_meta, maybe_decode_str
+from serving.connection import describe
+from serving.embedded import pid_alive
+from serving.keys import KeySpace, check_version
+
+log = logging.getLogger(__name__)
+
+SCAN_COUNT = 2000
+UNLINK_BATCH = 500
+ROLLED_BACK_KEEP = 20
+
+_REFRESH_LUA = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
+_RELEASE_LUA = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                "return redis.call('del', KEYS[1]) else return 0 end")
+_TAKEOVER_LUA = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                 "return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) else return false end")
+
+
+class PublishError(RecoError):
+    """Publishing or managing versions failed; the message says which version readers are on
+    and what to do."""
+
+
+class PublishLock:
+    """One publisher (or rollback/delete) at a time per namespace.
+
+    The lock key holds the owner (host, pid, token) and expires after ``ttl``
+    seconds unless refreshed; the publisher refreshes it after every chunk. A
+    lock left by a process on this host that no longer runs (or by this very
+    process: one publish per process at a time) is taken over at once, so a
+    rerun after a killed publish does not wait for the expiry.
+    """
+
+    def __init__(self, r: redis.Redis, ks: KeySpace, purpose: str, ttl: float = 120.0) -> None:
+        self.r, self.ks, self.ttl_ms = r, ks, int(ttl * 1000)
+        self.value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
+                                 "purpose": purpose, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.held = False
+
+    def _stale(self, raw: bytes) -> bool:
+        try:
+            owner = json.loads(raw)
+        except ValueError:
+            return False
+        if owner.get("host") != socket.gethostname():
+            return False
+        pid = int(owner.get("pid", -1))
+        return pid == os.getpid() or not pid_alive(pid)
+
+    def acquire(self) -> "PublishLock":
+        key = self.ks.publish_lock
+        for _ in range(3):
+            if self.r.set(key, self.value, nx=True, px=self.ttl_ms):
+                self.held = True
+                return self
+            raw = self.r.get(key)
+            if raw is None:
+                continue
+            if self._stale(raw):
+                if self.r.eval(_TAKEOVER_LUA, 1, key, raw, self.value, self.ttl_ms):
+                    log.warning("took over the publish lock %s left by a process that is gone: %s",
+                                key, raw.decode(errors="replace"))
+                    self.held = True
+                    return self
+                continue
+            ttl = self.r.pttl(key)
+            raise PublishError(
+                f"another publish holds the lock {key} on {describe(self.r)}: {raw.decode(errors='replace')}; "
+                f"it expires in {max(ttl, 0) / 1000:.0f} s unless that process renews it. Wait for it to "
+                f"finish; if it is surely dead, `redis-cli DEL {key}` and rerun")
+        raise PublishError(f"could not take the publish lock {key} on {describe(self.r)}; rerun")
+
+    def refresh(self) -> None:
+        if not self.r.eval(_REFRESH_LUA, 1, self.ks.publish_lock, self.value, self.ttl_ms):
+            raise PublishError(f"lost the publish lock {self.ks.publish_lock} (it expired or another process "
+                               "took it); stopped before switching. Rerun when no other publish runs")
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        try:
+            self.r.eval(_RELEASE_LUA, 1, self.ks.publish_lock, self.value)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            log.warning("could not release the publish lock %s (%s); it expires on its own or is taken "
+                        "over by the next publish on this host", self.ks.publish_lock, e)
+
+    def __enter__(self) -> "PublishLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def read_meta(r: redis.Redis, ks: KeySpace, version: str) -> Dict[str, Any]:
+    """A version's metadata ({} when it has none)."""
+    return decode_meta(r.hgetall(ks.meta(version)))
+
+
+def is_complete(meta: Dict[str, Any]) -> bool:
+    return meta.get("complete") == 1
+
+
+def current_version(r: redis.Redis, ks: KeySpace) -> Optional[str]:
+    return maybe_decode_str(r.get(ks.current))
+
+
+def _lrange(r: redis.Redis, key: str) -> List[str]:
+    return [v.decode("utf-8") for v in r.lrange(key, 0, -1)]
+
+
+def _hash_tag(key: bytes) -> bytes:
+    start = key.find(b"{")
+    end = key.find(b"}", start + 1)
+    return key[start + 1:end] if start >= 0 and end > start + 1 else key
+
+
+def delete_version_keys(r: redis.Redis, ks: KeySpace, version: str) -> int:
+    """UNLINK every key of ``version`` found by SCAN MATCH (metadata last), and drop it from the
+    registry. Returns the number of keys removed. Never KEYS, never one huge DEL."""
+    meta_key = ks.meta(version).encode()
+    groups: Dict[bytes, List[bytes]] = {}
+    deleted = 0
+
+    def flush(tag: bytes) -> int:
+        keys = groups.pop(tag)
+        return int(r.unlink(*keys))
+
+    for key in r.scan_iter(match=ks.version_pattern(version), count=SCAN_COUNT):
+        if key == meta_key:
+            continue
+        tag = _hash_tag(key)  # one slot per UNLINK, as Redis Cluster requires
+        groups.setdefault(tag, []).append(key)
+        if len(groups[tag]) >= UNLINK_BATCH:
+            deleted += flush(tag)
+    for tag in list(groups):
+        deleted += flush(tag)
+    deleted += int(r.unlink(meta_key))
+    r.srem(ks.registry, version)
+    log.info("deleted %d keys of version %s", deleted, version)
+    return deleted
+
+
+def prune(r: redis.Redis, ks: KeySpace, keep: int) -> List[str]:
+    """Delete complete versions beyond the newest ``keep`` and every registered version that is
+    neither listed nor current (rolled back, or left by a killed publish). Returns them."""
+    current = current_version(r, ks)
+    versions = _lrange(r, ks.versions)
+    kept = set(versions[:keep]) | ({current} if current else set())
+    registered = {v.decode("utf-8") for v in r.smembers(ks.registry)}
+    doomed = [v for v in versions[keep:] if v not in kept]
+    doomed += sorted(registered - set(versions) - kept)
+    for v in doomed:
+        r.lrem(ks.versions, 0, v)  # out of the list first: nobody rolls back onto a half-deleted version
+        r.lrem(ks.rolled_back, 0, v)
+        delete_version_keys(r, ks, v)
+    if doomed:
+        log.info("pruned versions %s (keeping %d)", doomed, keep)
+    return doomed
+
+
+def mark_current(r: redis.Redis, ks: KeySpace, version: str) -> None:
+    """Switch readers to ``version`` (one SET) and put it at the head of the versions list."""
+    r.set(ks.current, version)
+    r.lrem(ks.versions, 0, version)
+    r.lpush(ks.versions, version)
+    r.lrem(ks.rolled_back, 0, version)
+
+
+def rollback(r: redis.Redis, ks: KeySpace) -> Tuple[str, str]:
+    """Point readers at the complete version before the current one. Returns (from, to).
+
+    The rolled-back version leaves ``{ns}:versions`` (a second rollback goes one
+    further back) and is recorded in ``{ns}:rolled_back``; its keys stay until
+    the next publish prunes them.
+
+    Raises:
+        PublishError: nothing is published, or there is no older complete version.
+    """
+    with PublishLock(r, ks, "rollback", ttl=30.0):
+        current = current_version(r, ks)
+        if current is None:
+            raise PublishError(f"nothing to roll back on {describe(r)}: {ks.current} is not set (no version "
+                               f"was ever published in namespace {ks.namespace!r})")
+        versions = _lrange(r, ks.versions)
+        older = versions[versions.index(current) + 1:] if current in versions else versions
+        target = next((v for v in older if v != current and is_complete(read_meta(r, ks, v))), None)
+        if target is None:
+            raise PublishError(f"cannot roll back from {current} on {describe(r)}: no older complete version is "
+                               f"kept (versions list: {versions}); publish a fixed version instead, or raise "
+                               "keep so that more versions stay")
+        r.set(ks.current, target)
+        r.lrem(ks.versions, 0, current)
+        r.lpush(ks.rolled_back, current)
+        r.ltrim(ks.rolled_back, 0, ROLLED_BACK_KEEP - 1)
+    log.warning("rolled back %s: readers now on %s (was %s)", describe(r), target, current)
+    return current, target
+
+
+def list_versions(r: redis.Redis, ks: KeySpace) -> List[Dict[str, Any]]:
+    """Every version with keys in Redis, newest listed first: version, status, is_current, meta.
+
+    status is ``live`` (current), ``complete`` (can be rolled back to),
+    ``rolled_back`` or ``incomplete`` (a publish that did not finish).
+    """
+    current = current_version(r, ks)
+    listed = _lrange(r, ks.versions)
+    rolled = set(_lrange(r, ks.rolled_back))
+    others = sorted({v.decode("utf-8") for v in r.smembers(ks.registry)} - set(listed), reverse=True)
+    names = listed + others
+    pipe = r.pipeline(transaction=False)
+    for v in names:
+        pipe.hgetall(ks.meta(v))
+    out = []
+    for v, raw in zip(names, pipe.execute()):
+        meta = decode_meta(raw)
+        if v == current:
+            status = "live"
+        elif not is_complete(meta):
+            status = "incomplete"
+        elif v in rolled:
+            status = "rolled_back"
+        else:
+            status = "complete"
+        out.append({"version": v, "status": status, "is_current": v == current, "meta": meta})
+    return out
+
+
+def delete_version(r: redis.Redis, ks: KeySpace, version: str) -> int:
+    """Delete one version's keys (and list entries). Refuses the current version. Returns keys deleted."""
+    check_version(version)
+    with PublishLock(r, ks, f"delete {version}", ttl=60.0):
+        if current_version(r, ks) == version:
+            raise PublishError(f"version {version} is what readers use now ({ks.current} on {describe(r)}); "
+                               "publish or roll back to another version first")
+        r.lrem(ks.versions, 0, version)
+        r.lrem(ks.rolled_back, 0, version)
+        return delete_version_keys(r, ks, version)

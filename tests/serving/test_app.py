@@ -1,0 +1,357 @@
+"""The HTTP lookup service against a real redis-server holding a published version."""
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import NOTHING_PUBLISHED, create_app
+from serving.client import LookupClient
+from serving.codec import encode_item, encode_list
+from serving.connection import connect
+from serving.publish import publish_version
+
+VERSION = "20261126-test"
+USERS_ROUTE = "/v1/users/{user_id}/recommendations"
+
+# A tiny store. Every list is written so each test can say exactly what it must get back.
+CATALOGUE = {
+    "A": {"title": "Red teapot", "price": 12.5, "category": "kitchen"},
+    "B": {"title": "Blue mug", "price": 4.25, "category": "kitchen"},
+    "C": {"title": "Paper lantern", "price": 7.0, "category": "decor"},
+    "D": {"title": "Jam jar", "price": 2.1, "category": "kitchen"},
+    "E": {"title": "Tea towel", "price": 3.5, "category": "textiles"},
+    # "NODETAIL" is recommended but has no details: the API must answer nulls for it.
+}
+USER_LISTS = {
+    "u1": (["A", "B", "C"], [0.9, 0.8, 0.7], ["model", "model", "buy_again"]),
+    "u2": (["C", "NODETAIL"], [0.5, 0.4], ["model", "explore"]),
+}
+SIMILAR = {"A": (["B", "D"], [0.95, 0.6], ["model", "model"])}
+FALLBACKS = {
+    "global": (["E", "D", "A"], [30.0, 20.0, 10.0], ["popular", "popular", "popular"]),
+    "segment:Germany": (["D", "C"], [5.0, 4.0], ["trending", "popular"]),
+}
+
+
+def store_records() -> List[Tuple[str, str, bytes]]:
+    records = [("i", item, encode_item(details)) for item, details in CATALOGUE.items()]
+    records += [("u", user, encode_list(*lst)) for user, lst in USER_LISTS.items()]
+    records += [("s", item, encode_list(*lst)) for item, lst in SIMILAR.items()]
+    records += [("f", name, encode_list(*lst)) for name, lst in FALLBACKS.items()]
+    return records
+
+
+def publish_store(r, ks, version: str = VERSION) -> None:
+    """Publish the tiny store above with the real publisher (also used by the browser test)."""
+    publish_version(r, ks, version, [store_records()], metadata={"model_version": "test"})
+
+
+@pytest.fixture
+def published(r, ks) -> LookupClient:
+    publish_store(r, ks)
+    return LookupClient(r, ks)
+
+
+@pytest.fixture
+def api(published) -> Iterator[TestClient]:
+    with TestClient(create_app(published)) as client:
+        yield client
+
+
+def titles(body: dict) -> List:
+    return [p["title"] for p in body["items"]]
+
+
+# ---------------------------------------------------------------------------- lookups
+
+
+def test_known_user_gets_their_list_with_ranks_and_details(api):
+    res = api.get("/v1/users/u1/recommendations", params={"k": 10})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert {k: body[k] for k in ("user_id", "k", "source", "fallback", "version")} == {
+        "user_id": "u1", "k": 10, "source": "personal", "fallback": False, "version": VERSION}
+    assert body["items"] == [
+        {"item_id": "A", "rank": 1, "score": 0.9, "tag": "model", "title": "Red teapot", "price": 12.5,
+         "category": "kitchen"},
+        {"item_id": "B", "rank": 2, "score": 0.8, "tag": "model", "title": "Blue mug", "price": 4.25,
+         "category": "kitchen"},
+        {"item_id": "C", "rank": 3, "score": 0.7, "tag": "buy_again", "title": "Paper lantern", "price": 7.0,
+         "category": "decor"},
+    ]
+
+
+def test_k_cuts_the_list(api):
+    body = api.get("/v1/users/u1/recommendations", params={"k": 2}).json()
+    assert [p["item_id"] for p in body["items"]] == ["A", "B"]
+
+
+def test_item_without_details_comes_with_nulls(api):
+    body = api.get("/v1/users/u2/recommendations").json()
+    assert body["items"][1] == {"item_id": "NODETAIL", "rank": 2, "score": 0.4, "tag": "explore",
+                                "title": None, "price": None, "category": None}
+
+
+def test_unknown_user_gets_the_global_fallback_marked_as_such(api):
+    body = api.get("/v1/users/nobody/recommendations").json()
+    assert (body["source"], body["fallback"]) == ("global", True)
+    assert titles(body) == ["Tea towel", "Jam jar", "Red teapot"]
+
+
+def test_unknown_user_with_a_segment_gets_the_segment_list(api):
+    body = api.get("/v1/users/nobody/recommendations", params={"segment": "Germany"}).json()
+    assert (body["source"], body["fallback"]) == ("segment:Germany", True)
+    assert [p["item_id"] for p in body["items"]] == ["D", "C"]
+    # a segment nobody published falls through to the global list
+    body = api.get("/v1/users/nobody/recommendations", params={"segment": "Atlantis"}).json()
+    assert body["source"] == "global"
+
+
+def test_known_user_ignores_the_segment(api):
+    body = api.get("/v1/users/u1/recommendations", params={"segment": "Germany"}).json()
+    assert (body["source"], body["fallback"]) == ("personal", False)
+
+
+@pytest.mark.parametrize("k", ["0", "101", "-1", "ten", "2.5"])
+def test_k_outside_1_to_100_is_422(api, k):
+    res = api.get("/v1/users/u1/recommendations", params={"k": k})
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"][0]["loc"] == ["query", "k"]
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/users/" + "x" * 257 + "/recommendations",  # longer than 256
+    "/v1/users/a%01b/recommendations",               # control character
+    "/v1/items/a%7Fb/similar",                       # DEL
+    "/v1/items/" + "y" * 257,
+])
+def test_bad_ids_are_422(api, path):
+    res = api.get(path)
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"][0]["loc"][0] == "path"  # refused by the route, before any lookup
+
+
+def test_bad_segment_is_422(api):
+    assert api.get("/v1/users/u1/recommendations", params={"segment": "a\tb"}).status_code == 422
+
+
+def test_value_error_from_the_client_is_422_with_its_message(api):
+    # U+2028 passes the path pattern but the client refuses non-printable ids.
+    res = api.get("/v1/users/a%E2%80%A8b/recommendations")
+    assert res.status_code == 422
+    assert "non-printable" in res.json()["detail"]
+
+
+def test_similar_items_of_a_known_item(api):
+    res = api.get("/v1/items/A/similar", params={"k": 5})
+    assert res.status_code == 200
+    body = res.json()
+    assert (body["item_id"], body["k"], body["version"]) == ("A", 5, VERSION)
+    assert [(p["item_id"], p["rank"], p["title"]) for p in body["items"]] == [("B", 1, "Blue mug"),
+                                                                              ("D", 2, "Jam jar")]
+
+
+def test_similar_items_of_an_unknown_item_is_404(api):
+    res = api.get("/v1/items/ZZZ/similar")
+    assert res.status_code == 404
+    assert res.json() == {"detail": "unknown item 'ZZZ': it has no similar-items list in the published version"}
+
+
+def test_item_details(api):
+    assert api.get("/v1/items/C").json() == {"item_id": "C", "title": "Paper lantern", "price": 7.0,
+                                             "category": "decor", "version": VERSION}
+    res = api.get("/v1/items/NODETAIL")
+    assert res.status_code == 404 and res.json() == {"detail": "unknown item 'NODETAIL'"}
+
+
+def test_demo_users_come_from_the_current_version(api):
+    body = api.get("/v1/demo/users", params={"n": 10}).json()
+    assert body["version"] == VERSION
+    assert sorted(body["user_ids"]) == ["u1", "u2"]
+    assert len(api.get("/v1/demo/users", params={"n": 1}).json()["user_ids"]) == 1
+
+
+def test_demo_users_ignore_other_versions(r, ks, api):
+    # An older version's users must not be offered: they would be answered from the current one.
+    # An item id containing "}:u:" makes its similar-items key match the SCAN pattern too: not a user.
+    one = encode_list(["A"], [1.0], ["model"])
+    publish_version(r, ks, "20261127-next", [[("u", "u9", one), ("s", "x}:u:y", one), ("f", "global", one)]],
+                    metadata={})
+    assert api.get("/v1/demo/users").json() == {"version": "20261127-next", "user_ids": ["u9"]}
+
+
+# ---------------------------------------------------------------------------- operations
+
+
+def test_healthz_ok(api):
+    res = api.get("/healthz")
+    assert res.status_code == 200
+    assert res.json() == {"status": "ok", "version": VERSION, "redis": "ok"}
+
+
+def test_openapi_documents_the_paths_and_models(api):
+    schema = api.get("/openapi.json").json()
+    assert {"/v1/users/{user_id}/recommendations", "/v1/items/{item_id}/similar", "/v1/items/{item_id}",
+            "/v1/demo/users", "/healthz", "/metrics"} <= set(schema["paths"])
+    recs = schema["paths"]["/v1/users/{user_id}/recommendations"]["get"]
+    assert recs["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Recommendations"}
+    assert {"404", "503"} <= set(schema["paths"]["/v1/items/{item_id}/similar"]["get"]["responses"])
+    k = next(p for p in recs["parameters"] if p["name"] == "k")
+    assert (k["schema"]["minimum"], k["schema"]["maximum"]) == (1, 100)
+    assert set(schema["components"]["schemas"]["Product"]["properties"]) == {
+        "item_id", "rank", "score", "tag", "title", "price", "category"}
+
+
+SAMPLE = re.compile(
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
+    r'(?:\{(?P<labels>[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*)\})?'
+    r' (?P<value>[-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|Inf)|NaN)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> Dict[Tuple[str, frozenset], float]:
+    """Parse text format 0.0.4 strictly: every line is a HELP, a TYPE or a sample of a typed family."""
+    assert text.endswith("\n")
+    typed: Dict[str, str] = {}
+    samples: Dict[Tuple[str, frozenset], float] = {}
+    for line in text.rstrip("\n").split("\n"):
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in {"counter", "gauge", "histogram"}, line
+            typed[name] = kind
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        name = m["name"]
+        family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in typed else name
+        assert family in typed, f"sample {name} has no # TYPE line before it"
+        labels = frozenset(LABEL.findall(m["labels"] or ""))
+        samples[(name, labels)] = float(m["value"])
+    return samples
+
+
+def test_metrics_count_requests_fallbacks_and_latency(api):
+    for path in ("/v1/users/u1/recommendations", "/v1/users/u2/recommendations", "/v1/users/nobody/recommendations",
+                 "/v1/users/nobody/recommendations?segment=Germany", "/v1/items/ZZZ/similar",
+                 "/v1/users/u1/recommendations?k=0"):
+        api.get(path)
+    res = api.get("/metrics")
+    assert res.status_code == 200
+    assert res.headers["content-type"].startswith("text/plain; version=0.0.4")
+    m = parse_prometheus(res.text)
+
+    def req(route, status):
+        return m.get(("reco_http_requests_total",
+                      frozenset({("route", route), ("method", "GET"), ("status", str(status))})))
+
+    assert req(USERS_ROUTE, 200) == 4
+    assert req(USERS_ROUTE, 422) == 1
+    assert req("/v1/items/{item_id}/similar", 404) == 1
+    assert "u1" not in res.text  # routes are templates, not raw paths
+    assert m[("reco_fallback_answers_total", frozenset({("list", "global")}))] == 1
+    assert m[("reco_fallback_answers_total", frozenset({("list", "segment")}))] == 1
+    assert m[("reco_redis_errors_total", frozenset())] == 0
+    assert m[("reco_published_version_info", frozenset({("version", VERSION)}))] == 1
+
+    route = ("route", USERS_ROUTE)
+    buckets = sorted(((float(dict(labels)["le"]), v) for (name, labels), v in m.items()
+                      if name == "reco_http_request_duration_seconds_bucket" and route in labels))
+    counts = [v for _, v in buckets]
+    assert buckets[-1][0] == float("inf") and counts == sorted(counts), buckets  # cumulative
+    assert counts[-1] == m[("reco_http_request_duration_seconds_count", frozenset({route}))] == 5
+    assert 0 < m[("reco_http_request_duration_seconds_sum", frozenset({route}))] < 5
+
+
+def test_metrics_label_values_are_escaped():
+    from serving.app import Metrics
+    metrics = Metrics()
+    metrics.seen_version('odd"ver\\sion\n')
+    parsed = parse_prometheus(metrics.render())
+    assert ("reco_published_version_info", frozenset({("version", 'odd\\"ver\\\\sion\\n')})) in parsed
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def test_nothing_published_is_503_with_what_to_do(r, ks):
+    with TestClient(create_app(LookupClient(r, ks))) as api:
+        for path in ("/v1/users/u1/recommendations", "/v1/items/A/similar", "/v1/items/A", "/v1/demo/users"):
+            res = api.get(path)
+            assert res.status_code == 503, path
+            assert res.json() == {"detail": NOTHING_PUBLISHED, "retry": False}
+        health = api.get("/healthz")
+        assert health.status_code == 503
+        assert health.json() == {"status": "unavailable", "redis": "ok", "detail": NOTHING_PUBLISHED}
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port bound but not listening: connecting is refused, and nobody else can take it meanwhile."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def test_redis_down_is_503_never_500(ks, closed_port):
+    built = []
+
+    def factory():  # called once, lazily: the app starts while redis is down
+        built.append(1)
+        return LookupClient(connect(f"redis://127.0.0.1:{closed_port}/0", socket_timeout=0.5, retries=0), ks)
+
+    app = create_app(factory)
+    with TestClient(app) as api:
+        assert built == []
+        for path in ("/v1/users/u1/recommendations", "/v1/items/A/similar", "/v1/items/A", "/v1/demo/users"):
+            res = api.get(path)
+            assert res.status_code == 503, (path, res.text)
+            body = res.json()
+            assert body["retry"] is True and res.headers["retry-after"] == "1"
+            assert body["detail"].startswith("recommendation store unavailable: ")
+        health = api.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["status"] == "unavailable" and health.json()["redis"] == "down"
+        assert built == [1]
+        m = parse_prometheus(api.get("/metrics").text)
+    assert m[("reco_redis_errors_total", frozenset())] == 5
+    assert not any(dict(labels).get("status") == "500" for _, labels in m)
+
+
+class Exploding:
+    """A client with a bug."""
+
+    def recommendations(self, user_id, k, segment=None):
+        raise RuntimeError("secret internal state /srv/app/x.py")
+
+
+def test_unexpected_exception_is_generic_500_and_logged(caplog):
+    app = create_app(lambda: Exploding())
+    with caplog.at_level(logging.ERROR, logger="serving.app"), TestClient(app) as api:
+        res = api.get("/v1/users/u1/recommendations")
+        metrics = parse_prometheus(api.get("/metrics").text)
+    assert res.status_code == 500
+    body = res.json()
+    assert set(body) == {"detail", "request_id", "retry"} and body["detail"] == "internal server error"
+    assert "secret" not in res.text and "Traceback" not in res.text
+    [record] = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert body["request_id"] in record.getMessage() and record.exc_info[0] is RuntimeError
+    assert metrics[("reco_http_requests_total",
+                    frozenset({("route", USERS_ROUTE), ("method", "GET"), ("status", "500")}))] == 1
+
+
+def test_demo_page_and_its_assets_are_served_locally(api):
+    page = api.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/static/app.js" in assets and "/static/style.css" in assets
+    for asset in assets:
+        assert asset.startswith("/"), f"external asset {asset}: the demo must work offline"
+        assert api.get(asset).status_code == 200, asset

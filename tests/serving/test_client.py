@@ -1,0 +1,101 @@
+"""LookupClient against a real redis-server."""
+import pytest
+import redis
+
+from serving.client import LookupClient, NoPublishedVersion
+from serving.codec import encode_item, encode_list
+from serving.connection import connect
+from serving.keys import KeySpace
+from serving.publish import publish_version
+from tests.serving.conftest import free_port
+from tests.serving.records import chunks
+
+
+class CountingConnection(redis.Connection):
+    """Counts round trips: a pipeline sends all its commands in one send_packed_command."""
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sends += 1
+        return super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def published(r, ks):
+    publish_version(r, ks, "v1", chunks("v1"), {"run_id": "r1"})
+    return LookupClient(r, ks)
+
+
+def test_a_lookup_costs_two_round_trips(published, r, ks, redis_server):
+    port = int(redis_server.rsplit(":", 1)[1].split("/")[0])
+    pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=port)
+    c = LookupClient(redis.Redis(connection_pool=pool), ks)
+    c.recommendations("u1", 5)                           # connecting and the once-per-version check not counted
+    for call in (lambda: c.recommendations("u1", 5), lambda: c.recommendations("nobody", 5, segment="DE"),
+                 lambda: c.similar("i1", 3), lambda: c.item_details([f"i{n}" for n in range(20)])):
+        CountingConnection.sends = 0
+        call()
+        assert CountingConnection.sends == 2
+    pool.disconnect()
+
+
+def test_lists_are_truncated_to_k_and_say_where_they_come_from(published):
+    full = published.recommendations("u1", 1000)
+    assert len(full.items) == 5 and full.tags == ["model"] * 4 + ["popular"]
+    one = published.recommendations("u1", 1)
+    assert (one.items, one.scores, one.tags) == (["v1-u1-i0"], [1.0], ["model"])
+    seg = published.recommendations("nobody", 3, segment="DE")
+    assert (len(seg.items), seg.source, seg.fallback) == (3, "segment:DE", True)
+
+
+def test_similar_and_item_details(published):
+    sim = published.similar("i4", 2)
+    assert (sim.items, sim.source, sim.fallback, sim.version) == (["v1-s4-i0", "v1-s4-i1"], "similar", False, "v1")
+    assert published.similar("unknown", 2) is None
+    details = published.item_details(["i3", "unknown", "i1", "i3"])
+    assert list(details) == ["i3", "i1"]                 # input order, unknown left out, duplicates once
+    assert details["i1"] == {"title": "item 1 (v1)", "price": 1.5, "category": "c"}
+    assert published.item_details([]) == {}
+
+
+def test_no_global_list_gives_an_empty_answer(r, ks):
+    publish_version(r, ks, "v1", [[("u", "u1", encode_list(["a"], [1.0], ["model"])),
+                                   ("i", "a", encode_item({"title": "A"}))]], {})
+    none = LookupClient(r, ks).recommendations("nobody", 3)
+    assert (none.items, none.source, none.fallback) == ([], "none", True)
+
+
+def test_nothing_published_raises_no_published_version(r, ks):
+    c = LookupClient(r, ks)
+    assert c.current_version() is None
+    with pytest.raises(NoPublishedVersion, match="reco:current is not set. Run the publish job"):
+        c.recommendations("u1", 3)
+    with pytest.raises(NoPublishedVersion):
+        c.metadata()
+
+
+def test_metadata_of_the_current_version(published):
+    meta = published.metadata()
+    assert (meta["version"], meta["run_id"], meta["count_u"], meta["complete"]) == ("v1", "r1", 50, 1)
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    ({"user_id": "u1", "k": 0}, "k must be"), ({"user_id": "u1", "k": 1001}, "k must be"),
+    ({"user_id": "u1", "k": "5"}, "k must be"), ({"user_id": "", "k": 5}, "user_id must not be empty"),
+    ({"user_id": "x" * 257, "k": 5}, "at most 256"), ({"user_id": "a\tb", "k": 5}, "non-printable"),
+    ({"user_id": "u1", "k": 5, "segment": ""}, "segment must not be empty"),
+])
+def test_bad_arguments_raise_value_error(published, kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        published.recommendations(**kwargs)
+
+
+def test_a_reader_with_other_shards_is_refused(published, r):
+    with pytest.raises(RuntimeError, match="published with n_shards=16, but this reader uses n_shards=256"):
+        LookupClient(r, KeySpace("reco")).recommendations("u1", 3)
+
+
+def test_redis_errors_propagate(ks):
+    c = LookupClient(connect(f"redis://127.0.0.1:{free_port()}/0", retries=0, socket_timeout=0.5), ks)
+    with pytest.raises(redis.ConnectionError):
+        c.recommendations("u1", 3)

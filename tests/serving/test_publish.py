@@ -1,0 +1,236 @@
+"""Versioned all-or-nothing publishing against a real redis-server."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from serving.client import LookupClient
+from serving.codec import encode_list
+from serving.connection import connect
+from serving.publish import (PublishError, delete_version, list_versions, publish_version, rollback)
+from tests.serving.records import chunks, expected
+
+ROOT = Path(__file__).resolve().parents[2]
+META = {"model_version": "3", "run_id": "run-1", "run_date": "2026-11-26"}
+
+
+def keys_of(r, ks, version):
+    return sorted(k.decode() for k in r.scan_iter(match=ks.version_pattern(version), count=1000))
+
+
+def publish(r, ks, version, tag=None, **kw):
+    kw.setdefault("expected", expected())
+    return publish_version(r, ks, version, chunks(tag or version), META, **kw)
+
+
+def test_publish_then_lookup_answers_from_the_new_version(r, ks):
+    res = publish(r, ks, "v1")
+    assert (res.skipped, res.previous_version, res.keys_written) == (False, None, 92)
+    assert res.counts == {"u": 50, "s": 20, "i": 20, "f": 2}
+    assert len(keys_of(r, ks, "v1")) == 92 + 1                      # + metadata hash
+    c = LookupClient(r, ks)
+    own = c.recommendations("u3", k=3)
+    assert (own.items, own.source, own.fallback, own.version) == (["v1-u3-i0", "v1-u3-i1", "v1-u3-i2"],
+                                                                 "personal", False, "v1")
+    assert own.scores == [1.0, 0.9, 0.8] and own.tags == ["model"] * 3
+    seg = c.recommendations("stranger", k=2, segment="DE")
+    assert (seg.items, seg.source, seg.fallback) == (["v1-DE-i0", "v1-DE-i1"], "segment:DE", True)
+    glob = c.recommendations("stranger", k=2, segment="FR")         # no list for FR: global
+    assert (glob.items[0], glob.source, glob.fallback) == ("v1-global-i0", "global", True)
+    meta = c.metadata()
+    assert (meta["complete"], meta["count_u"], meta["run_id"], meta["checksum"]) == (1, 50, "run-1", res.checksum)
+    assert [(v["version"], v["status"]) for v in list_versions(r, ks)] == [("v1", "live")]
+
+
+def test_wrong_count_refuses_the_switch_and_deletes_the_load(r, ks):
+    publish(r, ks, "v1")
+    with pytest.raises(PublishError, match=r"user lists: wrote 50, expected 51.*Readers stay on v1"):
+        publish(r, ks, "v2", expected={**expected(), "u": 51})
+    assert r.get(ks.current) == b"v1"
+    assert keys_of(r, ks, "v2") == []
+
+
+def test_sample_mismatch_refuses_the_switch(r, ks):
+    publish(r, ks, "v1")
+
+    def corrupt(written):  # after the first chunk, something else overwrites one of its keys
+        if written == 25:
+            r.set(ks.user("v2", "u0"), b"tampered")
+
+    with pytest.raises(PublishError, match=r"failed verification: key .*u:u0 reads back 8 bytes"):
+        publish(r, ks, "v2", progress=corrupt)
+    assert r.get(ks.current) == b"v1"
+    assert LookupClient(r, ks).recommendations("u0", 1).items == ["v1-u0-i0"]
+
+
+def test_verify_hook_can_refuse_the_switch(r, ks):
+    with pytest.raises(PublishError, match="too few items"):
+        publish(r, ks, "v1", verify_fn=lambda r_, ks_, v: "too few items")
+    assert r.get(ks.current) is None
+
+
+def test_republishing_the_same_content_is_skipped(r, ks):
+    first = publish(r, ks, "v1")
+    again = publish(r, ks, "v1")
+    assert (again.skipped, again.keys_written, again.checksum) == (True, 0, first.checksum)
+    assert r.lrange(ks.versions, 0, -1) == [b"v1"]
+    # same content in another chunking and order: same checksum, still skipped
+    reordered = [list(reversed(c)) for c in chunks("v1", chunk=7)][::-1]
+    assert publish_version(r, ks, "v1", reordered, META).skipped
+    with pytest.raises(PublishError, match="already published .* with other content"):
+        publish(r, ks, "v1", tag="other")
+
+
+def test_keep_deletes_older_versions_and_only_those(r, ks):
+    for v in ("v1", "v2", "v3"):
+        res = publish(r, ks, v, keep=2)
+    assert res.deleted_versions == ["v1"] and res.previous_version == "v2"
+    assert keys_of(r, ks, "v1") == []
+    assert len(keys_of(r, ks, "v2")) == len(keys_of(r, ks, "v3")) == 93
+    assert r.lrange(ks.versions, 0, -1) == [b"v3", b"v2"]
+    assert r.smembers(ks.registry) == {b"v2", b"v3"}
+
+
+def test_rollback_goes_back_one_version_at_a_time(r, ks):
+    for v in ("v1", "v2", "v3"):
+        publish(r, ks, v)
+    c = LookupClient(r, ks)
+    assert rollback(r, ks) == ("v3", "v2")
+    assert c.recommendations("u1", 1).items == ["v2-u1-i0"]
+    assert rollback(r, ks) == ("v2", "v1")
+    assert c.recommendations("u1", 1).version == "v1"
+    with pytest.raises(PublishError, match="no older complete version"):
+        rollback(r, ks)
+    status = {v["version"]: v["status"] for v in list_versions(r, ks)}
+    assert status == {"v1": "live", "v2": "rolled_back", "v3": "rolled_back"}
+    again = publish(r, ks, "v2")                                     # brings v2 back without loading ...
+    assert (again.skipped, c.current_version()) == (True, "v2")
+    assert again.deleted_versions == ["v3"] and keys_of(r, ks, "v3") == []  # ... and prunes the rolled-back v3
+    assert r.lrange(ks.versions, 0, -1) == [b"v2", b"v1"]
+
+
+def test_delete_version_refuses_the_current_one(r, ks):
+    publish(r, ks, "v1")
+    publish(r, ks, "v2")
+    with pytest.raises(PublishError, match="readers use now"):
+        delete_version(r, ks, "v2")
+    assert delete_version(r, ks, "v1") == 93
+    assert keys_of(r, ks, "v1") == [] and r.lrange(ks.versions, 0, -1) == [b"v2"]
+
+
+def test_duplicate_ids_are_refused(r, ks):
+    rec = ("u", "u1", encode_list(["a"], [1.0], ["model"]))
+    with pytest.raises(PublishError, match="chunk 0 holds user lists id 'u1' twice"):
+        publish_version(r, ks, "v1", [[rec, rec]], META)
+    other = ("u", "u1", encode_list(["b"], [1.0], ["model"]))
+    with pytest.raises(PublishError, match="same id appears in two chunks"):
+        publish_version(r, ks, "v1", [[rec], [other]], META)
+    assert r.get(ks.current) is None
+
+
+def test_invalid_records_name_chunk_and_position(r, ks):
+    good = ("u", "u1", b"{}")
+    for bad, why in [(("x", "u2", b"{}"), "kind 'x'"), (("u", "", b"{}"), "id must not be empty"),
+                     (("u", "u2", "text"), "value must be bytes"), (("u", "u2"), "not enough values")]:
+        with pytest.raises(PublishError, match=f"record 1 of chunk 1 is invalid \\({why}.*keys were deleted"):
+            publish_version(r, ks, "v1", [[good], [good[:1] + ("u0",) + good[2:], bad]], META)
+        assert keys_of(r, ks, "v1") == []                            # chunk 0 was written, then deleted
+
+
+def test_leftovers_of_an_unfinished_publish_are_deleted_before_loading(r, ks):
+    def dies_midway():
+        yield [("u", "ghost", b"{}")]
+        raise RuntimeError("job killed")
+
+    with pytest.raises(RuntimeError):
+        publish_version(r, ks, "v1", dies_midway(), META)
+    assert r.exists(ks.user("v1", "ghost")) and r.get(ks.current) is None
+    assert [(v["version"], v["status"]) for v in list_versions(r, ks)] == [("v1", "incomplete")]
+    publish(r, ks, "v1")
+    assert not r.exists(ks.user("v1", "ghost"))
+    assert len(keys_of(r, ks, "v1")) == 93
+
+
+def test_the_live_version_is_never_reloaded_in_place(r, ks):
+    publish(r, ks, "v1")
+    r.hdel(ks.meta("v1"), "complete")                                # metadata damaged by hand
+    with pytest.raises(PublishError, match="would first delete the live keys"):
+        publish(r, ks, "v1")
+    assert len(keys_of(r, ks, "v1")) == 93
+
+
+def test_a_live_lock_of_another_publisher_is_respected(r, ks):
+    r.set(ks.publish_lock, '{"host": "other-host", "pid": 1, "token": "t"}', px=60_000)
+    with pytest.raises(PublishError, match="another publish holds the lock reco:publish_lock"):
+        publish(r, ks, "v1")
+    assert r.get(ks.current) is None and keys_of(r, ks, "v1") == []
+
+
+SLOW_PUBLISH = """
+import sys, time
+from serving.connection import connect
+from serving.keys import KeySpace
+from serving.publish import publish_version
+from tests.serving.records import chunks
+
+def slowly():
+    for chunk in chunks("v2", n_users=4000, chunk=100):
+        yield chunk
+        time.sleep(0.02)
+
+publish_version(connect(sys.argv[1]), KeySpace("reco", n_shards=16), "v2", slowly(), {"run_id": "killed"})
+"""
+
+
+def test_fault_publish_killed_midway_leaves_readers_on_the_old_version(r, ks, redis_server):
+    publish(r, ks, "v1")
+    before = r.dbsize()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PUBLISH, redis_server], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while r.dbsize() < before + 500:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the publish subprocess wrote too little"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert r.exists(ks.publish_lock)                                 # the killed process held it
+    written = len(keys_of(r, ks, "v2"))
+    assert 500 <= written < 4000 + 42
+    c = LookupClient(r, ks)
+    assert c.current_version() == "v1"
+    assert c.recommendations("u7", 1).items == ["v1-u7-i0"]
+    assert c.recommendations("u3000", 1, segment="DE").items == ["v1-DE-i0"]  # v2's u3000 not visible
+
+    res = publish_version(r, ks, "v2", chunks("v2", n_users=4000, chunk=1000), META,
+                          expected=expected(n_users=4000))
+    assert (res.skipped, res.previous_version, res.keys_written) == (False, "v1", 4042)
+    assert c.recommendations("u3000", 1).items == ["v2-u3000-i0"]
+    assert len(keys_of(r, ks, "v2")) == 4043
+
+
+def test_fault_redis_down_during_publish_names_the_url_and_keeps_the_pointer(spare_server, ks):
+    spare_server.start()
+    r2 = connect(spare_server.url, retries=0, socket_timeout=1.0)
+    publish(r2, ks, "v1")
+
+    def stop_server(written):
+        if written == 25:
+            spare_server.stop(save=True)
+
+    with pytest.raises(PublishError) as err:
+        publish(r2, ks, "v2", progress=stop_server)
+    msg = str(err.value)
+    assert f"to {spare_server.url} failed after 25 of its keys were written" in msg
+    assert "Readers are still on version v1" in msg and "rerun" in msg
+    spare_server.start()
+    assert r2.get(ks.current) == b"v1"
+    assert publish(r2, ks, "v2").previous_version == "v1"
+    assert r2.get(ks.current) == b"v2"
+    r2.close()

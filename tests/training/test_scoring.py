@@ -1,0 +1,194 @@
+"""training.scoring: known answers on tiny vectors, blocked == unblocked, same answer as the
+evaluator's top-K, determinism, and the FAISS selection."""
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from training import scoring
+from training.metrics import topk as metrics_topk
+from training.scoring import make_index, matmul_rate, top_k, top_k_faiss
+
+NEG = -np.inf
+
+# 1-d vectors make the dot products easy to read: score = user * item.
+ITEMS_1D = np.array([[1.0], [3.0], [2.0], [3.0], [0.0]], dtype=np.float32)   # item 1 and 3 tie
+
+
+def csr(rows, n_items):
+    r = [u for u, items in enumerate(rows) for _ in items]
+    c = [i for items in rows for i in items]
+    return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(rows), n_items))
+
+
+def test_known_answer_with_ties_by_lower_index():
+    users = np.array([[1.0], [-1.0]], dtype=np.float32)
+    items, scores = top_k(users, ITEMS_1D, 3)
+    # user 0: 3 (items 1 and 3, lower index first), then 2 (item 2)
+    # user 1: -0 (item 4), -1 (item 0), -2 (item 2)
+    assert items.tolist() == [[1, 3, 2], [4, 0, 2]]
+    assert scores.tolist() == [[3.0, 3.0, 2.0], [0.0, -1.0, -2.0]]
+    assert items.dtype == np.int64 and scores.dtype == np.float32
+
+
+def test_boundary_tie_takes_the_lowest_indices():
+    # 6 items all scoring 1: whatever torch.topk picks, the answer is items 0, 1, 2
+    items, scores = top_k(np.ones((1, 2), np.float32), np.full((6, 2), 0.5, np.float32), 3)
+    assert items.tolist() == [[0, 1, 2]]
+    assert scores.tolist() == [[1.0, 1.0, 1.0]]
+
+
+def test_negative_and_positive_zero_tie():
+    # item 0 scores -0.0, item 1 scores +0.0: equal scores, so the lower index comes first
+    items, _ = top_k(np.array([[1.0, 1.0]], np.float32),
+                     np.array([[-0.0, -0.0], [0.0, 0.0], [-1.0, 0.0]], np.float32), 1)
+    assert items.tolist() == [[0]]
+
+
+def test_exclude_and_item_mask():
+    users = np.array([[1.0], [1.0]], dtype=np.float32)
+    exclude = csr([[1], [3, 2]], 5)                 # user 0 bought item 1, user 1 items 3 and 2
+    mask = np.array([True, True, True, False, True])  # item 3 unavailable for everyone
+    items, scores = top_k(users, ITEMS_1D, 3, exclude=exclude, item_mask=mask)
+    assert items.tolist() == [[2, 0, 4], [1, 0, 4]]
+    assert scores.tolist() == [[2.0, 1.0, 0.0], [3.0, 1.0, 0.0]]
+
+
+def test_explicit_zero_in_exclude_does_not_exclude():
+    exclude = sp.csr_matrix((np.array([0.0], np.float32), (np.array([0]), np.array([1]))), shape=(1, 5))
+    items, _ = top_k(np.ones((1, 1), np.float32), ITEMS_1D, 1, exclude=exclude)
+    assert items.tolist() == [[1]]
+
+
+def test_k_larger_than_catalog_and_padding():
+    users = np.array([[1.0], [1.0]], dtype=np.float32)
+    exclude = csr([[], [0, 1, 2]], 5)
+    mask = np.array([True, True, True, True, False])
+    items, scores = top_k(users, ITEMS_1D, 10, exclude=exclude, item_mask=mask)
+    # k' = min(10, 5) = 5 columns; user 0 has 4 eligible items, user 1 only item 3
+    assert items.tolist() == [[1, 3, 2, 0, -1], [3, -1, -1, -1, -1]]
+    assert scores.tolist() == [[3.0, 3.0, 2.0, 1.0, NEG], [3.0, NEG, NEG, NEG, NEG]]
+
+
+def test_torch_inputs_and_empty_users():
+    items, scores = top_k(torch.ones(2, 1), torch.from_numpy(ITEMS_1D), 2)
+    assert items.tolist() == [[1, 3], [1, 3]]
+    items, scores = top_k(np.zeros((0, 1), np.float32), ITEMS_1D, 2)
+    assert items.shape == (0, 2) and scores.shape == (0, 2)
+
+
+def test_bad_inputs_fail_with_clear_messages():
+    u = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="dim 3 .* dim 2"):
+        top_k(u, np.ones((4, 2), np.float32), 2)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        top_k(u, np.ones((4, 3), np.float32), 0)
+    with pytest.raises(ValueError, match=r"exclude has shape \(1, 4\)"):
+        top_k(u, np.ones((4, 3), np.float32), 2, exclude=csr([[0]], 4))
+    with pytest.raises(ValueError, match="item_mask has shape"):
+        top_k(u, np.ones((4, 3), np.float32), 2, item_mask=np.ones(3, bool))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        top_k(np.array([[np.nan, 0, 0]], np.float32), np.ones((4, 3), np.float32), 2)
+
+
+def random_case(seed, n_users=37, n_items=53, dim=8):
+    rng = np.random.default_rng(seed)
+    # rounded vectors give many exactly equal scores, which exercises the tie rule
+    users = rng.integers(-2, 3, size=(n_users, dim)).astype(np.float32)
+    items = rng.integers(-2, 3, size=(n_items, dim)).astype(np.float32)
+    exclude = sp.random(n_users, n_items, density=0.2, format="csr", random_state=seed, dtype=np.float32)
+    exclude.data[:] = 1.0
+    mask = rng.random(n_items) > 0.1
+    return users, items, exclude, mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_blocked_equals_unblocked_and_matches_the_evaluator(seed):
+    users, items, exclude, mask = random_case(seed)
+    full_items, full_scores = top_k(users, items, 10, exclude=exclude, item_mask=mask, block_users=10_000)
+    for block in (1, 4, 16):
+        b_items, b_scores = top_k(users, items, 10, exclude=exclude, item_mask=mask, block_users=block)
+        np.testing.assert_array_equal(b_items, full_items)
+        np.testing.assert_array_equal(b_scores, full_scores)
+    # the reference: dense scores in numpy through the evaluator's top-K (same tie rule)
+    dense = users.astype(np.float64) @ items.T.astype(np.float64)
+    dense[:, ~mask] = -np.inf
+    np.testing.assert_array_equal(full_items, metrics_topk(dense, 10, exclude=exclude))
+    expected_scores = np.take_along_axis(dense, np.maximum(full_items, 0), axis=1)
+    expected_scores[full_items < 0] = -np.inf
+    np.testing.assert_allclose(full_scores, expected_scores, rtol=1e-6)
+
+
+def test_deterministic_across_calls():
+    users, items, exclude, mask = random_case(5)
+    first = top_k(users, items, 7, exclude=exclude, item_mask=mask, block_users=8)
+    for _ in range(3):
+        again = top_k(users, items, 7, exclude=exclude, item_mask=mask, block_users=8)
+        np.testing.assert_array_equal(again[0], first[0])
+        np.testing.assert_array_equal(again[1], first[1])
+
+
+def test_sortable_key_orders_like_floats_then_lower_index():
+    values = torch.tensor([[-np.inf, -2.5, -1.0, -0.0, 0.0, 1e-30, 1.0, 7.0, 7.0, np.inf]], dtype=torch.float32)
+    keys = scoring._sortable_key(values)[0]
+    order = torch.argsort(keys, descending=True).tolist()
+    assert order == [9, 7, 8, 6, 5, 3, 4, 2, 1, 0]   # -0.0 == 0.0: index 3 before 4
+
+
+def test_matmul_rate_is_positive():
+    rate = matmul_rate(64, 128, 16, device="cpu", repeats=2)
+    assert rate > 1e6   # any machine does more than a million multiply-adds per second
+    with pytest.raises(ValueError):
+        matmul_rate(0, 1, 1)
+
+
+# ------------------------------------------------------------------------------------------ faiss
+
+class FakeIndexFlatIP:
+    """Exact inner-product index in numpy with FAISS's interface; reports ties in REVERSE index
+    order, so the test sees that top_k_faiss re-sorts them."""
+
+    def __init__(self, d):
+        self.d, self.vecs = d, np.zeros((0, d), np.float32)
+
+    def add(self, x):
+        self.vecs = np.vstack([self.vecs, x])
+
+    def search(self, q, n):
+        s = q @ self.vecs.T
+        order = np.lexsort((-np.arange(s.shape[1])[None, :].repeat(len(q), 0), -s), axis=1)[:, :n]
+        return np.take_along_axis(s, order, 1), order
+
+
+def test_make_index_selects_the_exact_scorer_and_rejects_unknown_kinds():
+    assert make_index("exact") is top_k
+    with pytest.raises(ValueError, match="unknown scoring index 'annoy'.*'exact', 'faiss'"):
+        make_index("annoy")
+
+
+def test_make_index_faiss_missing_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)   # makes `import faiss` raise ImportError
+    with pytest.raises(ImportError, match="pip install faiss-cpu to use scoring.index: faiss"):
+        make_index("faiss")
+
+
+def test_faiss_path_gives_the_exact_answer(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=FakeIndexFlatIP))
+    assert make_index("faiss") is top_k_faiss
+    rng = np.random.default_rng(3)
+    users = rng.normal(size=(9, 4)).astype(np.float32)
+    items = rng.normal(size=(30, 4)).astype(np.float32)
+    items[7] = items[2]                                    # a tie the fake reports in reverse
+    exclude = csr([[0, 1, 2], [], [5], [29, 28], [], [], [3], [], [10, 11, 12, 13]], 30)
+    mask = np.ones(30, bool)
+    mask[[4, 6]] = False
+    for k in (1, 5, 30):
+        exact = top_k(users, items, k, exclude=exclude, item_mask=mask)
+        approx = top_k_faiss(users, items, k, exclude=exclude, item_mask=mask)
+        np.testing.assert_array_equal(approx[0], exact[0])
+        np.testing.assert_allclose(approx[1], exact[1], rtol=1e-5)
