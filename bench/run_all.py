@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sys
 
-from bench import ingest_features, models
+from bench import ingest_features, models, serving
 from bench.measure import ROOT, machine, run_measured
 
 
@@ -17,13 +17,15 @@ def main() -> None:
     ap.add_argument("--skip-retail", action="store_true", help="leave out the UCI Online Retail case")
     ap.add_argument("--merge", action="store_true",
                     help="keep the cases of the previous run (bench/out/ingest_features.json) not re-run now")
-    ap.add_argument("--only", choices=["ingest", "models"],
-                    help="run one section; the other keeps its stored results (bench/out/*.json)")
+    ap.add_argument("--only", choices=["ingest", "models", "serving"],
+                    help="run one section; the others keep their stored results (bench/out/*.json)")
     args = ap.parse_args()
-    if args.only != "models":
+    if args.only in (None, "ingest"):
         run_ingest(args)
-    if args.only != "ingest":
+    if args.only in (None, "models"):
         run_models()
+    if args.only in (None, "serving"):
+        run_serving()
     write_markdown()
 
 
@@ -34,6 +36,15 @@ def run_models() -> None:
     m = run_measured([sys.executable, "-m", "bench.models"], log=log, timeout_s=4 * 3600)
     if m.returncode != 0:
         raise SystemExit(f"bench.models failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
+
+
+def run_serving() -> None:
+    """The serving benchmarks (scoring, publishing, lookups) in their own process."""
+    log = ROOT / "bench" / "out" / "serving.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    m = run_measured([sys.executable, "-m", "bench.serving"], log=log, timeout_s=3600)
+    if m.returncode != 0:
+        raise SystemExit(f"bench.serving failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
 
 
 def run_ingest(args) -> None:
@@ -55,6 +66,9 @@ def write_markdown() -> None:
     results = json.loads(ingest_store.read_text()) if ingest_store.exists() else []
     model_data = json.loads(model_store.read_text()) if model_store.exists() else {}
     model_text = models.to_markdown(model_data) if model_data else "Not run yet: `python -m bench.run_all --only models`."
+    serving_store = out / "serving.json"
+    serving_text = (serving.to_markdown(json.loads(serving_store.read_text())) if serving_store.exists()
+                    else "Not run yet: `python -m bench.run_all --only serving`.")
     text = f"""# Benchmarks
 
 Written by `make bench` (`python -m bench.run_all`, default sizes 1M, 10M, 50M) on {dt.date.today().isoformat()};
@@ -94,7 +108,15 @@ ALS: Spark MLlib local), "recommend-all s" the time to score and rank every test
 repeat-purchase signal, weighted by the blend weight chosen on validation (only where repeat purchases
 count).
 
-{model_text}"""
+{model_text}
+
+## Serving
+
+Written by `python -m bench.serving` (part of `make bench`; alone: `python -m bench.run_all --only serving`;
+`python -m bench.serving --quick` for a two-minute check): exact top-K scoring against torch's own matrix
+multiply, publishing to Redis against `redis-benchmark`, and lookup latency at a fixed request rate.
+
+{serving_text}"""
     (ROOT / "BENCHMARKS.md").write_text(text)
     print(text)
 

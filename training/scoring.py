@@ -4,6 +4,14 @@
 block of users at a time so memory stays at ``block_users x n_items`` floats, then cut to the K
 best items per user with ``torch.topk``. The item vectors go to the device once.
 
+Speed on CPU
+    At small dim ``torch.topk`` over a whole ``[block, I]`` row costs several times the matrix
+    multiply that produced it. So on CPU a block is first cut down to the few scores that can be
+    among the K best (a threshold that provably keeps them all, see :func:`_threshold_top_k`),
+    and only those are ranked; blocks are small enough to stay in cache and run one per thread
+    (``torch.get_num_threads()`` threads, each single-threaded), since small ops split across
+    threads wait for the slowest thread at every op. The answer is the same, ties included.
+
 Ranking rule (the same as :func:`training.metrics.topk`)
     Items are sorted by score descending; equal scores are broken by the LOWER item index, so the
     result is deterministic whatever the device or the block size.
@@ -118,10 +126,11 @@ def _block_top_k(scores: torch.Tensor, k: int, cols: Optional[torch.Tensor] = No
 
 # Threshold selection (CPU). A row of n scores is cut into n / LEAF strided leaves (leaf j holds
 # columns j, j + n/LEAF, ...); their maxima take one vectorised pass. The (k+1)-th largest of
-# 2 (k+1) coarser group maxima is a score that at least k+1 scores of the row reach, so every
-# score of the k (+1) best -- ties included -- lies in a leaf whose maximum reaches it. Only those
-# leaves (typically 1-2 % of the row) are gathered and ranked by torch.topk, whose cost per
-# element is several times the matrix multiply's at small dim.
+# GROUPS_PER_K * (k+1) coarser group maxima is a score that at least k+1 scores of the row reach,
+# so every score of the k (+1) best -- ties included -- lies in a leaf whose maximum reaches it.
+# Only those leaves (typically 5 % of the row) are gathered, filtered to the scores that reach
+# the threshold (about 1.3 (k+1)) and ranked by torch.topk, whose cost per element is several
+# times the matrix multiply's at small dim.
 LEAF = 8
 GROUPS_PER_K = 4         # threshold from the (k+1)-th largest of GROUPS_PER_K * (k+1) group maxima
 HEAVY_PER_K = 4          # rows with more selected leaves than HEAVY_PER_K * (k+1) are ranked whole

@@ -8,7 +8,7 @@ from jobs.config import PROJECT_ROOT
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, monkeypatch, redis_server):
     for key, value in {
         "RECO__LAKEHOUSE__ROOT": str(tmp_path / "lakehouse"),
         "RECO__LAKEHOUSE__STAGING_DIR": str(tmp_path / "staging"),
@@ -22,6 +22,9 @@ def env(tmp_path, monkeypatch):
         "RECO__TRAINING__OPTIM__OTHERS_SHARE": "[0.0]", "RECO__TRAINING__MODEL__DIM": "16",
         "RECO__TRAINING__MODEL__HIDDEN": "32", "RECO__TRAINING__BASELINES": "[popular, als]",
         "RECO__TRAINING__BASELINE_PARAMS__ALS": "{rank: 4, max_iter: 2}",
+        "RECO__TRAINING__GATE__BASELINES": "[]",            # the first model becomes champion
+        "RECO__SCORING__K": "10", "RECO__SCORING__USER_BUCKETS": "2",
+        "RECO__REDIS__URL": redis_server, "RECO__REDIS__EMBEDDED": "false", "RECO__REDIS__NAMESPACE": "clitest",
     }.items():
         monkeypatch.setenv(key, value)
     return tmp_path
@@ -31,12 +34,16 @@ def test_reco_run_builds_every_table_and_prints_counts(spark, env, capsys):
     assert main(["run"]) == 0
     out = capsys.readouterr().out
     for table in ("bronze_synthetic", "silver_interactions", "items", "user_index", "item_index",
-                  "user_features", "item_features", "training_examples", "pipeline_runs", "quarantine"):
+                  "user_features", "item_features", "training_examples", "pipeline_runs", "quarantine",
+                  "recommendations", "similar_items", "fallback_lists"):
         line = next(l for l in out.splitlines() if l.startswith(table + " "))
         assert str(env / "lakehouse" / table) in line
     assert "data-quality docs: file://" in out
     assert "model retailreco-two-tower v1" in out and "two_tower" in out and "als" in out
     assert (env / "quality" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+    redis_line = next(l for l in out.splitlines() if l.startswith("Redis: "))
+    assert "(personal)" in redis_line and "(global, fallback)" in redis_line
+    assert "http://127.0.0.1:8000/" in out
     # the README's query command works against what run built
     assert main(["sql", "daily_sales", "--param", "start_date=2000-01-01", "--param", "end_date=2100-01-01",
                  "--out", str(env / "daily.csv")]) == 0

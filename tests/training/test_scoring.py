@@ -192,3 +192,80 @@ def test_faiss_path_gives_the_exact_answer(monkeypatch):
         approx = top_k_faiss(users, items, k, exclude=exclude, item_mask=mask)
         np.testing.assert_array_equal(approx[0], exact[0])
         np.testing.assert_allclose(approx[1], exact[1], rtol=1e-5)
+
+
+# ------------------------------------------------------------------- threshold selection (CPU)
+
+def test_threshold_selection_equals_plain_topk_with_ties_and_heavy_rows():
+    # scores on a coarse grid: many equal scores around every row's k-th place
+    rng = np.random.default_rng(7)
+    n = 1024
+    scores = torch.from_numpy(np.round(rng.normal(size=(40, n)), 1).astype(np.float32))
+    scores[3] = 1.0                          # one value everywhere: every leaf passes, ranked whole
+    scores[4, :] = float("-inf")             # nothing eligible
+    scores[5, :n - 5] = float("-inf")        # fewer eligible items than k
+    scores[6, ::7] = float("-inf")           # some excluded
+    k = 10
+    assert scoring._use_threshold(n, k)
+    got_vals, got_cols = scoring._threshold_top_k(scores, k)
+    want_vals, want_cols = scoring._block_top_k(scores, k)
+    np.testing.assert_array_equal(got_vals.numpy(), want_vals.numpy())
+    finite = np.isfinite(want_vals.numpy())   # columns of -inf padding are unspecified
+    np.testing.assert_array_equal(got_cols.numpy()[finite], want_cols.numpy()[finite])
+    # and the tie rule itself: equal scores in column order
+    for row in range(40):
+        v, c = want_vals[row].numpy(), want_cols[row].numpy()
+        same = (v[1:] == v[:-1]) & np.isfinite(v[1:])
+        assert (c[1:][same] > c[:-1][same]).all()
+
+
+@pytest.mark.parametrize("n_items", [2048, 2001])   # 2001: catalogue padded to a multiple of LEAF
+def test_large_catalog_matches_the_evaluator(n_items):
+    # big enough for the threshold path and for several blocks on several threads
+    rng = np.random.default_rng(n_items)
+    n_users, dim, k = 300, 8, 12
+    users = rng.integers(-3, 4, size=(n_users, dim)).astype(np.float32)   # integer scores: many ties
+    items = rng.integers(-3, 4, size=(n_items, dim)).astype(np.float32)
+    exclude = sp.random(n_users, n_items, density=0.05, format="csr", random_state=1, dtype=np.float32)
+    exclude.data[:] = 1.0
+    exclude = exclude.tolil()
+    exclude[0, :] = 1.0                  # user 0 may have nothing
+    exclude[1, : n_items - 3] = 1.0      # user 1 has at most 3 items
+    exclude = exclude.tocsr()
+    mask = rng.random(n_items) > 0.05
+    old_block = scoring.BLOCK_FLOATS
+    try:
+        scoring.BLOCK_FLOATS = 64 * 2048  # 64-user blocks: five blocks
+        got_items, got_scores = top_k(users, items, k, exclude=exclude, item_mask=mask)
+    finally:
+        scoring.BLOCK_FLOATS = old_block
+    dense = users.astype(np.float64) @ items.T.astype(np.float64)
+    dense[:, ~mask] = -np.inf
+    np.testing.assert_array_equal(got_items, metrics_topk(dense, k, exclude=exclude))
+    assert (got_items[0] == -1).all() and (got_items[1, 3:] == -1).all()
+    want = np.take_along_axis(dense, np.maximum(got_items, 0), axis=1)
+    want[got_items < 0] = -np.inf
+    np.testing.assert_array_equal(got_scores, want.astype(np.float32))
+    # the same lists from one plain block per call (block_users=1 bypasses nothing but the size)
+    one = top_k(users[:20], items, k, exclude=exclude[:20], item_mask=mask, block_users=1)
+    np.testing.assert_array_equal(one[0], got_items[:20])
+
+
+def test_top_k_leaves_the_torch_thread_count_alone():
+    # the worker threads run torch single-threaded; neither this thread nor a thread started
+    # later (torch initialises a new thread from the process-wide setting) may inherit that
+    import threading
+
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)             # two workers even on a one-core runner
+    try:
+        rng = np.random.default_rng(0)
+        top_k(rng.normal(size=(500, 4)).astype(np.float32), rng.normal(size=(1024, 4)).astype(np.float32),
+              5, block_users=64)
+        seen = []
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert torch.get_num_threads() == 2 and seen == [2]
+    finally:
+        torch.set_num_threads(original)

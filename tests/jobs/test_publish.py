@@ -1,0 +1,94 @@
+"""`reco publish` from the scored Delta tables into a real Redis: lookups equal Delta, republishing is a
+no-op, a new version switches readers and rollback brings the previous one back, Redis down is a clear
+error."""
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.cli import main
+from jobs.lakehouse import Lakehouse
+from jobs.publish import keyspace, publish, redis_client
+from jobs.score import score
+from serving.client import LookupClient
+from serving.connection import RedisUnavailable
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def published(spark, champion_lake, redis_server):
+    make, run_date = champion_lake
+    cfg = make(redis={"namespace": "jobtest"})
+    scored = score(spark, cfg, run_date)
+    first = publish(spark, cfg, run_date)
+    return cfg, run_date, scored, first
+
+
+def _client(cfg) -> LookupClient:
+    return LookupClient(redis_client(cfg), keyspace(cfg))
+
+
+def test_lookups_answer_exactly_what_delta_holds(spark, published):
+    cfg, run_date, scored, first = published
+    assert first.version == scored.score_id and not first.skipped
+    lh = Lakehouse(spark, cfg)
+    recs = lh.read("recommendations").filter(F.col("run_date") == F.lit(run_date)).toPandas()
+    assert first.counts["u"] == recs["user_id"].nunique()
+    client = _client(cfg)
+    for user in sorted(recs["user_id"].unique())[:5]:
+        want = recs[recs["user_id"] == user].sort_values("rank")
+        got = client.recommendations(user, k=cfg.scoring.k)
+        assert got.source == "personal" and not got.fallback and got.version == first.version
+        assert got.items == want["item_id"].tolist()
+    fb = lh.read("fallback_lists").filter((F.col("run_date") == F.lit(run_date)) & (F.col("list_name") == "global"))
+    miss = client.recommendations("never-seen-customer", k=5)
+    assert miss.fallback and miss.source == "global"
+    assert miss.items == [r["item_id"] for r in fb.orderBy("rank").limit(5).collect()]
+    item = recs["item_id"].iloc[0]
+    assert client.item_details([item])[item]["title"]
+    assert len(client.similar(item, k=3).items) == 3
+    assert client.metadata()["model_version"] == scored.model_version
+
+
+def test_publishing_the_same_run_again_changes_nothing(spark, published):
+    cfg, run_date, _, first = published
+    again = publish(spark, cfg, run_date)
+    assert again.skipped and again.version == first.version and again.previous == first.version
+
+
+def test_a_new_version_switches_readers_and_rollback_restores_the_old_one(spark, published, tmp_path, capsys):
+    cfg, run_date, _, first = published
+    client = _client(cfg)
+    user = client.metadata()["sample_users"].split(",")[0]
+    before = client.recommendations(user, k=cfg.scoring.k).items
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"exclude_items: ['{before[0]}']\n")
+    cfg2 = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"rules_path": str(rules)})})
+    score(spark, cfg2, run_date)
+    second = publish(spark, cfg2, run_date)
+    assert second.version != first.version and second.previous == first.version
+    now = client.recommendations(user, k=cfg.scoring.k)
+    assert now.version == second.version and before[0] not in now.items
+    from jobs.publish import rollback
+    assert rollback(cfg) == (second.version, first.version)
+    back = client.recommendations(user, k=cfg.scoring.k)
+    assert back.version == first.version and back.items == before
+
+
+def test_redis_down_fails_with_a_clear_message_and_no_switch(spark, published):
+    cfg, run_date, _, _ = published
+    down = cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"url": f"redis://127.0.0.1:{free_port()}/0"})})
+    with pytest.raises(RedisUnavailable, match=r"cannot reach redis at redis://127\.0\.0\.1:\d+/0"):
+        publish(spark, down, run_date)
+    assert _client(cfg).current_version() is not None
+
+
+def test_cli_rollback_without_an_older_version_is_one_clear_line(published, monkeypatch, capsys, tmp_path):
+    cfg, _, _, _ = published
+    monkeypatch.setenv("RECO__REDIS__URL", cfg.redis.url)
+    monkeypatch.setenv("RECO__REDIS__EMBEDDED", "false")
+    monkeypatch.setenv("RECO__REDIS__NAMESPACE", "empty-namespace")
+    monkeypatch.setenv("RECO__LAKEHOUSE__ROOT", str(tmp_path / "lh"))
+    assert main(["publish", "--rollback"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: nothing to roll back") and "Traceback" not in err
