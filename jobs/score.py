@@ -48,7 +48,8 @@ class ScoreResult:
 
 
 def load_champion(cfg: Config):
-    """(model, version, run_id) of the registered model's ``champion``; a clear error when none."""
+    """(model, version, run_id) of the registered model's ``champion``; (None, "none", "") when there is
+    none yet (a first model that did not pass the gate): the lists are then built without a model."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -57,8 +58,10 @@ def load_champion(cfg: Config):
     name = cfg.mlflow.registered_model
     found = load_alias(name, tracking_uri=cfg.mlflow.tracking_uri)
     if found is None:
-        raise EmptyInputError(f"no champion of model '{name}' at {cfg.mlflow.tracking_uri}: "
-                              "run `reco train --date D` first (a model becomes champion when it passes the gate)")
+        log.warning("no champion of model '%s' at %s: serving buy-again, trending and popular lists only; run "
+                    "`reco train --date D` (a model becomes champion when it beats the gate's baselines)",
+                    name, cfg.mlflow.tracking_uri)
+        return None, "none", ""
     version, uri = found
     run_id = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri).get_model_version(name, version).run_id
     model = mlflow.pytorch.load_model(uri, map_location="cpu")
@@ -129,9 +132,11 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     counts = np.zeros(n_items, np.float64)
     counts[counts_pdf["item"].to_numpy(np.int64)] = counts_pdf["count"].to_numpy(np.float64)
     catalog = Catalog.from_spark(item_index, items)
-    model.set_item_meta(catalog.item_meta(n_items, counts, model.cfg))
-    with torch.inference_mode():
-        item_vecs = model.all_item_vectors().numpy().astype(np.float32)
+    item_vecs = None
+    if model is not None:
+        model.set_item_meta(catalog.item_meta(n_items, counts, model.cfg))
+        with torch.inference_mode():
+            item_vecs = model.all_item_vectors().numpy().astype(np.float32)
     item_ids = np.empty(n_items, object)
     categories = np.full(n_items, "unknown", object)
     item_ids[catalog.frame["idx"].to_numpy(np.int64)] = catalog.frame["item_id"].to_numpy()
@@ -234,7 +239,7 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     # -- diversity before (the model's own top k) and after (the served lists), on a sample of users
     sample = out.filter(F.pmod("user", F.lit(97)) == 0).toPandas()
     div = {}
-    if not sample.empty:
+    if not sample.empty and item_vecs is not None:
         sample["item"] = [idx.get(i, -1) for i in sample["item_id"]]
         by = {kind: [g.sort_values("rank")["item"].to_numpy(np.int64) for _, g in grp.groupby("user")]
               for kind, grp in sample.groupby("kind")}
@@ -304,7 +309,7 @@ def _score_bucket(shared):
                                          int(pairs["user"].max()) + 1, len(inp.item_ids),
                                          weight=pairs["weight"].to_numpy(), time=pairs["time"].to_numpy(),
                                          count=pairs["count"].to_numpy(), first_time=pairs["first_time"].to_numpy())
-        users, hist, feats = user_states(inter, at, model.cfg.history_len)
+        users, hist, feats = user_states(inter, at, model.cfg.history_len if model is not None else 1)
         if len(users) == 0:
             return empty
         seg = pairs.groupby("user")["segment"].first()

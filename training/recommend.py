@@ -42,7 +42,7 @@ class ServingInputs:
     """Everything :func:`recommend` needs besides the users: built once per run, broadcast."""
     item_ids: np.ndarray                    # object [I]: item_id of each index
     categories: np.ndarray                  # object [I]: category of each index ("unknown" when none)
-    item_vecs: np.ndarray                   # float32 [I, d]: the champion's item vectors
+    item_vecs: Optional[np.ndarray]         # float32 [I, d]: the champion's item vectors (None: no champion)
     available: np.ndarray                   # bool [I]: may be recommended at all
     new_items: np.ndarray                   # bool [I]: new (explore candidates)
     lists: Dict[str, Ranked]                # "popular:global", "popular:segment:<s>", "trending:global", ...
@@ -136,17 +136,23 @@ def _explore_k(inp: ServingInputs) -> int:
     return 0 if w <= 0 else max(1, math.ceil(inp.k * w / sum(inp.weights.values()))) * 2
 
 
-def recommend(model: TwoTower, batch: UserBatch, inp: ServingInputs) -> Recommendations:
-    """The served list of every user of ``batch`` (see the module docstring)."""
+def recommend(model: Optional[TwoTower], batch: UserBatch, inp: ServingInputs) -> Recommendations:
+    """The served list of every user of ``batch`` (see the module docstring). Without a model (no
+    champion yet) the lists are built from the other sources only."""
     k = inp.k
-    item_vecs_t = torch.as_tensor(inp.item_vecs)
-    uv = user_vectors(model, batch, item_vecs_t, inp.block_users)
     n_items = len(inp.item_ids)
-    bought = _bought_matrix(batch.bought, n_items)
-    p_items, p_scores = scoring.top_k(uv, item_vecs_t, inp.fetch, exclude=bought if inp.exclude_bought else None,
-                                      block_users=inp.block_users, device="cpu", item_mask=inp.available)
     ek = _explore_k(inp)
     explore_mask = inp.available & inp.new_items
+    if model is None:
+        p_items = np.zeros((len(batch.users), 0), np.int64)
+        p_scores = np.zeros((len(batch.users), 0), np.float32)
+        ek = 0
+    else:
+        item_vecs_t = torch.as_tensor(inp.item_vecs)
+        uv = user_vectors(model, batch, item_vecs_t, inp.block_users)
+        bought = _bought_matrix(batch.bought, n_items)
+        p_items, p_scores = scoring.top_k(uv, item_vecs_t, inp.fetch, exclude=bought if inp.exclude_bought else None,
+                                          block_users=inp.block_users, device="cpu", item_mask=inp.available)
     if ek and explore_mask.any():
         e_items, e_scores = scoring.top_k(uv, item_vecs_t, ek, block_users=inp.block_users, device="cpu",
                                           item_mask=explore_mask)
@@ -167,7 +173,7 @@ def recommend(model: TwoTower, batch: UserBatch, inp: ServingInputs) -> Recommen
         sources = {name: lst for name, lst in sources.items() if name in inp.weights}
         # blend twice k: room for the rules to drop items before back-filling
         items, scores, names = rerank.blend(sources, inp.weights, 2 * k)
-        if inp.mmr_strength > 0 and len(items) > 1:
+        if inp.mmr_strength > 0 and len(items) > 1 and inp.item_vecs is not None:
             order = rerank.mmr(items, inp.item_vecs, scores, len(items), inp.mmr_strength)
             by_item = dict(zip(items.tolist(), names.tolist()))
             items = order
@@ -233,15 +239,19 @@ def similar_lists(inp: ServingInputs, neighbours: np.ndarray, scores: np.ndarray
     return out_ids, out_lists, out_scores, out_sources
 
 
-def similar_items(item_vecs: np.ndarray, k: int, available: np.ndarray, co_purchase: Mapping[int, Sequence[int]],
-                  block: int = 4096) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def similar_items(item_vecs: Optional[np.ndarray], k: int, available: np.ndarray,
+                  co_purchase: Mapping[int, Sequence[int]], block: int = 4096) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every item's k most similar available items by item vector (itself excluded); where fewer than k
-    exist, co-purchase neighbours (``co_purchase``: item -> neighbour indices, best first) fill in.
+    exist, co-purchase neighbours (``co_purchase``: item -> neighbour indices, best first) fill in
+    (without item vectors: co-purchase neighbours only).
     Returns ``(neighbours int64 [I, k], scores float32 [I, k], from_co_purchase bool [I, k])``; -1 pads."""
-    n = len(item_vecs)
-    self_mask = sp.identity(n, dtype=np.float32, format="csr")
-    nb, sc = scoring.top_k(item_vecs, item_vecs, k, exclude=self_mask, block_users=block, device="cpu",
-                           item_mask=available)
+    n = len(available)
+    if item_vecs is None:
+        nb, sc = np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
+    else:
+        self_mask = sp.identity(n, dtype=np.float32, format="csr")
+        nb, sc = scoring.top_k(item_vecs, item_vecs, k, exclude=self_mask, block_users=block, device="cpu",
+                               item_mask=available)
     if nb.shape[1] < k:
         pad = k - nb.shape[1]
         nb = np.hstack([nb, np.full((n, pad), -1, np.int64)])

@@ -89,6 +89,62 @@ RUNS = [
 ]
 
 
+# -- the scoring run's outputs (jobs/score.py), for the recommendation_* queries
+# The catalog is A (kitchen), B (home decor), D (lighting); C (in item_features, not in the
+# catalog) and X (nowhere) have category 'unknown'. Popularity as of RUN: A 4.9 > B 3.6 > D 0.
+EARLIER_RUN = date(2024, 3, 9)
+RUN_META = {RUN: ("4", "mlrun-4", "20240310-m4-aaa"), EARLIER_RUN: ("3", "mlrun-3", "20240309-m3-bbb")}
+
+# (run_date, user, rank, item, score, source)
+RECOMMENDATIONS = [
+    (RUN, "u1", 1, "A", 0.9, "personal"),     # u1: active
+    (RUN, "u1", 2, "B", 0.8, "personal"),
+    (RUN, "u1", 3, "C", 0.5, "buy_again"),
+    (RUN, "u2", 1, "C", None, "pinned"),      # u2: new; a pinned item has no model score
+    (RUN, "u2", 2, "A", 0.7, "trending"),
+    (RUN, "u2", 3, "X", None, "backfill"),    # X: in no table at all
+    (RUN, "u3", 1, "A", 0.6, "popular"),      # u3: new; a list of 2
+    (RUN, "u3", 2, "B", 0.3, "explore"),
+    (RUN, "u9", 1, "A", 0.6, "popular"),      # u9: no user_features row -> segment (unknown)
+    (RUN, "u9", 2, "C", 0.4, "popular"),
+    # the day before: a query that forgets its run_date filter sees u4, D and one more A
+    (EARLIER_RUN, "u4", 1, "D", 0.5, "personal"),
+    (EARLIER_RUN, "u4", 2, "A", 0.4, "trending"),
+]
+
+# (run_date, anchor item, rank, similar item, score, source)
+SIMILAR_ITEMS = [
+    (RUN, "A", 1, "B", 0.9, "embedding"),      # A: home decor, lighting, unknown
+    (RUN, "A", 2, "D", 0.8, "embedding"),
+    (RUN, "A", 3, "C", 0.2, "co_purchase"),
+    (RUN, "B", 1, "A", 0.9, "embedding"),      # B: kitchen, unknown, unknown
+    (RUN, "B", 2, "C", 0.5, "co_purchase"),
+    (RUN, "B", 3, "X", None, "backfill"),
+    (RUN, "D", 1, "C", 0.4, "embedding"),      # D: unknown, unknown (one category)
+    (RUN, "D", 2, "X", None, "backfill"),
+    (EARLIER_RUN, "A", 1, "D", 0.7, "embedding"),
+]
+
+# (run_date, list_name, rank, item, score, source)
+FALLBACK_LISTS = [
+    # raw inputs: not served lists, left out of recommendation_diversity
+    (RUN, "popular:global", 1, "A", 4.9, "popular"),
+    (RUN, "popular:global", 2, "B", 3.6, "popular"),
+    (RUN, "trending:global", 1, "C", 4.3, "trending"),
+    (RUN, "trending:global", 2, "X", 1.0, "trending"),
+    (RUN, "popular:segment:UK", 1, "A", 4.6, "popular"),
+    (RUN, "trending:segment:UK", 1, "X", 2.0, "trending"),
+    # served: global (kitchen, home decor, unknown), segment:UK (unknown x2, kitchen)
+    (RUN, "global", 1, "A", 4.9, "popular"),
+    (RUN, "global", 2, "C", 4.3, "trending"),
+    (RUN, "global", 3, "B", 3.6, "popular"),
+    (RUN, "segment:UK", 1, "C", 4.3, "trending"),
+    (RUN, "segment:UK", 2, "X", 1.0, "trending"),
+    (RUN, "segment:UK", 3, "A", 4.6, "popular"),
+    (EARLIER_RUN, "global", 1, "D", 1.0, "popular"),
+]
+
+
 def _ts(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
 
@@ -118,7 +174,22 @@ def lh(spark, tmp_path_factory) -> Lakehouse:
     lake.overwrite(quarantine_rows(bad, RUN), "quarantine")
     lake.merge(spark.createDataFrame(RUNS, RUNS_SCHEMA), "pipeline_runs",
                keys=["step", "source", "batch_id", "run_date"])
+    _write_run_outputs(spark, lake, RECOMMENDATIONS, "recommendations",
+                       "user_id string, rank int, item_id string, score float, source string")
+    _write_run_outputs(spark, lake, SIMILAR_ITEMS, "similar_items",
+                       "item_id string, rank int, similar_item_id string, score float, source string")
+    _write_run_outputs(spark, lake, FALLBACK_LISTS, "fallback_lists",
+                       "list_name string, rank int, item_id string, score float, source string")
     return lake
+
+
+def _write_run_outputs(spark, lake: Lakehouse, rows, table: str, columns: str) -> None:
+    """Write ``rows`` (run_date first) the way jobs/score.py does: one run_date partition per run."""
+    for day, (version, run_id, score_id) in RUN_META.items():
+        df = spark.createDataFrame([r[1:] + (version, run_id, score_id, day) for r in rows if r[0] == day],
+                                   f"{columns}, model_version string, run_id string, score_id string, "
+                                   "run_date date")
+        lake.replace(df, table, {"run_date": day}, partition_by=["run_date"])
 
 
 def query(lh: Lakehouse, name: str, **params):
@@ -206,6 +277,91 @@ def test_item_trends(lh):
     # no minimum: B (2.3*30/(7*3.3)) comes in; D, in the catalog but never touched, has no trend
     no_min = query(lh, "item_trends", run_date="2024-03-10", min_popularity="0")
     assert_rows(no_min, [(1, "C", 4.286), (2, "A", 3.929), (3, "B", 2.987)], ["rank", "item_id", "trend"])
+
+
+def test_recommendation_coverage(lh):
+    df = query(lh, "recommendation_coverage", run_date="2024-03-10")
+    cols = ["run_date", "users", "min_list_length", "max_list_length", "recommendations", "distinct_items",
+            "items_outside_catalog", "catalog_items", "catalog_coverage", "tail_items", "tail_coverage",
+            "tail_rec_share", "gini", "model_version", "score_id"]
+    # u1, u2 (3 items each), u3, u9 (2 each): 10 rows; A x4, B x2, C x3, X x1 -> 4 distinct items,
+    # C and X not in the catalog {A, B, D}; catalog items recommended: A, B -> 2/3.
+    # Tail: head = ceil(0.2 * 3) = 1 item, A (popularity 4.9); tail = {B, D}, B recommended -> 1/2;
+    # tail rows: B's 2 of 10 -> 0.2.
+    # Gini over catalog counts sorted ascending D 0, B 2, A 4 (n = 3, sum 6):
+    # 2 * (1*0 + 2*2 + 3*4) / (3 * 6) - 4/3 = 32/18 - 24/18 = 4/9
+    assert_rows(df, [
+        (RUN, 4, 2, 3, 10, 4, 2, 3, 0.6667, 2, 0.5, 0.2, 0.4444, "4", "20240310-m4-aaa"),
+    ], cols)
+    # head_share 0.5: head = ceil(1.5) = 2 items, A and B (3.6 > D's 0); tail = {D}, never recommended
+    wide_head = query(lh, "recommendation_coverage", run_date="2024-03-10", head_share="0.5")
+    assert_rows(wide_head, [(1, 0.0, 0.0, 0.4444)], ["tail_items", "tail_coverage", "tail_rec_share", "gini"])
+    # the day before: u4 gets D and A; no item_features slice for that day, so no tail columns;
+    # Gini over B 0, A 1, D 1 (ties in any order): 2 * (0 + 2 + 3) / (3 * 2) - 4/3 = 1/3
+    earlier = query(lh, "recommendation_coverage", run_date="2024-03-09")
+    assert_rows(earlier, [
+        (EARLIER_RUN, 1, 2, 2, 2, 2, 0, 3, 0.6667, None, None, None, 0.3333, "3", "20240309-m3-bbb"),
+    ], cols)
+    # a day without a run: still one row
+    empty = query(lh, "recommendation_coverage", run_date="2024-03-01")
+    assert_rows(empty, [(0, None, 0, 0, 3, 0.0, None, None, None)],
+                ["users", "max_list_length", "recommendations", "distinct_items", "catalog_items",
+                 "catalog_coverage", "tail_items", "gini", "model_version"])
+
+
+def test_recommendation_sources(lh):
+    df = query(lh, "recommendation_sources", run_date="2024-03-10").cache()
+    cols = ["activity_segment", "source", "recommendations", "recommendation_share", "users_reached",
+            "user_share", "avg_rank", "rank1_share"]
+    expected = [
+        # (all): 10 positions, 4 users, 4 rank-1 positions (u1 personal, u2 pinned, u3 and u9 popular)
+        ("(all)", "personal", 2, 0.2, 1, 0.25, 1.5, 0.25),        # u1 ranks 1, 2
+        ("(all)", "buy_again", 1, 0.1, 1, 0.25, 3.0, 0.0),
+        ("(all)", "trending", 1, 0.1, 1, 0.25, 2.0, 0.0),
+        ("(all)", "popular", 3, 0.3, 2, 0.5, 1.33, 0.5),          # u3 rank 1, u9 ranks 1, 2: 4/3
+        ("(all)", "explore", 1, 0.1, 1, 0.25, 2.0, 0.0),
+        ("(all)", "pinned", 1, 0.1, 1, 0.25, 1.0, 0.25),
+        ("(all)", "backfill", 1, 0.1, 1, 0.25, 3.0, 0.0),
+        # new: u2 and u3, 5 positions, 2 rank-1 positions (the 03-08 copy of user_features is not read)
+        ("new", "trending", 1, 0.2, 1, 0.5, 2.0, 0.0),
+        ("new", "popular", 1, 0.2, 1, 0.5, 1.0, 0.5),
+        ("new", "explore", 1, 0.2, 1, 0.5, 2.0, 0.0),
+        ("new", "pinned", 1, 0.2, 1, 0.5, 1.0, 0.5),
+        ("new", "backfill", 1, 0.2, 1, 0.5, 3.0, 0.0),
+        # active: u1, 3 positions
+        ("active", "personal", 2, 0.6667, 1, 1.0, 1.5, 1.0),
+        ("active", "buy_again", 1, 0.3333, 1, 1.0, 3.0, 0.0),
+        # u9 has no user_features row
+        ("(unknown)", "popular", 2, 1.0, 1, 1.0, 1.5, 1.0),
+    ]
+    assert_rows(df, expected, cols)
+    assert [tuple(r) for r in df.select(*cols[:2]).collect()] == [e[:2] for e in expected]
+
+
+def test_recommendation_diversity(lh):
+    df = query(lh, "recommendation_diversity", run_date="2024-03-10").cache()
+    cols = ["list_kind", "lists", "avg_list_length", "avg_categories", "p10_categories", "median_categories",
+            "p90_categories", "avg_max_category_share", "dominated_share"]
+    expected = [
+        # u1 A B C: 3 categories, biggest 1/3; u2 C A X: 2 (unknown twice), 2/3, dominated;
+        # u3 A B: 2, 1/2 (half is not dominated); u9 A C: 2, 1/2.
+        # sorted 2 2 2 3: mean 9/4; interpolated p10 at 0.3 -> 2, median at 1.5 -> 2, p90 at 2.7 -> 2.7;
+        # biggest share (1/3 + 2/3 + 1/2 + 1/2) / 4 = 0.5; dominated 1 of 4; length 10/4
+        ("user lists", 4, 2.5, 2.25, 2.0, 2.0, 2.7, 0.5, 0.25),
+        # A -> B D C: 3 categories, 1/3; B -> A C X: 2, 2/3, dominated; D -> C X: 1, 1, dominated.
+        # sorted 1 2 3: mean 2; p10 at 0.2 -> 1.2, median 2, p90 at 1.8 -> 2.8;
+        # biggest share (1/3 + 2/3 + 1) / 3 = 2/3; dominated 2 of 3; length 8/3
+        ("similar items", 3, 2.67, 2.0, 1.2, 2.0, 2.8, 0.6667, 0.6667),
+        # served lists only: global A C B: 3, 1/3; segment:UK C X A: 2, 2/3, dominated.
+        # sorted 2 3: p10 at 0.1 -> 2.1, median 2.5, p90 at 0.9 -> 2.9
+        ("fallback lists", 2, 3.0, 2.5, 2.1, 2.5, 2.9, 0.5, 0.5),
+    ]
+    assert_rows(df, expected, cols)
+    assert [r[0] for r in df.collect()] == [e[0] for e in expected]
+    # a day without a run: every kind still has its row
+    empty = query(lh, "recommendation_diversity", run_date="2024-03-01")
+    assert_rows(empty, [(k, 0, None, None) for k in ("user lists", "similar items", "fallback lists")],
+                ["list_kind", "lists", "avg_categories", "dominated_share"])
 
 
 SAMPLE_PARAMS = {"start_date": "2024-03-07", "end_date": "2024-03-10", "run_date": "2024-03-10"}
