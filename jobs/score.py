@@ -102,6 +102,7 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     from training.data import Catalog, pairs_from_examples
     from training.recommend import ServingInputs, diversity_report, fallback_list, similar_items, similar_lists
     from training.rules import load_rules
+    from training.scoring import make_index
 
     t0 = time.time()
     sc = cfg.scoring
@@ -109,6 +110,7 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     _require(lh, run_date, "training_examples", "user_index", "item_index", "item_features", "user_features",
              "silver_interactions")
     rules = load_rules(sc.rules_path)                       # a bad rule file fails before any work
+    make_index(sc.index)                                    # so does a missing faiss
     model, model_version, model_run_id = load_champion(cfg)
     d = F.lit(run_date).cast("date")
 
@@ -174,7 +176,7 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
                         new_items=new_items, lists=list_arrays, rules=rules, run_date=run_date, k=k,
                         fetch=min(max(sc.fetch, k), n_items), weights=dict(sc.weights),
                         mmr_strength=sc.diversity.mmr_strength, exclude_bought=sc.exclude_bought,
-                        block_users=sc.block_users, backfill=backfill)
+                        block_users=sc.block_users, backfill=backfill, index=sc.index)
     if sc.diversity.max_per_category and rules.max_per_category is None:
         from dataclasses import replace
         inp.rules = replace(rules, max_per_category=sc.diversity.max_per_category)

@@ -51,6 +51,7 @@
 WITH recs AS (
     SELECT user_id, item_id, model_version, score_id
     FROM recommendations
+    WHERE run_date = CAST(:run_date AS DATE)
 ),
 catalog AS (
     SELECT DISTINCT item_id FROM items

@@ -44,6 +44,7 @@ WITH entries AS (
     SELECT 'fallback lists', list_name, item_id
     FROM fallback_lists
     WHERE run_date = CAST(:run_date AS DATE)
+      AND (list_name = 'global' OR list_name LIKE 'segment:%')
 ),
 per_category AS (
     SELECT e.list_kind, e.list_id, coalesce(i.category, 'unknown') AS category, count(*) AS n

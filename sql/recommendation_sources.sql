@@ -41,6 +41,7 @@ WITH recs AS (
     LEFT JOIN (
         SELECT user_id, activity_segment
         FROM user_features
+        WHERE as_of_date = CAST(:run_date AS DATE)
     ) AS u ON u.user_id = r.user_id
     WHERE r.run_date = CAST(:run_date AS DATE)
 ),

@@ -55,6 +55,7 @@ class ServingInputs:
     exclude_bought: bool = False
     block_users: int = 4096
     backfill: Optional[np.ndarray] = None   # int64: every available item, most popular first (last resort)
+    index: str = "exact"                    # exact (blocked matmul, GPU when present) | faiss
     _category_of: Optional[Dict[str, str]] = field(default=None, repr=False)
     _segment_rules: Dict[Optional[str], rules_mod.SegmentRules] = field(default_factory=dict, repr=False)
     _fallbacks: Dict[Optional[str], List[List[str]]] = field(default_factory=dict, repr=False)
@@ -151,11 +152,11 @@ def recommend(model: Optional[TwoTower], batch: UserBatch, inp: ServingInputs) -
         item_vecs_t = torch.as_tensor(inp.item_vecs)
         uv = user_vectors(model, batch, item_vecs_t, inp.block_users)
         bought = _bought_matrix(batch.bought, n_items)
-        p_items, p_scores = scoring.top_k(uv, item_vecs_t, inp.fetch, exclude=bought if inp.exclude_bought else None,
-                                          block_users=inp.block_users, device="cpu", item_mask=inp.available)
+        top_k = scoring.make_index(inp.index)
+        p_items, p_scores = top_k(uv, item_vecs_t, inp.fetch, exclude=bought if inp.exclude_bought else None,
+                                  block_users=inp.block_users, item_mask=inp.available)
     if ek and explore_mask.any():
-        e_items, e_scores = scoring.top_k(uv, item_vecs_t, ek, block_users=inp.block_users, device="cpu",
-                                          item_mask=explore_mask)
+        e_items, e_scores = scoring.top_k(uv, item_vecs_t, ek, block_users=inp.block_users, item_mask=explore_mask)
     else:
         e_items = e_scores = None
 
