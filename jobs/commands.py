@@ -104,11 +104,17 @@ def publish_admin(cfg: Config, rollback: bool) -> int:
 def serve(cfg: Config, host: Optional[str], port: Optional[int]) -> int:
     import uvicorn
 
-    from jobs.publish import keyspace, redis_client
+    from jobs.publish import keyspace
     from serving.app import create_app
-    from serving.client import LookupClient
+    from serving.client import AsyncLookupClient, connect_async
+    from serving.embedded import ensure_running
 
-    app = create_app(lambda: LookupClient(redis_client(cfg), keyspace(cfg)))
+    if cfg.redis.embedded:       # the service itself starts without Redis (and answers 503 until it is there)
+        ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
+    kw = {"ssl_ca_certs": cfg.redis.ssl_ca_certs} if cfg.redis.ssl_ca_certs else {}
+    app = create_app(lambda: AsyncLookupClient(
+        connect_async(cfg.redis.url, password=cfg.redis_password, socket_timeout=cfg.redis.socket_timeout_s, **kw),
+        keyspace(cfg)))
     host, port = host or cfg.serving.host, port or cfg.serving.port
     print(f"lookup service and demo page: http://{host}:{port}/  (API schema: /openapi.json)")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -2,9 +2,16 @@
 
 The service only reads: the nightly job publishes a version to Redis
 (``serving.publish``) and every request here is one or two Redis round trips
-through an injected :class:`serving.client.LookupClient`. Nothing in this module
-reads config files; ``reco serve`` builds the client from config, and
+through an injected client. Nothing in this module reads config files;
+``reco serve`` builds the client from config, and
 ``python -m serving.app --redis-url URL`` does the same from arguments.
+
+The endpoints are ``async``: with :class:`serving.client.AsyncLookupClient`
+(what ``python -m serving.app`` uses) a request never leaves the event loop;
+a blocking :class:`serving.client.LookupClient` still works, each of its Redis
+calls then running on the thread pool. Item details come from the client's
+per-version cache, so a recommendation answer is usually the pointer read plus
+one pipeline.
 
 Errors map to status codes a caller can act on:
 
@@ -22,8 +29,11 @@ answers, Redis errors and the published version as an info gauge.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -31,12 +41,14 @@ from pathlib import Path as FsPath
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import redis
-from fastapi import Depends, FastAPI, Path, Query, Request
+import redis.asyncio as aredis
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from serving.client import LookupClient, NoPublishedVersion
+from serving.client import AsyncLookupClient, Lookup, LookupClient, NoPublishedVersion, connect_async
 from serving.keys import KeySpace, glob_escape
 
 log = logging.getLogger(__name__)
@@ -265,6 +277,21 @@ class _ObserveMiddleware:
 # --------------------------------------------------------------------------- the app
 
 
+def _user_pattern(ks: KeySpace, version: str) -> Tuple[str, str]:
+    prefix = f"{ks.namespace}:{{{version}:"
+    # reco:{<version>:<shard>}:u:<user_id>; the shard is digits, so the first "}:" ends the tag.
+    return prefix, glob_escape(prefix) + "*" + glob_escape("}:u:") + "*"
+
+
+def _add_user_ids(found: List[str], keys: List, prefix: str, n: int) -> None:
+    for raw in keys:
+        key = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        rest = key[len(prefix):]
+        tag_end = rest.find("}:")
+        if tag_end >= 0 and rest[tag_end + 2:tag_end + 4] == "u:" and len(found) < n:
+            found.append(rest[tag_end + 4:])
+
+
 def sample_user_ids(r: redis.Redis, ks: KeySpace, version: str, n: int,
                     scan_count: int = 1000, max_calls: int = 10) -> List[str]:
     """Up to ``n`` user ids of ``version``, found by SCAN over its user keys.
@@ -273,45 +300,85 @@ def sample_user_ids(r: redis.Redis, ks: KeySpace, version: str, n: int,
     bounded however large the database is; user keys are most keys of a
     version, so a few calls usually find ``n``. Fewer than ``n`` may come back.
     """
-    prefix = f"{ks.namespace}:{{{version}:"
-    # reco:{<version>:<shard>}:u:<user_id>; the shard is digits, so the first "}:" ends the tag.
-    pattern = glob_escape(prefix) + "*" + glob_escape("}:u:") + "*"
+    prefix, pattern = _user_pattern(ks, version)
     found: List[str] = []
     cursor = 0
     for _ in range(max_calls):
         cursor, keys = r.scan(cursor=cursor, match=pattern, count=scan_count)
-        for raw in keys:
-            key = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-            rest = key[len(prefix):]
-            tag_end = rest.find("}:")
-            if tag_end >= 0 and rest[tag_end + 2:tag_end + 4] == "u:" and len(found) < n:
-                found.append(rest[tag_end + 4:])
+        _add_user_ids(found, keys, prefix, n)
         if cursor == 0 or len(found) >= n:
             break
     return found
 
 
-ClientSource = Union[LookupClient, Callable[[], LookupClient]]
+async def sample_user_ids_async(r: aredis.Redis, ks: KeySpace, version: str, n: int,
+                                scan_count: int = 1000, max_calls: int = 10) -> List[str]:
+    """:func:`sample_user_ids` on ``redis.asyncio``."""
+    prefix, pattern = _user_pattern(ks, version)
+    found: List[str] = []
+    cursor = 0
+    for _ in range(max_calls):
+        cursor, keys = await r.scan(cursor=cursor, match=pattern, count=scan_count)
+        _add_user_ids(found, keys, prefix, n)
+        if cursor == 0 or len(found) >= n:
+            break
+    return found
 
 
-def _product_list(client: LookupClient, items: List[str], scores: List[float], tags: List[str]) -> List[Product]:
-    details = client.item_details(list(items)) if items else {}
+AnyClient = Union[LookupClient, AsyncLookupClient]
+ClientSource = Union[AnyClient, Callable[[], AnyClient]]
+
+
+class _InThreads:
+    """A blocking client seen as an async one: every method call runs on the thread pool,
+    so a slow Redis never stalls the event loop."""
+
+    def __init__(self, client: LookupClient) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str):
+        method = getattr(self.client, name)
+
+        async def call(*args, **kwargs):
+            return await run_in_threadpool(method, *args, **kwargs)
+        return call
+
+
+def _as_async(client) -> Union[AsyncLookupClient, _InThreads]:
+    if inspect.iscoroutinefunction(getattr(client, "recommendations", None)):
+        return client
+    return _InThreads(client)
+
+
+def _products(items: List[str], scores: List[float], tags: List[str],
+              details: Dict[str, Dict]) -> List[Dict]:
+    """Product dicts (the fields of :class:`Product`, in its order)."""
     out = []
     for rank, (item_id, score, tag) in enumerate(zip(items, scores, tags), start=1):
         d = details.get(item_id) or {}
-        out.append(Product(item_id=item_id, rank=rank, score=score, tag=tag,
-                           title=d.get("title"), price=d.get("price"), category=d.get("category")))
+        out.append({"item_id": item_id, "rank": rank, "score": float(score), "tag": tag,
+                    "title": d.get("title"), "price": d.get("price"), "category": d.get("category")})
     return out
+
+
+async def _product_list(client, found: Lookup) -> List[Dict]:
+    # details from the version the list came from: no pointer read, cached after the first request
+    details = await client.item_details(found.items, version=found.version) if found.items else {}
+    return _products(found.items, found.scores, found.tags, details)
 
 
 def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup") -> FastAPI:
     """Build the service around a lookup client.
 
     Args:
-        client_factory: a ready :class:`LookupClient`, or a zero-argument callable
-            returning one; the callable is called once, on the first request that
+        client_factory: a ready :class:`AsyncLookupClient` (answers on the event loop) or
+            :class:`LookupClient` (each Redis call on the thread pool), or a zero-argument
+            callable returning one; the callable is called once, on the first request that
             needs it, so the app starts even while Redis is down.
         title: the OpenAPI title.
+
+    The lookup endpoints build their JSON from plain dicts (``response_model`` still
+    documents it in the schema): validating our own answers again cost more than the lookup.
     """
     metrics = Metrics()
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and this
@@ -320,17 +387,17 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
                   description="Reads the recommendations the nightly job published to Redis.")
     app.state.metrics = metrics
 
-    lock = threading.Lock()
-    holder: Dict[str, LookupClient] = {}
-    is_factory = callable(client_factory) and not isinstance(client_factory, LookupClient)
+    holder: Dict[str, object] = {}
+    is_factory = callable(client_factory) and not isinstance(client_factory, (LookupClient, AsyncLookupClient))
+    if not is_factory:
+        holder["client"] = _as_async(client_factory)
 
-    def get_client() -> LookupClient:
-        if not is_factory:
-            return client_factory  # type: ignore[return-value]
-        with lock:
-            if "client" not in holder:
-                holder["client"] = client_factory()  # type: ignore[operator]
-            return holder["client"]
+    def get_client():
+        # Called on the event loop only, so no lock: the factory runs once (it connects lazily).
+        client = holder.get("client")
+        if client is None:
+            client = holder["client"] = _as_async(client_factory())  # type: ignore[operator]
+        return client
 
     # ---- errors -------------------------------------------------------------------------
 
@@ -358,63 +425,68 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, responses=ERRORS,
              summary="Recommendations for a customer, or the fallback list for an unknown one")
-    def recommendations(
+    async def recommendations(
         user_id: str = Path(..., **IdPath),
         k: int = KQuery,
         segment: Optional[str] = Query(None, max_length=ID_MAX, pattern=ID_PATTERN,
                                        description="the customer's segment (e.g. country), used when they "
                                                    "have no personal list"),
-        client: LookupClient = Depends(get_client),
-    ) -> Recommendations:
-        found = client.recommendations(user_id, k, segment=segment)
+    ):
+        client = get_client()
+        found = await client.recommendations(user_id, k, segment=segment)
         metrics.seen_version(found.version)
         if found.fallback:
             metrics.fallback(found.source)
-        return Recommendations(user_id=user_id, k=k, source=found.source, fallback=found.fallback,
-                               version=found.version,
-                               items=_product_list(client, found.items, found.scores, found.tags))
+        return JSONResponse({"user_id": user_id, "k": k, "source": found.source, "fallback": found.fallback,
+                             "version": found.version, "items": await _product_list(client, found)})
 
     @app.get("/v1/items/{item_id}/similar", response_model=SimilarItems,
              responses={404: {"model": ErrorBody, "description": "unknown item"}, **ERRORS},
              summary="Items similar to an item")
-    def similar(item_id: str = Path(..., **IdPath), k: int = KQuery,
-                client: LookupClient = Depends(get_client)):
-        found = client.similar(item_id, k)
+    async def similar(item_id: str = Path(..., **IdPath), k: int = KQuery):
+        client = get_client()
+        found = await client.similar(item_id, k)
         if found is None:
             return JSONResponse({"detail": f"unknown item {item_id!r}: it has no similar-items list "
                                            f"in the published version"}, status_code=404)
         metrics.seen_version(found.version)
-        return SimilarItems(item_id=item_id, k=k, version=found.version,
-                            items=_product_list(client, found.items, found.scores, found.tags))
+        return JSONResponse({"item_id": item_id, "k": k, "version": found.version,
+                             "items": await _product_list(client, found)})
 
     @app.get("/v1/items/{item_id}", response_model=ItemDetails,
              responses={404: {"model": ErrorBody, "description": "unknown item"}, **ERRORS},
              summary="Title, price and category of an item")
-    def item(item_id: str = Path(..., **IdPath), client: LookupClient = Depends(get_client)):
-        version = client.current_version()
+    async def item(item_id: str = Path(..., **IdPath)):
+        client = get_client()
+        version = await client.current_version()
         if version is None:
             raise NoPublishedVersion(NOTHING_PUBLISHED)
-        details = client.item_details([item_id]).get(item_id)
+        details = (await client.item_details([item_id], version=version)).get(item_id)
         if details is None:
             return JSONResponse({"detail": f"unknown item {item_id!r}"}, status_code=404)
-        return ItemDetails(item_id=item_id, title=details.get("title"), price=details.get("price"),
-                           category=details.get("category"), version=version)
+        return JSONResponse({"item_id": item_id, "title": details.get("title"), "price": details.get("price"),
+                             "category": details.get("category"), "version": version})
 
     @app.get("/v1/demo/users", response_model=DemoUsers, responses=ERRORS,
              summary="A few customer ids of the current version, for the demo page")
-    def demo_users(n: int = Query(10, ge=1, le=DEMO_USERS_MAX), client: LookupClient = Depends(get_client)):
-        version = client.current_version()
+    async def demo_users(n: int = Query(10, ge=1, le=DEMO_USERS_MAX)):
+        client = get_client()
+        version = await client.current_version()
         if version is None:
             raise NoPublishedVersion(NOTHING_PUBLISHED)
-        return DemoUsers(version=version, user_ids=sample_user_ids(client.r, client.ks, version, n))
+        if isinstance(client, _InThreads):
+            ids = await run_in_threadpool(sample_user_ids, client.client.r, client.client.ks, version, n)
+        else:
+            ids = await sample_user_ids_async(client.r, client.ks, version, n)
+        return DemoUsers(version=version, user_ids=ids)
 
     # ---- operations ---------------------------------------------------------------------
 
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True, responses={503: {"model": Health}},
              summary="200 when Redis answers and a version is published, else 503")
-    def healthz(client: LookupClient = Depends(get_client)):
+    async def healthz():
         try:
-            version = client.current_version()
+            version = await get_client().current_version()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             metrics.redis_error()
             return JSONResponse(Health(status="unavailable", redis="down", detail=f"{UNAVAILABLE}: {exc}")
@@ -427,13 +499,13 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text exposition",
              responses={200: {"content": {"text/plain": {}}}})
-    def prometheus_metrics():
+    async def prometheus_metrics():
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # ---- demo page ----------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
-    def index():
+    async def index():
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -443,12 +515,10 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
 
 # --------------------------------------------------------------------------- python -m serving.app
 
+_ARGV_ENV = "RECO_SERVING_APP_ARGV"   # hands the command line to --workers' worker processes
 
-def main(argv: Optional[List[str]] = None) -> None:
-    import uvicorn
 
-    from serving.connection import connect
-
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serving.app", description=__doc__.split("\n")[0])
     p.add_argument("--redis-url", required=True, help="e.g. redis://127.0.0.1:6390/0 (password: $REDIS_PASSWORD)")
     p.add_argument("--namespace", default="reco", help="key prefix the publisher used (default: reco)")
@@ -456,16 +526,42 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--socket-timeout", type=float, default=1.0, help="seconds per Redis call (default: 1)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p.add_argument("--workers", type=int, default=1,
+                   help="uvicorn worker processes (default: 1); each has its own Redis connections and "
+                        "item cache, and /metrics counts the worker that answers it")
+    p.add_argument("--access-log", action="store_true",
+                   help="log one line per request (off by default: it costs CPU per request; /metrics counts them)")
+    return p
 
+
+def _build_app(args: argparse.Namespace) -> FastAPI:
     ks = KeySpace(namespace=args.namespace, n_shards=args.n_shards)
 
-    def build() -> LookupClient:
-        r = connect(args.redis_url, password=os.environ.get("REDIS_PASSWORD"), socket_timeout=args.socket_timeout)
-        return LookupClient(r, ks)
+    def build() -> AsyncLookupClient:
+        r = connect_async(args.redis_url, password=os.environ.get("REDIS_PASSWORD"),
+                          socket_timeout=args.socket_timeout)
+        return AsyncLookupClient(r, ks)
 
-    uvicorn.run(create_app(build), host=args.host, port=args.port)
+    return create_app(build)
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``--workers`` process (uvicorn imports it by name in each)."""
+    return _build_app(_parser().parse_args(json.loads(os.environ[_ARGV_ENV])))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    import uvicorn
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common = dict(host=args.host, port=args.port, access_log=args.access_log)
+    if args.workers > 1:
+        os.environ[_ARGV_ENV] = json.dumps(argv)
+        uvicorn.run("serving.app:worker_app", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(_build_app(args), **common)
 
 
 if __name__ == "__main__":

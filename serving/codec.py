@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
 
 LIST_FORMAT = 1
 SCORE_DECIMALS = 4
@@ -35,6 +38,7 @@ INT_META_FIELDS = ("keys", "bytes", "n_shards", "count_u", "count_s", "count_i",
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _loads = json.loads
+_JSON_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # what JSON escapes in a string when ensure_ascii is off
 
 
 class RankedList(NamedTuple):
@@ -56,20 +60,66 @@ def encode_list(items: Sequence[str], scores: Sequence[float], tags: Union[Seque
     if len(scores) != n or len(tags) != n:
         raise ValueError(f"a ranked list needs as many scores and tags as items: "
                          f"{n} items, {len(scores)} scores, {len(tags)} tags")
-    rounded = []
-    for s in scores:
-        f = float(s)
-        if not math.isfinite(f):
-            raise ValueError(f"scores must be finite numbers, got {s!r} (items {list(items)[:5]}...)")
-        rounded.append(round(f, SCORE_DECIMALS))
-    for it in items:
-        if not isinstance(it, str):
-            raise ValueError(f"item ids must be strings, got {type(it).__name__}: {it!r}")
+    rounded = _round_scores(scores)
+    if rounded is None:  # not a flat array of real numbers, or not all finite: the exact per-score path
+        rounded = []
+        for s in scores:
+            f = float(s)
+            if not math.isfinite(f):
+                raise ValueError(f"scores must be finite numbers, got {s!r} (items {list(items)[:5]}...)")
+            rounded.append(round(f, SCORE_DECIMALS))
+    if set(map(type, items)) - {str}:  # exact types first: one pass in C for the usual all-str list
+        for it in items:
+            if not isinstance(it, str):
+                raise ValueError(f"item ids must be strings, got {type(it).__name__}: {it!r}")
     try:
-        t: Union[str, List[str]] = "".join([TAG_CODES[x] for x in tags])
+        t: Union[str, List[str]] = "".join(map(TAG_CODES.__getitem__, tags))
     except KeyError:
         t = [str(x) for x in tags]
-    return _dumps({"v": LIST_FORMAT, "i": list(items), "s": rounded, "t": t}).encode("utf-8")
+    joined = '","'.join(items)
+    if _JSON_ESCAPE.search(joined):  # an id JSON must escape: let the encoder do it
+        return _dumps({"v": LIST_FORMAT, "i": list(items), "s": rounded, "t": t}).encode("utf-8")
+    # what _dumps writes for this dict, without its per-element type dispatch (float.__repr__ is its float format)
+    return (f'{{"v":{LIST_FORMAT},"i":[' + (f'"{joined}"' if n else "") + '],"s":['
+            + ",".join(map(float.__repr__, rounded)) + '],"t":' + _dumps(t) + "}").encode("utf-8")
+
+
+_SCALE = 10.0 ** SCORE_DECIMALS
+
+
+def _round_scores(scores: Sequence[float]) -> Optional[List[float]]:
+    """``[round(float(s), 4) for s in scores]`` with numpy, bit for bit; None when that is not sure.
+
+    Python's ``round(x, 4)`` is correctly rounded: the nearest double to the decimal
+    ``n / 10**4``, ``n`` being exact ``x * 10**4`` rounded half to even. ``t = x * 1e4``
+    in floating point is within half an ulp of the exact product, so where ``t`` is
+    further than a few ulps from a half-integer, ``rint(t)`` is that same ``n``; and
+    ``n / 1e4`` is one IEEE division of two exact values, hence the same nearest
+    double. Scores near a tie (or huge) go through ``round`` itself.
+
+    Returns None (the caller takes the exact per-score path, with its errors) when
+    ``scores`` is not a flat sequence of ints, bools or floats, or holds a NaN or an
+    infinity.
+    """
+    try:
+        a = np.asarray(scores)
+    except (TypeError, ValueError):
+        return None
+    if a.ndim != 1 or a.dtype.kind not in "fiub":
+        return None
+    t = a.astype(np.float64) * _SCALE
+    n = np.rint(t)
+    # |t - n| (exact) is t's distance to the nearest integer; at least a few ulps below one half means no tie.
+    # False for NaN and inf, and for |t| >= 2**45 where a double has no fraction bits to spare.
+    sure = np.abs(t - n) + np.abs(t) * 2.0 ** -46 < 0.5 - 2.0 ** -60
+    out = (n / _SCALE).tolist()
+    if not sure.all():
+        for i in np.flatnonzero(~sure).tolist():
+            f = float(a[i])  # a holds the scores as given (float32, int64, ...): float() as the loop does
+            if not math.isfinite(f):
+                return None
+            out[i] = round(f, SCORE_DECIMALS)
+    return out
 
 
 def decode_list(data: Union[bytes, str]) -> RankedList:

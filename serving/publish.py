@@ -16,6 +16,11 @@ Records arrive as an iterable of chunks; each chunk is a sequence of
 items), ``i`` (item details) or ``f`` (fallback list: ``global``,
 ``segment:<name>``, ...). Values come from :mod:`serving.codec`. Only one chunk
 is held at a time; chunks of 5k-50k records load fastest.
+
+The loader writes MSETNX commands it packs itself (RESP bytes, one buffer per
+round trip) on one connection of the client's pool, with the client's retry
+policy: redis-py's pipeline spends more time building commands than redis
+spends running them.
 """
 from __future__ import annotations
 
@@ -49,6 +54,8 @@ RESERVED_META = {"version", "namespace", "n_shards", "complete", "checksum", "ke
                  "started_at", "count_u", "count_s", "count_i", "count_f"}
 LOG_EVERY_S = 5.0
 _MASK64 = (1 << 64) - 1
+CHECKSUM_FORMAT = "crc1"  # prefix of the checksums this publisher writes (see _Loader.checksum)
+_CRLF = b"\r\n"
 
 
 @dataclass
@@ -73,6 +80,43 @@ class BadRecords(PublishError):
     """The records are invalid (bad kind, id or value, an id twice); the message names the record."""
 
 
+class _Group:
+    """One hash tag's records of a chunk: key -> value, and their packed RESP bytes (3 pieces a key)."""
+    __slots__ = ("values", "resp")
+
+    def __init__(self) -> None:
+        self.values: Dict[str, bytes] = {}
+        self.resp: List[bytes] = []
+
+
+def _round_trip(r: redis.Redis, payload: bytes, n_replies: int) -> List[Any]:
+    """Send ``payload`` (packed commands) on one connection of ``r`` and read ``n_replies`` replies.
+
+    Uses ``r``'s retry policy like its pipelines do: after a connection error or
+    timeout the connection is dropped and the whole payload is sent again, so the
+    commands must be safe to repeat (MSETNX is, see :meth:`_Loader._recheck`). A
+    reply that is an error raises ``redis.ResponseError``; the connection, with
+    replies still unread, is then dropped."""
+    pool = r.connection_pool
+    conn = r.connection or pool.get_connection()
+
+    def attempt() -> List[Any]:
+        conn.send_packed_command([payload])
+        return [conn.read_response() for _ in range(n_replies)]
+
+    def failed(error: Exception) -> None:
+        conn.disconnect()
+
+    try:
+        return conn.retry.call_with_retry(attempt, failed)
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        if r.connection is None:
+            pool.release(conn)
+
+
 class _Loader:
     """Reads the chunks once: validates, counts, checksums, samples, and (unless dry) writes them."""
 
@@ -83,19 +127,37 @@ class _Loader:
         self.counts: Dict[str, int] = {k: 0 for k in KINDS}
         self.n_bytes = 0
         self.keys_written = 0  # acknowledged by redis
-        self.sum64 = 0  # order-independent checksum: sum of per-record hashes (sha256 of key \0 value, 64 bits)
+        # order-independent checksum: sums of h and h*h over the records, h = crc32 of kind \0 id \0 value
+        self.sum1 = self.sum2 = 0
+        self.legacy_sum64: Optional[int] = None  # set by run(legacy_checksum=True)
         self.sample: List[Tuple[str, bytes]] = []
         self.rng = random.Random(version)
         self.seen = 0
 
     @property
     def checksum(self) -> str:
-        return f"{self.sum64:016x}-{self.seen}"
+        """``crc1:<sum of h>-<sum of h*h>-<records>`` (hex sums mod 2**64): equal for the same records
+        in any chunking and order. It covers kinds, ids and values, not key names."""
+        return f"{CHECKSUM_FORMAT}:{self.sum1 & _MASK64:016x}-{self.sum2 & _MASK64:016x}-{self.seen}"
 
-    def run(self, records: Iterable[Sequence[Record]], write: bool) -> None:
+    @property
+    def legacy_checksum(self) -> str:
+        """The checksum earlier publishers stored (sum of sha256 of key \\0 value, 64 bits), for republish."""
+        return f"{(self.legacy_sum64 or 0) & _MASK64:016x}-{self.seen}"
+
+    def checksum_like(self, stored: Optional[str]) -> str:
+        """Our checksum in the format of ``stored`` (a version's meta), so the two can be compared."""
+        return self.legacy_checksum if stored and _is_legacy_checksum(stored) else self.checksum
+
+    def run(self, records: Iterable[Sequence[Record]], write: bool, legacy_checksum: bool = False) -> None:
+        """Read every chunk; ``write``: load it; ``legacy_checksum``: also compute :attr:`legacy_checksum`."""
         t0 = last_log = time.monotonic()
+        if legacy_checksum:
+            self.legacy_sum64 = 0
         for chunk_no, chunk in enumerate(records):
-            groups = self._prepare(chunk_no, chunk)
+            groups = self._prepare(chunk_no, chunk, write)
+            if legacy_checksum:
+                self._legacy_sum(chunk)
             if write:
                 self._write(groups)
                 if self.progress is not None:
@@ -108,15 +170,16 @@ class _Loader:
                 log.info("publish %s: %s %d keys (%.1f MB) in %.1f s", self.version,
                          "wrote" if write else "checked", self.seen, self.n_bytes / 1e6, now - t0)
 
-    def _prepare(self, chunk_no: int, chunk: Sequence[Record]) -> Dict[str, Dict[str, bytes]]:
-        """Validate one chunk and group its keys by hash tag (one slot per MSETNX).
+    def _prepare(self, chunk_no: int, chunk: Sequence[Record], pack: bool = True) -> Dict[str, "_Group"]:
+        """Validate one chunk and group its keys by hash tag (one slot per MSETNX); ``pack``: also
+        build each record's RESP bytes (``$len key $len value``) for :meth:`_write`.
 
         The per-record work is inlined: it runs for every key of a publish."""
-        ns, version, n_shards = self.ks.namespace, self.version, self.ks.n_shards
-        groups: Dict[str, Dict[str, bytes]] = {}
+        version = self.version
+        key_of = self.ks.key
+        groups: Dict[str, _Group] = {}
         counts, sample, size, rand = self.counts, self.sample, self.sample_size, self.rng.random
-        seen, n_bytes, sum64 = self.seen, self.n_bytes, self.sum64
-        sha256, from_bytes = hashlib.sha256, int.from_bytes
+        seen, n_bytes, sum1, sum2 = self.seen, self.n_bytes, self.sum1, self.sum2
         for pos, rec in enumerate(chunk):
             try:
                 kind, id_, value = rec
@@ -131,21 +194,28 @@ class _Loader:
                 raise BadRecords(f"publish of version {version}: record {pos} of chunk {chunk_no} is invalid "
                                  f"({e}): {rec!r:.160}. Nothing was switched and the loaded keys were deleted; "
                                  "fix the input and rerun") from None
-            key_bytes = id_.encode("utf-8")
-            tag = f"{version}:f" if kind == "f" else f"{version}:{crc32(key_bytes) % n_shards}"
-            key = f"{ns}:{{{tag}}}:{kind}:{id_}"
+            key = key_of(version, kind, id_)
+            # the hash tag as Redis Cluster reads it: from the first { to the next }
+            open_ = key.find("{")
+            close = key.find("}", open_ + 1) if open_ >= 0 else -1
+            tag = key[open_ + 1:close] if close > open_ + 1 else key
             group = groups.get(tag)
             if group is None:
-                group = groups[tag] = {}
-            elif key in group:
+                group = groups[tag] = _Group()
+            elif key in group.values:
                 raise BadRecords(f"publish of version {version}: chunk {chunk_no} holds {KIND_NAMES[kind]} "
                                  f"id {id_!r} twice; each id must appear once. Nothing was switched and the loaded "
                                  "keys were deleted")
-            group[key] = value
+            group.values[key] = value
+            if pack:
+                key_bytes = key.encode("utf-8")
+                group.resp += (b"$%d\r\n%b\r\n$%d\r\n" % (len(key_bytes), key_bytes, len(value)), value, _CRLF)
             counts[kind] += 1
             n_bytes += len(value)
-            # the key holds kind and id and has no \0 (printable); sha256 is the fastest hashlib hash here
-            sum64 = (sum64 + from_bytes(sha256(key.encode("utf-8") + b"\0" + value).digest()[:8], "little")) & _MASK64
+            # ids are printable (no \0), so kind \0 id \0 value is unambiguous
+            h = crc32(value, crc32(f"{kind}\0{id_}\0".encode("utf-8")))
+            sum1 += h
+            sum2 += h * h
             seen += 1
             if len(sample) < size:
                 sample.append((key, value))
@@ -153,34 +223,61 @@ class _Loader:
                 j = int(rand() * seen)  # reservoir sampling: keep each record with probability size/seen
                 if j < size:
                     sample[j] = (key, value)
-        self.seen, self.n_bytes, self.sum64 = seen, n_bytes, sum64
+        self.seen, self.n_bytes, self.sum1, self.sum2 = seen, n_bytes, sum1 & _MASK64, sum2 & _MASK64
         return groups
 
-    def _write(self, groups: Dict[str, Dict[str, bytes]]) -> None:
-        """MSETNX per hash tag, ``batch_keys`` keys per pipelined round trip.
+    def _legacy_sum(self, chunk: Sequence[Record]) -> None:
+        """Add the chunk to the checksum of earlier publishers: sha256 of the key, as they named it
+        (``ns:{version:shard}:kind:id``, ``ns:{version:f}:f:name``), \\0 and the value. Records are valid
+        (``_prepare`` ran first)."""
+        ns, version, n_shards = self.ks.namespace, self.version, self.ks.n_shards
+        total = self.legacy_sum64 or 0
+        for kind, id_, value in chunk:
+            tag = f"{version}:f" if kind == "f" else f"{version}:{crc32(id_.encode('utf-8')) % n_shards}"
+            key = f"{ns}:{{{tag}}}:{kind}:{id_}"
+            total += int.from_bytes(hashlib.sha256(key.encode("utf-8") + b"\0" + value).digest()[:8], "little")
+        self.legacy_sum64 = total & _MASK64
+
+    def _write(self, groups: Dict[str, "_Group"]) -> None:
+        """MSETNX per hash tag, about ``batch_keys`` keys per round trip.
 
         MSETNX rather than MSET: a key that already exists means the same id came
         twice in different chunks (caught here instead of silently overwritten),
-        or that redis-py resent a pipeline after a dropped connection (then the
+        or that a round trip was sent again after a dropped connection (then the
         values are ours and the part is written again)."""
-        pipe = self.r.pipeline(transaction=False)
+        header = b"*%d\r\n$6\r\nMSETNX\r\n"
+        step = self.batch_keys
+        batch: List[bytes] = []
         parts: List[Dict[str, bytes]] = []
         pending = 0
         for group in groups.values():
-            items = list(group.items())
-            for i in range(0, len(items), self.batch_keys):
-                part = dict(items[i:i + self.batch_keys])
-                pipe.msetnx(part)
-                parts.append(part)
-                pending += len(part)
-                if pending >= self.batch_keys:
-                    self._flush(pipe, parts)
-                    parts, pending = [], 0
+            values = group.values
+            if len(values) <= step:
+                parts.append(values)
+                batch.append(header % (2 * len(values) + 1))
+                batch += group.resp
+                pending += len(values)
+            else:
+                keys = list(values)
+                for i in range(0, len(keys), step):
+                    part = {k: values[k] for k in keys[i:i + step]}
+                    parts.append(part)
+                    batch.append(header % (2 * len(part) + 1))
+                    batch += group.resp[3 * i:3 * (i + len(part))]
+                    pending += len(part)
+                    if pending >= step:
+                        self._flush(batch, parts)
+                        batch, parts, pending = [], [], 0
+            if pending >= step:
+                self._flush(batch, parts)
+                batch, parts, pending = [], [], 0
         if parts:
-            self._flush(pipe, parts)
+            self._flush(batch, parts)
 
-    def _flush(self, pipe: Any, parts: List[Dict[str, bytes]]) -> None:
-        results = pipe.execute()
+    def _flush(self, batch: List[bytes], parts: List[Dict[str, bytes]]) -> None:
+        """Send the packed commands in one buffer, read one reply per part; then recheck refused parts."""
+        payload = b"".join(batch)
+        results = _round_trip(self.r, payload, len(parts))
         for part, ok in zip(parts, results):
             if not ok:
                 self._recheck(part)
@@ -216,6 +313,12 @@ class _Loader:
             if problem:
                 problems.append(str(problem))
         return problems
+
+
+def _is_legacy_checksum(checksum: str) -> bool:
+    """Whether ``checksum`` has the format of publishers before ``crc1`` (``<16 hex>-<records>``)."""
+    head, _, count = checksum.partition("-")
+    return len(head) == 16 and count.isdigit() and all(c in "0123456789abcdef" for c in head)
 
 
 def _check_args(version: str, metadata: Mapping[str, Any], expected: Optional[Mapping[str, int]],
@@ -272,18 +375,19 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
             meta = read_meta(r, ks, version)
             loader = _Loader(r, ks, version, batch_keys, sample, progress, lock)
             if is_complete(meta):
-                loader.run(records, write=False)
-                if loader.checksum != meta.get("checksum"):
+                stored = meta.get("checksum")
+                loader.run(records, write=False, legacy_checksum=bool(stored) and _is_legacy_checksum(stored))
+                if loader.checksum_like(stored) != stored:
                     raise PublishError(
                         f"version {version} is already published on {where} with other content (checksum "
-                        f"{meta.get('checksum')} there, {loader.checksum} now); publish under a new version id, "
+                        f"{stored} there, {loader.checksum_like(stored)} now); publish under a new version id, "
                         f"or delete_version {version} first (not possible while readers use it)")
                 switched = True
                 mark_current(r, ks, version)
                 deleted = prune(r, ks, keep)
                 log.info("version %s was already complete with the same content; readers now on it", version)
                 return PublishResult(version, 0, 0, time.monotonic() - t0, True, deleted, previous,
-                                     dict(loader.counts), loader.checksum)
+                                     dict(loader.counts), stored)
             if version == previous:
                 raise PublishError(f"version {version} is what readers use on {where}, but its metadata "
                                    f"{ks.meta(version)} does not say complete=1 (deleted by hand?); publishing "

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import NOTHING_PUBLISHED, create_app
-from serving.client import LookupClient
+from serving.client import AsyncLookupClient, LookupClient, connect_async
 from serving.codec import encode_item, encode_list
 from serving.connection import connect
 from serving.publish import publish_version
@@ -57,10 +57,18 @@ def published(r, ks) -> LookupClient:
     return LookupClient(r, ks)
 
 
-@pytest.fixture
-def api(published) -> Iterator[TestClient]:
-    with TestClient(create_app(published)) as client:
+@pytest.fixture(params=["async", "blocking"])
+def api(request, published, redis_server, ks) -> Iterator[TestClient]:
+    """The service on the asyncio client (what `python -m serving.app` runs) and on the
+    blocking one (`reco serve`, on the thread pool): every API test runs on both."""
+    if request.param == "blocking":
+        with TestClient(create_app(published)) as client:
+            yield client
+        return
+    reader = AsyncLookupClient(connect_async(redis_server), ks)
+    with TestClient(create_app(reader)) as client:
         yield client
+        client.portal.call(reader.aclose)  # its connections belong to the TestClient's event loop
 
 
 def titles(body: dict) -> List:
@@ -300,12 +308,16 @@ def closed_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
-def test_redis_down_is_503_never_500(ks, closed_port):
+@pytest.mark.parametrize("kind", ["async", "blocking"])
+def test_redis_down_is_503_never_500(ks, closed_port, kind):
     built = []
 
     def factory():  # called once, lazily: the app starts while redis is down
         built.append(1)
-        return LookupClient(connect(f"redis://127.0.0.1:{closed_port}/0", socket_timeout=0.5, retries=0), ks)
+        url = f"redis://127.0.0.1:{closed_port}/0"
+        if kind == "async":
+            return AsyncLookupClient(connect_async(url, socket_timeout=0.5, retries=0), ks)
+        return LookupClient(connect(url, socket_timeout=0.5, retries=0), ks)
 
     app = create_app(factory)
     with TestClient(app) as api:

@@ -1,8 +1,10 @@
-"""LookupClient against a real redis-server."""
+"""LookupClient and AsyncLookupClient against a real redis-server."""
+import asyncio
+
 import pytest
 import redis
 
-from serving.client import LookupClient, NoPublishedVersion
+from serving.client import AsyncLookupClient, ItemCache, LookupClient, NoPublishedVersion, connect_async
 from serving.codec import encode_item, encode_list
 from serving.connection import connect
 from serving.keys import KeySpace
@@ -99,3 +101,79 @@ def test_redis_errors_propagate(ks):
     c = LookupClient(connect(f"redis://127.0.0.1:{free_port()}/0", retries=0, socket_timeout=0.5), ks)
     with pytest.raises(redis.ConnectionError):
         c.recommendations("u1", 3)
+
+
+def test_item_details_are_cached_per_version(published, r, ks, redis_server):
+    port = int(redis_server.rsplit(":", 1)[1].split("/")[0])
+    pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=port)
+    c = LookupClient(redis.Redis(connection_pool=pool), ks)
+    ids = ["i1", "unknown", "i2"]
+    first = c.item_details(ids)
+    CountingConnection.sends = 0
+    assert c.item_details(ids) == first == {"i1": {"title": "item 1 (v1)", "price": 1.5, "category": "c"},
+                                            "i2": {"title": "item 2 (v1)", "price": 2.5, "category": "c"}}
+    assert CountingConnection.sends == 1                 # the pointer only: known and unknown ids were cached
+    CountingConnection.sends = 0
+    assert c.item_details(ids, version="v1") == first and CountingConnection.sends == 0
+    first["i1"]["title"] = "changed by the caller"       # answers are copies, the cache is not touched
+    assert c.item_details(["i1"])["i1"]["title"] == "item 1 (v1)"
+    # a new version answers from its own keys, never from the old version's cache
+    publish_version(r, ks, "v2", chunks("v2"), {"run_id": "r2"})
+    assert c.item_details(["i1"]) == {"i1": {"title": "item 1 (v2)", "price": 1.5, "category": "c"}}
+    pool.disconnect()
+
+
+def test_a_version_published_again_under_its_id_is_not_answered_from_the_cache(r, ks):
+    from serving.codec import encode_item
+    from serving.versions import delete_version
+    glob = ("f", "global", encode_list(["a"], [1.0], ["popular"]))
+    publish_version(r, ks, "v1", [[("i", "a", encode_item({"title": "old"})), glob]], {})
+    c = LookupClient(r, ks)
+    assert c.item_details(["a"])["a"]["title"] == "old"
+    publish_version(r, ks, "v2", [[glob]], {})
+    assert c.item_details(["a"]) == {}                   # the pointer moved: v2 has no item a
+    delete_version(r, ks, "v1")
+    publish_version(r, ks, "v1", [[("i", "a", encode_item({"title": "new"})), glob]], {})
+    assert c.item_details(["a"])["a"]["title"] == "new"
+
+
+def test_item_cache_bounds():
+    cache = ItemCache(max_items=2, max_versions=2)
+    cache.store("v1", {"a": 1, "b": 2, "c": 3})          # oldest id out first
+    assert cache.split("v1", ["a", "b", "c"]) == ({"b": 2, "c": 3}, ["a"])
+    cache.store("v2", {"a": 1})
+    cache.store("v3", {"a": 1})                          # least recently used version out
+    assert cache.split("v1", ["b"]) == ({}, ["b"]) and len(cache) == 2
+
+
+def test_the_asyncio_client_answers_like_the_blocking_one(published, ks, redis_server):
+    async def answers():
+        c = AsyncLookupClient(connect_async(redis_server), ks)
+        try:
+            return [await c.recommendations("u1", 3), await c.recommendations("nobody", 2, segment="DE"),
+                    await c.similar("i4", 2), await c.similar("unknown", 2),
+                    await c.item_details(["i3", "unknown", "i1", "i3"]), await c.item_details(["i3"]),
+                    (await c.metadata())["run_id"], await c.current_version()]
+        finally:
+            await c.aclose()
+
+    expected = [published.recommendations("u1", 3), published.recommendations("nobody", 2, segment="DE"),
+                published.similar("i4", 2), published.similar("unknown", 2),
+                published.item_details(["i3", "unknown", "i1", "i3"]), published.item_details(["i3"]),
+                published.metadata()["run_id"], published.current_version()]
+    assert asyncio.run(answers()) == expected
+
+
+def test_the_asyncio_client_raises_what_the_blocking_one_raises(r, ks):
+    async def lookup(url, **kw):
+        c = AsyncLookupClient(connect_async(url, **kw), ks)
+        try:
+            return await c.recommendations("u1", 3)
+        finally:
+            await c.aclose()
+
+    kw = r.connection_pool.connection_kwargs
+    with pytest.raises(NoPublishedVersion, match="reco:current is not set"):
+        asyncio.run(lookup(f"redis://{kw['host']}:{kw['port']}/0"))
+    with pytest.raises(redis.ConnectionError):
+        asyncio.run(lookup(f"redis://127.0.0.1:{free_port()}/0", retries=0, socket_timeout=0.5))

@@ -234,3 +234,34 @@ def test_fault_redis_down_during_publish_names_the_url_and_keeps_the_pointer(spa
     assert publish(r2, ks, "v2").previous_version == "v1"
     assert r2.get(ks.current) == b"v2"
     r2.close()
+
+
+def test_a_key_already_holding_the_same_bytes_is_accepted_as_a_resend(r, ks):
+    # as after a round trip sent again on a new connection: MSETNX refuses the part, the recheck finds our bytes
+    records = list(chunks("v1"))
+
+    def resent(written):
+        if written == 25:
+            r.set(ks.user("v1", "u30"), records[1][5][2])          # chunk 1's u30, byte for byte
+
+    res = publish(r, ks, "v1", progress=resent)
+    assert (res.keys_written, r.get(ks.current)) == (92, b"v1")
+    assert LookupClient(r, ks).recommendations("u30", 1).items == ["v1-u30-i0"]
+
+
+def test_a_version_with_an_old_format_checksum_is_compared_the_old_way(r, ks):
+    import hashlib
+    import zlib
+    first = publish(r, ks, "v1")
+    assert first.checksum.startswith("crc1:")
+    legacy = 0                                                       # what publishers before crc1 stored
+    for chunk in chunks("v1"):
+        for kind, id_, value in chunk:
+            tag = "v1:f" if kind == "f" else f"v1:{zlib.crc32(id_.encode()) % ks.n_shards}"
+            digest = hashlib.sha256(f"reco:{{{tag}}}:{kind}:{id_}".encode() + b"\0" + value).digest()
+            legacy = (legacy + int.from_bytes(digest[:8], "little")) % 2 ** 64
+    r.hset(ks.meta("v1"), "checksum", f"{legacy:016x}-92")
+    again = publish(r, ks, "v1")
+    assert (again.skipped, again.checksum) == (True, f"{legacy:016x}-92")
+    with pytest.raises(PublishError, match="already published .* with other content"):
+        publish(r, ks, "v1", tag="other")
