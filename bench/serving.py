@@ -360,7 +360,7 @@ def run_publish(r, port: int, n_users: int, list_len: int, n_catalog: int) -> Tu
         "ratio_raw_mset_vs_benchmark": round(n_users / raw_s / ceiling, 2),
         "meets_half": keys_per_s >= 0.5 * ceiling,
         "phases_s": {
-            "prepare (validate, group by shard, sha256 checksum, sample)": round(phases.spent.get("_prepare", 0), 1),
+            "prepare (validate, group by shard, checksum, sample)": round(phases.spent.get("_prepare", 0), 1),
             "write (MSETNX pipelines: client packing + round trips)": round(phases.spent.get("_write", 0), 1),
             "verify (counts + read back 100 sampled keys)": round(phases.spent.get("verify", 0), 2),
             "other (lock, meta, pointer switch, prune)": round(other, 2)},
