@@ -44,3 +44,13 @@ def events_expectations(limits: QualityLimits) -> List[gxe.Expectation]:
     add(gxe.ExpectColumnValuesToBeInSet(column="_bad_price", value_set=[False]))
     add(gxe.ExpectColumnValuesToBeUnique(column="raw"))
     return out
+
+
+def silver_day_expectations(strength_max: float = 1.0) -> List[gxe.Expectation]:
+    """The post-ingest suite on one day of ``silver_interactions``: what every accepted row must hold."""
+    out: List[gxe.Expectation] = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    for col in ("item_id", "event_type", "event_time", "event_date", "strength", "batch_id"):
+        out.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
+    out.append(gxe.ExpectColumnValuesToBeBetween(column="strength", min_value=0, max_value=strength_max))
+    out.append(gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES) + ["return"]))
+    return out

@@ -3,14 +3,18 @@
     reco ingest   --source S [--date D] [--path P] [--dry-run]
     reco validate --source S [--date D] [--path P]     (checks only, writes no table)
     reco features [--date D]
-    reco train    [--date D] [--no-register]            (two-tower + baselines, MLflow, promotion gate)
+    reco check    --source S [--date D]                 (post-ingest checks of the day: the nightly's validate step)
+    reco train    [--date D] [--no-register] [--no-gate] (two-tower + baselines, MLflow, promotion gate)
+    reco gate     [--date D]                             (gate the version `train --no-gate` registered)
     reco benchmark --train F [--valid F] --users F --k 20 --out recs.csv [--items F] [--test F]
                    [--exclude-seen] [--value MODE]       (the model on any split, from plain files)
     reco score    [--date D]                             (every user's list, similar items, fallback lists)
     reco publish  [--date D] | --rollback | --list       (versioned bulk load into Redis, atomic switch)
     reco serve    [--host H] [--port P]                  (HTTP lookup service and demo page)
     reco redis    start | stop | status                  (the embedded local redis-server)
-    reco run      [--source S] [--date D]              (the nightly pipeline end to end)
+    reco report   [--date D]                             (the run's summary: tables, model, Redis, lookup)
+    reco hourly   ingest|refresh|score|publish --start T --end T [--source S]   (the hourly path, one step)
+    reco run      [--source S] [--date D] [--no-airflow] (the nightly pipeline end to end, through Airflow)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
 
@@ -54,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="check only; write no table")
     sp = sub.add_parser("validate", help="check a batch against the quality rules and GX suite; write nothing")
     source_args(sp)
+    sp = sub.add_parser("check", help="post-ingest checks of a run date (ingest succeeded, events on the day, "
+                                      "silver suite)")
+    source_args(sp, with_path=False)
     sp = sub.add_parser("features", help="build id maps and gold feature tables as of a date")
     sp.add_argument("--date", type=_date)
     sp.add_argument("--source", help="source whose default run date to use (synthetic)")
@@ -62,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--date", type=_date)
     sp.add_argument("--source", help="source whose default run date to use (synthetic)")
     sp.add_argument("--no-register", action="store_true", help="evaluate only: log nothing to MLflow")
+    sp.add_argument("--no-gate", action="store_true", help="register the model as challenger only; "
+                                                            "`reco gate` decides (the nightly DAG's split)")
+    sp = sub.add_parser("gate", help="gate the model version registered for a date: champion or not")
+    sp.add_argument("--date", type=_date)
+    sp.add_argument("--source", help="source whose default run date to use (synthetic)")
+    sp = sub.add_parser("report", help="print the run's summary (tables, MLflow, Redis, a sample lookup)")
+    sp.add_argument("--date", type=_date)
+    sp.add_argument("--source", help="source whose default run date to use (synthetic)")
+    sp = sub.add_parser("hourly", help="one step of the hourly path for a data interval [start, end)")
+    sp.add_argument("step", choices=["ingest", "refresh", "score", "publish"])
+    sp.add_argument("--start", required=True, help="interval start, ISO timestamp (UTC when no offset)")
+    sp.add_argument("--end", required=True, help="interval end, ISO timestamp")
+    sp.add_argument("--source", help="source name from conf (default: orchestration.source or default_source)")
     sp = sub.add_parser("benchmark", help="train and recommend on a split given as files (reads nothing else)")
     sp.add_argument("--train", required=True, help="interactions: user,item[,timestamp][,value] (CSV/TSV, .gz ok)")
     sp.add_argument("--valid", help="validation interactions (early stopping, history mode and blend weight "
@@ -90,8 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, help="default: serving.port")
     sp = sub.add_parser("redis", help="start, stop or check the embedded local redis-server")
     sp.add_argument("action", choices=["start", "stop", "status"])
-    sp = sub.add_parser("run", help="run the nightly pipeline end to end")
+    sp = sub.add_parser("run", help="run the nightly pipeline end to end (the nightly DAG, through Airflow)")
     source_args(sp, with_path=False)
+    sp.add_argument("--no-airflow", action="store_true", help="run the same steps in this process, without Airflow")
     sp = sub.add_parser("sql", help="run one query from sql/ against the lakehouse tables")
     sp.add_argument("file", help="a .sql file (path, or a name in sql/)")
     sp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -132,16 +153,30 @@ def _dispatch(args, cfg) -> int:
         return commands.redis_server(cfg, args.action)
     if args.command == "publish" and (args.rollback or args.list):
         return commands.publish_admin(cfg, rollback=args.rollback)
-    source = getattr(args, "source", None) or cfg.default_source
+    source = getattr(args, "source", None) or cfg.orchestration.source or cfg.default_source
     cfg.source(source)  # fail early on an unknown name
+    if args.command == "hourly":
+        from jobs.hourly import parse_window
+        parse_window(args.start, args.end)   # a bad window fails before Spark starts
+    if args.command == "run" and not args.no_airflow:
+        from jobs.airflow_tasks import run_nightly
+        return run_nightly(cfg, source, args.date or commands.default_date(cfg, source))
     spark = build_spark(cfg)
     t0 = time.time()
     if args.command in ("ingest", "validate"):
         commands.ingest(spark, cfg, source, args.date, args.path, dry_run=getattr(args, "dry_run", False) or args.command == "validate")
     elif args.command == "features":
         commands.features(spark, cfg, source, args.date, args.maintain)
+    elif args.command == "check":
+        commands.check(spark, cfg, source, args.date)
     elif args.command == "train":
-        commands.train(spark, cfg, source, args.date, register=not args.no_register)
+        commands.train(spark, cfg, source, args.date, register=not args.no_register, gate=not args.no_gate)
+    elif args.command == "gate":
+        commands.gate(spark, cfg, source, args.date)
+    elif args.command == "report":
+        commands.report(spark, cfg, source, args.date)
+    elif args.command == "hourly":
+        commands.hourly(spark, cfg, args.step, source, args.start, args.end)
     elif args.command == "benchmark":
         commands.benchmark(spark, cfg, args)
     elif args.command == "score":

@@ -20,6 +20,10 @@ def _run_date(cfg: Config, source: str, given: Optional[date]) -> date:
     return given or default_run_date(cfg, source)
 
 
+def default_date(cfg: Config, source: str) -> date:
+    return default_run_date(cfg, source)
+
+
 def ingest(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date], path: Optional[str],
            dry_run: bool = False):
     result = ingest_batch(spark, cfg, source, _run_date(cfg, source, run_date), path, dry_run=dry_run)
@@ -42,11 +46,49 @@ def features(spark: SparkSession, cfg: Config, source: str, run_date: Optional[d
     return result
 
 
-def train(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date], register: bool = True):
+def train(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date], register: bool = True,
+          gate: bool = True):
     from jobs.train import summary_lines, train as train_model
-    result = train_model(spark, cfg, _run_date(cfg, source, run_date), register=register)
+    result = train_model(spark, cfg, _run_date(cfg, source, run_date), register=register, gate=gate)
     print("\n".join(summary_lines(result, tuple(cfg.training.ks))))
     return result
+
+
+def gate(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
+    from jobs.train import gate as gate_model
+    version, decision = gate_model(spark, cfg, _run_date(cfg, source, run_date))
+    print(f"model {cfg.mlflow.registered_model} v{version}: {decision.reason}")
+    return version, decision
+
+
+def check(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
+    from jobs.validate import check_ingested
+    res = check_ingested(spark, cfg, source, _run_date(cfg, source, run_date))
+    print(f"{source} {res['run_date']}: {res['events_on_day']} events on the day "
+          f"(trailing median {res['trailing_median']}), batch {res['batch_id']}: {res['status']}")
+    for w in res["warnings"]:
+        print(f"  warning: {w}")
+    return res
+
+
+def hourly(spark: SparkSession, cfg: Config, step: str, source: str, start: str, end: str):
+    from jobs import hourly as h
+    lo, hi = h.parse_window(start, end)
+    if step == "ingest":
+        res = h.ingest_hour(spark, cfg, source, lo, hi)
+        print(f"{source} {res.batch_id}: {res.input_rows} rows = {res.accepted_rows} accepted + "
+              f"{res.excluded_rows} excluded + {res.quarantined_rows} quarantined")
+    elif step == "refresh":
+        res = h.refresh(spark, cfg, lo, hi)
+        print(f"refreshed {res.lists} lists ({res.rows} rows) as of {res.end} on the {res.base_date} nightly")
+    elif step == "score":
+        res = h.score_hour(spark, cfg, source, lo, hi)
+        print(f"scored {res.users} active users with model v{res.model_version} ({res.score_id})")
+    else:
+        res = h.publish_hour(spark, cfg, lo, hi)
+        verb = "already published; readers on it" if res.skipped else f"published in {res.seconds:.1f}s"
+        print(f"Redis patch {res.version} over {res.base}: {verb} ({res.counts})")
+    return res
 
 
 def benchmark(spark: SparkSession, cfg: Config, args):
@@ -155,21 +197,50 @@ def sample_lookup(cfg: Config) -> str:
 
 
 def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
-    """The nightly pipeline: ingest -> features (with Delta hygiene) -> train + gate -> score -> publish."""
+    """The nightly pipeline in this process, without Airflow: ingest -> check -> features -> train -> gate ->
+    score -> publish -> report (``reco run`` drives the same steps through the Airflow DAG)."""
     d = _run_date(cfg, source, run_date)
     ingest(spark, cfg, source, d, None)
+    check(spark, cfg, source, d)
     features(spark, cfg, source, d, maintain=True)
-    result = train(spark, cfg, source, d)
+    train(spark, cfg, source, d, gate=False)
+    gate(spark, cfg, source, d)
     score(spark, cfg, source, d)
-    pub = publish(spark, cfg, source, d)
+    publish(spark, cfg, source, d)
+    report(spark, cfg, source, d)
+
+
+def report(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
+    """The run's summary: tables with counts, the MLflow run and champion, the Redis version, a sample lookup
+    and the local URLs."""
+    from mlflow import MlflowClient
+
+    from jobs.publish import keyspace, redis_client
+    from serving.versions import current_version, read_meta
+    from training.registry import CHAMPION, find_version
+    d = _run_date(cfg, source, run_date)
     print_tables(spark, cfg)
     docs = Path(cfg.quality.quality_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     print(f"\ndata-quality docs: file://{docs}")
-    print(f"MLflow: {cfg.mlflow.tracking_uri} (mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}); "
-          f"run {result.run_id}, model {cfg.mlflow.registered_model} v{result.version}"
-          f" ({'champion' if result.promoted else 'challenger only'})")
-    print(f"Redis: {cfg.redis.url} version {pub.version}; {sample_lookup(cfg)}")
+    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
+    name = cfg.mlflow.registered_model
+    version = find_version(client, name, d.isoformat())
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION).version
+    except Exception:   # noqa: BLE001 - no registered model or alias yet
+        champion = None
+    if version is not None:
+        mv = client.get_model_version(name, version)
+        print(f"MLflow: {cfg.mlflow.tracking_uri} (mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}); "
+              f"run {mv.run_id}, model {name} v{version} for {d}: {(mv.tags or {}).get('gate_reason', 'not gated')}")
+    print(f"champion: {name} v{champion}" if champion else f"champion: none yet ({name})")
+    r, ks = redis_client(cfg), keyspace(cfg)
+    current = current_version(r, ks)
+    meta = read_meta(r, ks, current) if current else {}
+    print(f"Redis: {cfg.redis.url} version {current} (run date {meta.get('run_date')}, model v{meta.get('model_version')}"
+          f"{', patch over ' + str(meta['base']) if meta.get('base') else ''}); {sample_lookup(cfg)}")
     print(f"lookup service and demo page: reco serve  ->  http://{cfg.serving.host}:{cfg.serving.port}/")
+    print(f"Airflow UI: make airflow  ->  http://127.0.0.1:8080/ (AIRFLOW_HOME {cfg.airflow_home})")
     print("query the tables: reco sql sql/daily_sales.sql   (see sql/ and docs/TABLES.md)")
 
 

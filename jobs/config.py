@@ -156,6 +156,35 @@ class ServingConfig(_Strict):
     port: int = Field(8000, gt=0, lt=65536)
 
 
+class SparkSubmitSection(_Strict):
+    """How SparkSubmitOperator runs a job (``orchestration.executor: spark_submit``)."""
+    conn_id: str = "spark_default"      # Airflow connection holding the master URL (e.g. spark://host:7077, yarn, k8s://...)
+    deploy_mode: Literal["client", "cluster"] = "client"
+    packages: List[str] = Field(default_factory=lambda: ["io.delta:delta-spark_2.13:4.4.0"])
+    conf: Dict[str, str] = Field(default_factory=dict)
+    py_files: Optional[str] = None      # e.g. a zip of the project for cluster deploy mode
+    env_vars: Dict[str, str] = Field(default_factory=dict)
+
+
+class OrchestrationConfig(_Strict):
+    """The Airflow DAGs (``dags/``): how tasks run, when, and what guards them."""
+    executor: Literal["inprocess", "spark_submit"] = "inprocess"   # inprocess: the Airflow worker runs the job
+    spark_submit: SparkSubmitSection = Field(default_factory=SparkSubmitSection)
+    source: Optional[str] = None        # source the DAGs ingest (default: default_source)
+    nightly_schedule: str = "0 2 * * *"  # cron; each run covers the day before (its data interval)
+    hourly_schedule: str = "10 * * * *"  # cron; each run covers the hour before
+    start_date: str = "2026-07-01"      # first data interval (backfills can start here)
+    pool: str = "reco_pipeline"         # one slot: nightly and hourly tasks never run at the same time
+    pool_slots: int = Field(1, gt=0)
+    retries: int = Field(2, ge=0)
+    retry_delay_s: int = Field(30, ge=0)  # doubled on each retry (exponential backoff) ...
+    max_retry_delay_s: int = Field(600, ge=0)  # ... up to this
+    task_timeout_min: int = Field(60, gt=0)    # execution_timeout of each task ...
+    train_timeout_min: int = Field(180, gt=0)  # ... except training
+    parallelism: int = Field(2, gt=0)   # Airflow core parallelism for `make airflow` (2-core machine: 2)
+    airflow_home: Optional[str] = None  # default <lakehouse.root>/_airflow (local only)
+
+
 class QualityConfig(_Strict):
     max_bad_row_share: float = Field(ge=0.0, le=1.0)
     min_event_time: str
@@ -264,6 +293,7 @@ CONTRACT_FIELDS = ("user_id", "item_id", "event_type", "value", "price", "event_
 class SourceConfig(_Strict):
     kind: Literal["csv", "synthetic"]
     path: Optional[str] = None
+    hourly_path: Optional[str] = None   # the hourly path reads this (default: path) and keeps each window's rows
     header: bool = True
     delimiter: str = ","
     names: Optional[List[str]] = None
@@ -406,6 +436,7 @@ class Config(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     default_source: str
     sources: Dict[str, SourceConfig]
 
@@ -440,6 +471,15 @@ class Config(_Strict):
             raise ConfigError("redis.data_dir must be set to a local folder when lakehouse.root is remote "
                               f"({self.lakehouse.root}) and redis.embedded is true")
         return os.path.join(self.lakehouse.root, "_redis")
+
+    @property
+    def airflow_home(self) -> str:
+        if self.orchestration.airflow_home:
+            return self.orchestration.airflow_home
+        if "://" in self.lakehouse.root:
+            raise ConfigError("orchestration.airflow_home must be set to a local folder when lakehouse.root is "
+                              f"remote ({self.lakehouse.root})")
+        return os.path.join(self.lakehouse.root, "_airflow")
 
     @property
     def redis_password(self) -> Optional[str]:
@@ -526,10 +566,14 @@ def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
     rd = data.get("redis", {})
     if isinstance(rd, dict) and rd.get("data_dir"):
         rd["data_dir"] = fix(rd["data_dir"])
+    orch = data.get("orchestration") or {}
+    if isinstance(orch, dict) and orch.get("airflow_home"):
+        orch["airflow_home"] = fix(orch["airflow_home"])
     for src in data.get("sources", {}).values():
         if isinstance(src, dict):
-            if "path" in src:
-                src["path"] = fix(src["path"])
+            for key in ("path", "hourly_path"):
+                if src.get(key):
+                    src[key] = fix(src[key])
             cat = src.get("catalog")
             if isinstance(cat, dict) and cat.get("path"):
                 cat["path"] = fix(cat["path"])

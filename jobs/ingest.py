@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
-from typing import Dict, List, Optional, Set
+from datetime import date, datetime, timedelta, timezone
+from typing import Dict, List, Optional, Set, Tuple
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -169,29 +169,67 @@ def ingest_catalog_file(spark: SparkSession, lh: Lakehouse, cfg: Config, source:
 
 # ---------------------------------------------------------------- the job
 
+def _live_synthetic(spark: SparkSession, cfg: Config, window: Tuple[datetime, datetime]) -> DataFrame:
+    """Synthetic events of the days a window touches, as if they arrived live: the same users, items and
+    behaviour as the built-in data set, at its average daily volume, drawn per day (seeded by the day),
+    so an hour's events do not depend on which window asked for them. Session ids carry the day."""
+    from dataclasses import replace
+
+    from features.synthetic import generate_events
+    base = synthetic_params(cfg)
+    per_day = max(1, round(base.n_events / base.days))
+    lo, hi = window
+    day, frames = lo.date(), []
+    while datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) < hi:
+        p = replace(base, seed=base.seed + 7919 * day.toordinal() % 1_000_003, n_events=per_day,
+                    start_date=day.isoformat(), days=1)
+        ev = generate_events(spark, p, num_partitions=2)
+        frames.append(ev.withColumn("session_id", F.concat(F.lit(f"live{day:%Y%m%d}-"), F.col("session_id"))))
+        day += timedelta(days=1)
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out
+
+
 def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: Optional[str] = None,
-           dry_run: bool = False) -> IngestResult:
-    """Ingest one batch; with ``dry_run`` only check it (GX result JSON is the one thing written)."""
+           dry_run: bool = False, window: Optional[Tuple[datetime, datetime]] = None,
+           batch_id: Optional[str] = None) -> IngestResult:
+    """Ingest one batch; with ``dry_run`` only check it (GX result JSON is the one thing written).
+
+    ``window`` = [start, end) (UTC): an incremental batch (the hourly path). Only events whose time falls
+    in it belong to the batch (rows without a readable time stay, to be quarantined); the synthetic
+    source then draws "live" events for the window instead of its fixed data set. ``batch_id`` names
+    the batch (default: from the input files' identity), so a rerun replaces it.
+    """
     src = cfg.source(source)
     lh = Lakehouse(spark, cfg)
     t0 = time.time()
 
     # 1. bronze
-    if src.kind == "synthetic":
+    if src.kind == "synthetic" and window is not None:
+        events = _live_synthetic(spark, cfg, window)
+        raw = events.select(*[
+            (F.date_format(c, "yyyy-MM-dd HH:mm:ss") if c == "event_time" else F.col(c).cast("string")).alias(c)
+            for c in events.columns])
+        files = [f"synthetic://live/{window[0].isoformat()}/{window[1].isoformat()}"]
+        raw = raw.withColumn("_source_file", F.lit(files[0]))
+        batch_catalog = None       # live events reuse the catalog the full data set landed
+    elif src.kind == "synthetic":
         from features.synthetic import generate_catalog, generate_events
         params = synthetic_params(cfg)
         events = generate_events(spark, params)
         raw = events.select(*[
             (F.date_format(c, "yyyy-MM-dd HH:mm:ss") if c == "event_time" else F.col(c).cast("string")).alias(c)
             for c in events.columns])
-        batch_id = f"synthetic-s{params.seed}-n{params.n_events}-{params.start_date}-{params.days}d"
+        batch_id = batch_id or f"synthetic-s{params.seed}-n{params.n_events}-{params.start_date}-{params.days}d"
         files = [f"synthetic://seed={params.seed}"]
         raw = raw.withColumn("_source_file", F.lit(files[0]))
         batch_catalog = generate_catalog(spark, params)
     else:
         inputs = resolve_inputs(path or src.path, cfg.lakehouse.staging_dir,
                                 endpoint_url=cfg.s3.endpoint_url, region=cfg.s3.region)
-        batch_id = batch_id_for(inputs)
+        batch_id = batch_id or batch_id_for(inputs)
         files = [f.uri for f in inputs]
         raw = read_raw_csv(spark, inputs, src, _source_columns(src), f"sources.{source}")
         batch_catalog = None
@@ -219,6 +257,26 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
         mapped = map_to_contract(landed, src, source)
     except KeyError as exc:
         raise InputSchemaError(f"source '{source}': bronze is missing mapped column(s) {exc.args[0]}") from None
+    if window is not None:
+        # rows of other windows are not this batch's; a row whose time did not parse stays (quarantined)
+        t = F.col("event_time")
+        inside = t.isNull() | ((t >= F.lit(window[0]).cast("timestamp")) & (t < F.lit(window[1]).cast("timestamp")))
+        mapped = mapped.filter(inside)
+        in_window = mapped.count()
+        if in_window < input_rows:
+            log.info("[ingest %s] %d of %d rows fall outside the window %s .. %s (other batches)", source,
+                     input_rows - in_window, input_rows, window[0], window[1])
+        input_rows = in_window
+        if in_window == 0:
+            log.info("[ingest %s] no events in %s .. %s: nothing to add", source, window[0], window[1])
+            result = IngestResult(source=source, batch_id=batch_id, run_date=run_date.isoformat(), input_rows=0,
+                                  accepted_rows=0, excluded_rows=0, quarantined_rows=0, files=files)
+            if not dry_run:
+                for table in ("quarantine", "excluded", "silver_interactions"):
+                    if lh.exists(table):   # a rerun of a window that once had rows: now it has none
+                        lh.delete(table, {"source": source, "batch_id": batch_id})
+                record_run(lh, "ingest", source, batch_id, run_date, "empty", _counts(result), time.time() - t0)
+            return result
     checked = with_reasons(mapped, limits).persist(StorageLevel.MEMORY_AND_DISK)
     good, bad = split_good_bad(checked)
     quarantined_by_rule = _count_by(bad.select(F.explode("reasons").alias("r"))
@@ -270,7 +328,9 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
         (F.col("source") == source) & (F.col("batch_id") == batch_id)).count()
 
     log.info("[ingest %s] 5/5 updating the item catalog", source)
-    if batch_catalog is None:
+    if batch_catalog is None and src.kind == "synthetic":
+        pass                       # live synthetic events: items come from the data set's catalog
+    elif batch_catalog is None:
         non_products = list(cfg.interactions.non_product_items) or [""]
         events_for_catalog = good.filter((F.col("event_type") != "return") & ~F.col("item_id").isin(*non_products))
         batch_catalog = catalog_fx.catalog_from_events(
@@ -280,7 +340,8 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
             # give first_seen and a row for items the file does not list
             batch_catalog = catalog_fx.merge_catalog(
                 batch_catalog, ingest_catalog_file(spark, lh, cfg, source, run_date))
-    _upsert_items(lh, batch_catalog)
+    if batch_catalog is not None:
+        _upsert_items(lh, batch_catalog)
     checked.unpersist()
     record_run(lh, "ingest", source, batch_id, run_date, "succeeded", _counts(result), time.time() - t0)
     log.info("[ingest %s] done in %.1fs: %d in = %d accepted + %d excluded + %d quarantined", source,

@@ -57,6 +57,12 @@ class Lakehouse:
                 writer = writer.partitionBy(*partition_by)
         writer.save(self.path(table))
 
+    def delete(self, table: str, where: Dict[str, object]) -> None:
+        """Delete the rows of ``table`` matching ``where`` (column == value), in one Delta commit."""
+        from delta.tables import DeltaTable
+        cond = " AND ".join(f"{col} = {_sql_literal(val)}" for col, val in where.items())
+        DeltaTable.forPath(self.spark, self.path(table)).delete(cond)
+
     def overwrite(self, df: DataFrame, table: str, partition_by: Sequence[str] = ()) -> None:
         writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
         if partition_by:

@@ -96,38 +96,55 @@ def _lists_to_arrays(df: DataFrame, idx: Dict[str, int]) -> Dict[str, tuple]:
     return out
 
 
-def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
+@dataclass
+class ScoringContext:
+    """What scoring any set of users needs: the champion, the catalog (vectors, categories, availability,
+    newness), the popular / trending lists and the rules, as :class:`training.recommend.ServingInputs`."""
+    inp: object                          # training.recommend.ServingInputs
+    model: object
+    model_version: str
+    model_run_id: str
+    rules: object
+    idx: Dict[str, int]                  # item_id -> item index
+    item_vecs: Optional[np.ndarray]
+    categories: np.ndarray
+    new_items: np.ndarray
+    list_arrays: Dict[str, tuple]
+    k: int
+
+
+def fallback_frame(events: DataFrame, catalog_df: DataFrame, as_of: date, L) -> DataFrame:
+    """The raw popular (``popular:global``, ``popular:segment:<s>``) and trending (``trending:...``) lists
+    as of a date, from the events up to then (features/lists.py)."""
+    popular = lists.popular_lists(events, catalog_df, as_of, L.popular_window_days, L.fallback_k)
+    trending = lists.trending_lists(events, catalog_df, as_of, L.trending_short_days, L.trending_long_days,
+                                    L.fallback_k, L.trending_min_events)
+    return popular.withColumn("list_name", F.concat(F.lit("popular:"), "list_name")).unionByName(trending)
+
+
+def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: date, pairs: DataFrame,
+                    fallback: DataFrame, champion=None) -> ScoringContext:
+    """Build the scoring inputs from the id maps and catalog, ``item_features`` as of ``features_date``,
+    item counts from ``pairs`` and the raw lists in ``fallback``; rules apply as of ``run_date``."""
     import torch
 
-    from training.data import Catalog, pairs_from_examples
-    from training.recommend import ServingInputs, diversity_report, fallback_list, similar_items, similar_lists
+    from training.data import Catalog
+    from training.recommend import ServingInputs
     from training.rules import load_rules
     from training.scoring import make_index
 
-    t0 = time.time()
     sc = cfg.scoring
-    lh = Lakehouse(spark, cfg)
-    _require(lh, run_date, "training_examples", "user_index", "item_index", "item_features", "user_features",
-             "silver_interactions")
     rules = load_rules(sc.rules_path)                       # a bad rule file fails before any work
     make_index(sc.index)                                    # so does a missing faiss
-    model, model_version, model_run_id = load_champion(cfg)
-    d = F.lit(run_date).cast("date")
-
+    model, model_version, model_run_id = champion or load_champion(cfg)
     item_index = lh.read("item_index")
-    user_index = lh.read("user_index")
     items = lh.read("items") if lh.exists("items") else None
     idx = _index_of(item_index)
     n_items = max(idx.values()) + 1
-    examples = lh.read("training_examples").filter(F.col("as_of_date") == d)
-    pairs = pairs_from_examples(examples, ["train", "valid", "test"]).cache()
-    if pairs.limit(1).count() == 0:
-        raise EmptyInputError(f"training_examples has no pairs as of {run_date}: run `reco features --date {run_date}`")
-    events = lh.read("silver_interactions").filter(F.col("event_date") <= d)
-    item_feats = lh.read("item_features").filter(F.col("as_of_date") == d).toPandas()
+    item_feats = lh.read("item_features").filter(F.col("as_of_date") == F.lit(features_date).cast("date")).toPandas()
     if item_feats.empty:
-        raise EmptyInputError(f"item_features has no rows as of {run_date}: run `reco features --date {run_date}`")
-    catalog_df = items if items is not None else item_index.select("item_id", F.lit(True).alias("available"))
+        raise EmptyInputError(f"item_features has no rows as of {features_date}: run `reco features --date "
+                              f"{features_date}`")
 
     # -- the catalog: ids, categories, availability, newness, the champion's item vectors
     counts_pdf = pairs.groupBy("item").count().toPandas()
@@ -157,21 +174,12 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     popularity[f_idx[ok]] = item_feats["popularity"].fillna(0).to_numpy(np.float64)[ok]
     backfill = np.array([i for i in np.lexsort((np.arange(n_items), -popularity)) if available[i]], np.int64)
 
-    # -- the non-personal lists (features/lists.py)
-    L = sc.lists
-    popular = lists.popular_lists(events, catalog_df, run_date, L.popular_window_days, L.fallback_k)
-    trending = lists.trending_lists(events, catalog_df, run_date, L.trending_short_days, L.trending_long_days,
-                                    L.fallback_k, L.trending_min_events)
-    # popular lists are named global / segment:<s>, trending ones trending:global / trending:segment:<s>
-    fallback = (popular.withColumn("list_name", F.concat(F.lit("popular:"), "list_name"))
-                .unionByName(trending).cache())
     list_arrays = _lists_to_arrays(fallback, idx)
     n_avail = int(available.sum())
     promised = rules.list_length(sc.k)            # the rules file may promise its own length
     k = min(promised, n_avail)
     if k < promised:
         log.warning("only %d available items: lists hold %d items instead of %d", n_avail, k, promised)
-
     inp = ServingInputs(item_ids=item_ids, categories=categories, item_vecs=item_vecs, available=available,
                         new_items=new_items, lists=list_arrays, rules=rules, run_date=run_date, k=k,
                         fetch=min(max(sc.fetch, k), n_items), weights=dict(sc.weights),
@@ -180,27 +188,91 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     if sc.diversity.max_per_category and rules.max_per_category is None:
         from dataclasses import replace
         inp.rules = replace(rules, max_per_category=sc.diversity.max_per_category)
+    return ScoringContext(inp=inp, model=model, model_version=model_version, model_run_id=model_run_id,
+                          rules=rules, idx=idx, item_vecs=item_vecs, categories=categories, new_items=new_items,
+                          list_arrays=list_arrays, k=k)
+
+
+def score_users(spark: SparkSession, cfg: Config, ctx: ScoringContext, pairs: DataFrame, segments: DataFrame,
+                buy_again: DataFrame, at: float) -> DataFrame:
+    """Rows of RECS_SCHEMA (kind ``final``: the served list; ``personal``: the model's own top k) for every
+    user in ``pairs`` (user, item, weight, count, first_time, time), their state as of unix time ``at``.
+    ``segments``: (user, segment); ``buy_again``: (user, item, rank, score). Cached; unpersist it."""
+    B = cfg.scoring.user_buckets
+    pair_rows = pairs.join(segments, "user", "left").withColumn("bucket", F.pmod("user", F.lit(B)))
+    ba = buy_again.withColumn("bucket", F.pmod("user", F.lit(B)))
+    shared = spark.sparkContext.broadcast((ctx.model, ctx.inp, at))
+    return (pair_rows.groupBy("bucket").cogroup(ba.groupBy("bucket"))
+            .applyInPandas(_score_bucket(shared), RECS_SCHEMA).cache())
+
+
+def buy_again_rows(events: DataFrame, as_of: date, L, user_index: DataFrame, item_index: DataFrame) -> DataFrame:
+    """(user, item, rank, score) of every user's buy-again list, in index space."""
+    return (lists.buy_again(events, as_of, L.buy_again_half_life_days, L.buy_again_k)
+            .join(user_index.select("user_id", F.col("idx").cast("long").alias("user")), "user_id")
+            .join(item_index.select("item_id", F.col("idx").cast("long").alias("item")), "item_id")
+            .select("user", "item", "rank", F.col("score").cast("float").alias("score")))
+
+
+def served_fallbacks(spark: SparkSession, ctx: ScoringContext) -> DataFrame:
+    """The lists served to users without their own: ``global`` and ``segment:<s>`` (blended, under the
+    rules), as rows (list_name, rank, item_id, score, source)."""
+    from training.recommend import fallback_list
+    served_names, served = ["global"], [fallback_list(ctx.inp, None)]
+    for name in sorted(ctx.list_arrays):
+        if name.startswith("popular:segment:"):
+            seg = name[len("popular:segment:"):]
+            served_names.append(f"segment:{seg}")
+            served.append(fallback_list(ctx.inp, seg))
+    pdf = _long_frame("list_name", served_names, [x[0] for x in served], [x[1] for x in served],
+                      [x[2] for x in served]).rename(columns={"list_item": "item_id"})
+    return spark.createDataFrame(pdf, "list_name string, rank int, item_id string, score float, source string")
+
+
+def raw_fallbacks(fallback: DataFrame) -> DataFrame:
+    return fallback.select("list_name", F.col("rank").cast("int"), "item_id", F.col("score").cast("float"),
+                           F.regexp_extract("list_name", "^(popular|trending)", 1).alias("source"))
+
+
+def score_id_for(cfg: Config, run_date: date, ctx: ScoringContext, *extra: str) -> str:
+    sc = cfg.scoring
+    return _score_id(run_date, ctx.model_version, sc.model_dump_json(), ctx.rules.source,
+                     _file_digest(sc.rules_path), *extra)
+
+
+def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
+    from training.data import pairs_from_examples
+    from training.recommend import diversity_report, similar_items, similar_lists
+
+    t0 = time.time()
+    sc = cfg.scoring
+    L = sc.lists
+    lh = Lakehouse(spark, cfg)
+    _require(lh, run_date, "training_examples", "user_index", "item_index", "item_features", "user_features",
+             "silver_interactions")
+    d = F.lit(run_date).cast("date")
+    item_index = lh.read("item_index")
+    user_index = lh.read("user_index")
+    items = lh.read("items") if lh.exists("items") else None
+    examples = lh.read("training_examples").filter(F.col("as_of_date") == d)
+    pairs = pairs_from_examples(examples, ["train", "valid", "test"]).cache()
+    if pairs.limit(1).count() == 0:
+        raise EmptyInputError(f"training_examples has no pairs as of {run_date}: run `reco features --date {run_date}`")
+    events = lh.read("silver_interactions").filter(F.col("event_date") <= d)
+    catalog_df = items if items is not None else item_index.select("item_id", F.lit(True).alias("available"))
+    fallback = fallback_frame(events, catalog_df, run_date, L).cache()
+    ctx = scoring_context(cfg, lh, run_date, run_date, pairs, fallback)
+    idx, item_vecs, inp = ctx.idx, ctx.item_vecs, ctx.inp
+    n_items = len(inp.item_ids)
 
     # -- every user with history: cogrouped by bucket (pairs + segment, buy-again lists)
-    segments = (lists.segment_of_users(lh.read("user_features"), run_date)
-                .join(user_index.select("user_id", F.col("idx").cast("long").alias("user")), "user_id")
-                .select("user", "segment"))
-    B = sc.user_buckets
-    pair_rows = (pairs.join(segments, "user", "left").withColumn("bucket", F.pmod("user", F.lit(B))))
-    item_idx_df = item_index.select("item_id", F.col("idx").cast("long").alias("item"))
-    ba = (lists.buy_again(events, run_date, L.buy_again_half_life_days, L.buy_again_k)
-          .join(user_index.select("user_id", F.col("idx").cast("long").alias("user")), "user_id")
-          .join(item_idx_df, "item_id")
-          .select("user", "item", "rank", F.col("score").cast("float").alias("score"))
-          .withColumn("bucket", F.pmod("user", F.lit(B))))
-    at = float(dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc).timestamp())
-    shared = spark.sparkContext.broadcast((model, inp, at))
-    out = (pair_rows.groupBy("bucket").cogroup(ba.groupBy("bucket"))
-           .applyInPandas(_score_bucket(shared), RECS_SCHEMA).cache())
-
     users = user_index.select("user_id", F.col("idx").cast("long").alias("user"))
-    score_id = _score_id(run_date, model_version, sc.model_dump_json(), rules.source, _file_digest(sc.rules_path))
-    meta_cols = [F.lit(model_version).alias("model_version"), F.lit(model_run_id).alias("run_id"),
+    segments = lists.segment_of_users(lh.read("user_features"), run_date).join(users, "user_id").select("user", "segment")
+    at = float(dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    out = score_users(spark, cfg, ctx, pairs, segments, buy_again_rows(events, run_date, L, user_index, item_index), at)
+
+    score_id = score_id_for(cfg, run_date, ctx)
+    meta_cols = [F.lit(ctx.model_version).alias("model_version"), F.lit(ctx.model_run_id).alias("run_id"),
                  F.lit(score_id).alias("score_id"), d.alias("run_date")]
     recs = (out.filter(F.col("kind") == "final").join(users, "user")
             .select("user_id", "rank", "item_id", "score", "source", *meta_cols))
@@ -213,7 +285,8 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     for item_id, g in co.sort_values(["item_id", "rank"]).groupby("item_id"):
         if item_id in idx:
             co_map[idx[item_id]] = [idx[n] for n in g["neighbour_id"] if n in idx]
-    nb, nsc, from_co = similar_items(item_vecs, L.similar_k, available, co_map, block=sc.block_users)
+    nb, nsc, from_co = similar_items(item_vecs, L.similar_k, inp.available, co_map, block=sc.block_users)
+    n_avail = int(inp.available.sum())
     sim_k = min(L.similar_k, n_avail - 1)
     sim_ids, sim_lists, sim_scores, sim_sources = similar_lists(inp, nb, nsc, from_co, sim_k)
     sim_pdf = _long_frame("item_id", sim_ids, sim_lists, sim_scores, sim_sources).rename(
@@ -223,19 +296,8 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     lh.replace(sim, "similar_items", where={"run_date": run_date}, partition_by=["run_date"])
 
     # -- fallback lists: the raw popular / trending lists, and the served ones (blended, under the rules)
-    served_names, served = ["global"], [fallback_list(inp, None)]
-    for name in sorted(list_arrays):
-        if name.startswith("popular:segment:"):
-            seg = name[len("popular:segment:"):]
-            served_names.append(f"segment:{seg}")
-            served.append(fallback_list(inp, seg))
-    served_pdf = _long_frame("list_name", served_names, [x[0] for x in served], [x[1] for x in served],
-                             [x[2] for x in served]).rename(columns={"list_item": "item_id"})
-    raw = fallback.select("list_name", F.col("rank").cast("int"), "item_id", F.col("score").cast("float"),
-                          F.regexp_extract("list_name", "^(popular|trending)", 1).alias("source"))
-    fb = (raw.unionByName(spark.createDataFrame(served_pdf, "list_name string, rank int, item_id string, "
-                                                             "score float, source string"))
-          .select("*", *meta_cols))
+    served = served_fallbacks(spark, ctx)
+    fb = raw_fallbacks(fallback).unionByName(served).select("*", *meta_cols)
     lh.replace(fb, "fallback_lists", where={"run_date": run_date}, partition_by=["run_date"])
 
     # -- diversity before (the model's own top k) and after (the served lists), on a sample of users
@@ -245,11 +307,11 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
         sample["item"] = [idx.get(i, -1) for i in sample["item_id"]]
         by = {kind: [g.sort_values("rank")["item"].to_numpy(np.int64) for _, g in grp.groupby("user")]
               for kind, grp in sample.groupby("kind")}
-        div = diversity_report(by.get("personal", []), by.get("final", []), item_vecs, categories, n_items)
+        div = diversity_report(by.get("personal", []), by.get("final", []), item_vecs, ctx.categories, n_items)
     counts_out = {"users": out.filter(F.col("kind") == "final").select("user").distinct().count(),
                   "recommendations": lh.read("recommendations").filter(F.col("run_date") == d).count(),
-                  "similar_items": len(sim_pdf), "fallback_lists": len(list_arrays) + len(served), "k": k,
-                  "new_items": int(new_items.sum()), "available_items": n_avail}
+                  "similar_items": len(sim_pdf), "fallback_lists": len(ctx.list_arrays) + served.count(),
+                  "k": ctx.k, "new_items": int(ctx.new_items.sum()), "available_items": n_avail}
     by_source = {r["source"]: r["count"] for r in
                  lh.read("recommendations").filter(F.col("run_date") == d).groupBy("source").count().collect()}
     out.unpersist()
@@ -257,11 +319,11 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     fallback.unpersist()
     seconds = time.time() - t0
     record_run(lh, "score", "all", f"as-of-{run_date.isoformat()}", run_date, "succeeded",
-               {**counts_out, "by_source": by_source, "diversity": div, "model_version": model_version,
-                "mlflow_run_id": model_run_id, "score_id": score_id}, seconds)
+               {**counts_out, "by_source": by_source, "diversity": div, "model_version": ctx.model_version,
+                "mlflow_run_id": ctx.model_run_id, "score_id": score_id}, seconds)
     log.info("[score %s] %s; by source %s; diversity %s", run_date, counts_out, by_source,
              {k: round(v, 4) for k, v in div.items()})
-    return ScoreResult(run_date=run_date.isoformat(), model_version=model_version, run_id=model_run_id,
+    return ScoreResult(run_date=run_date.isoformat(), model_version=ctx.model_version, run_id=ctx.model_run_id,
                        score_id=score_id, counts={**counts_out, **{f"source.{s}": c for s, c in by_source.items()}},
                        diversity=div, seconds=seconds)
 

@@ -70,7 +70,7 @@ def load_experiment_data(lh: Lakehouse, cfg: Config, run_date: date) -> Experime
               **{f"{k}_pairs": v for k, v in counts.items()}, "n_users": n_users, "n_items": n_items})
 
 
-def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = True) -> TrainResult:
+def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = True, gate: bool = True) -> TrainResult:
     from training.tracking import log_training_run
 
     lh = Lakehouse(spark, cfg)
@@ -81,17 +81,30 @@ def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = Tru
     out = {"run_id": "", "version": "", "decision": None}
     if register:
         out = log_training_run(result, cfg, data.info, run_name=f"train-{run_date}",
-                               report_title=f"RetailReco two-tower, as of {run_date}")
+                               report_title=f"RetailReco two-tower, as of {run_date}", gate=gate)
     decision = out["decision"]
     v = result.valid.metrics[MODEL]
     record_run(lh, "train", "all", f"as-of-{run_date.isoformat()}", run_date,
-               "promoted" if decision and decision.promote else "trained",
+               "promoted" if decision and decision.promote else ("rejected" if decision else "trained"),
                {"mlflow_run_id": out["run_id"], "model_version": out["version"],
                 "gate": decision.reason if decision else None, "inputs": data.info,
                 "valid": {k: v[k] for k in v if "@" in k or k == "mrr"}}, time.time() - t0)
     return TrainResult(run_date=run_date.isoformat(), run_id=out["run_id"], version=out["version"],
                        promoted=bool(decision and decision.promote), reason=decision.reason if decision else "",
                        inputs=data.info, experiment=result)
+
+
+def gate(spark: SparkSession, cfg: Config, run_date: date):
+    """``reco gate``: evaluate-and-gate the version ``reco train --no-gate`` registered for the date, from the
+    metrics its run logged (the challenger's and the baselines' on the validation split). Idempotent: a
+    version gated before keeps its decision."""
+    from training.tracking import gate_run_date
+    t0 = time.time()
+    version, decision = gate_run_date(cfg, run_date.isoformat())
+    record_run(Lakehouse(spark, cfg), "gate", "all", f"as-of-{run_date.isoformat()}", run_date,
+               "promoted" if decision.promote else "rejected",
+               {"model_version": version, "gate": decision.reason}, time.time() - t0)
+    return version, decision
 
 
 def summary_lines(result: TrainResult, ks=(10, 20)) -> list:

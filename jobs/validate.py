@@ -84,3 +84,52 @@ def run_suite(df: DataFrame, suite_name: str, expectations, *, quality_dir: str,
     docs = Path(quality_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     return ValidationSummary(success=bool(vres.success), evaluated=len(vres.results), failed=failed,
                              result_path=str(out), docs_index=str(docs))
+
+
+def check_ingested(spark, cfg, source: str, run_date) -> Dict[str, object]:
+    """``reco check``: the nightly's post-ingest gate for a run date. The day's ingest must have
+    succeeded, the day must have events in silver (a missing or late export fails here, before any
+    feature is built), and those rows pass the silver suite (great-expectations). A day with far fewer
+    events than the trailing week's median is a warning, not a failure (sales do dip)."""
+    from pyspark.sql import functions as F
+
+    from features.expectations import silver_day_expectations
+    from jobs.errors import EmptyInputError, QualityGateError
+    from jobs.lakehouse import Lakehouse
+
+    lh = Lakehouse(spark, cfg)
+    day = F.lit(run_date).cast("date")
+    if not lh.exists("pipeline_runs") or not lh.exists("silver_interactions"):
+        raise EmptyInputError(f"nothing ingested under {lh.root}: run `reco ingest --source {source} --date {run_date}`")
+    runs = (lh.read("pipeline_runs").filter((F.col("step") == "ingest") & (F.col("source") == source)
+                                            & (F.col("run_date") == day)).collect())
+    if not runs:
+        raise EmptyInputError(f"no ingest of source '{source}' for {run_date} in pipeline_runs: run "
+                              f"`reco ingest --source {source} --date {run_date}` first")
+    failed = [r for r in runs if r["status"] not in ("succeeded", "empty")]
+    if failed:
+        raise QualityGateError(f"the ingest of '{source}' for {run_date} ended '{failed[0]['status']}' (batch "
+                               f"{failed[0]['batch_id']}): see the quarantine table and the GX report, fix the "
+                               "export and rerun the ingest")
+    silver = lh.read("silver_interactions").filter(F.col("source") == source)
+    rows = silver.filter(F.col("event_date") == day)
+    n = rows.count()
+    if n == 0:
+        raise EmptyInputError(f"silver_interactions has no '{source}' events dated {run_date}: the day's export is "
+                              "missing, late or empty. Check the source, rerun `reco ingest`, then this check")
+    trailing = (silver.filter((F.col("event_date") < day) & (F.col("event_date") >= F.date_sub(day, 7)))
+                .groupBy("event_date").count().toPandas())
+    median = int(trailing["count"].median()) if not trailing.empty else None
+    warnings = []
+    if median and n < 0.2 * median:
+        warnings.append(f"{n} events on {run_date}, under a fifth of the trailing week's median ({median})")
+    batch = runs[0]["batch_id"]
+    report = run_suite(rows, f"{source}_silver_day", silver_day_expectations(), quality_dir=cfg.quality.quality_dir,
+                       source=source, batch_id=f"{batch}-{run_date}", stage="silver")
+    if not report.success:
+        raise QualityGateError(f"silver rows of '{source}' dated {run_date} fail the silver suite: {report.failed}; "
+                               f"the report is {report.result_path}")
+    for w in warnings:
+        log.warning("[check %s %s] %s", source, run_date, w)
+    return {"run_date": str(run_date), "events_on_day": n, "trailing_median": median, "batch_id": batch,
+            "status": "passed", "warnings": warnings, "gx_result": report.result_path}

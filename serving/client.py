@@ -6,12 +6,21 @@ and the global fallback list). Reading the pointer first is what makes a
 publish atomic for readers: all keys of one lookup come from one version.
 
 The first lookup after a switch costs one more round trip: it checks that
-the version was published with this reader's ``n_shards``.
+the version was published with this reader's ``n_shards``, and reads whether
+it is a *patch* (its metadata names a ``base``).
+
+A patch holds only what changed since its base (the lists of recently active
+users, all fallback lists, new items' details). A lookup on a patch reads
+every key it may need from the patch *and* the base in the same round trip and
+takes, record by record, the patch's value, else the base's: the user's list,
+then the segment's and the global fallback list; similar items; item details.
+So a patch costs no extra round trip, only keys in other hash slots.
 
 Item details are cached in-process per version (:class:`ItemCache`): a
 published version never changes, so a cached answer is exactly what Redis
 would say, and the item details of a recommendation list usually cost no
-round trip at all. A new version starts with an empty cache.
+round trip at all. A new version starts with an empty cache. A patch's cache
+holds the merged (patch over base) details, under the patch's id.
 
 :class:`LookupClient` is the blocking client (jobs, tests, the CLI);
 :class:`AsyncLookupClient` answers the same with the same round trips on
@@ -41,6 +50,7 @@ MAX_K = 1000
 MAX_ITEMS_PER_DETAILS = 1000
 ITEM_CACHE_ITEMS = 200_000   # per version; a catalogue's details are ~100 B each once decoded (+ dict overhead)
 ITEM_CACHE_VERSIONS = 2      # the current one and the one before (requests in flight across a switch)
+BASES_KNOWN = 8              # versions whose base (or lack of one) a reader remembers
 
 
 class NoPublishedVersion(RecoError, LookupError):
@@ -51,13 +61,21 @@ class NoPublishedVersion(RecoError, LookupError):
 class Lookup:
     """An answer. ``source``: ``personal``, ``segment:<name>``, ``global``, ``similar``, or ``none``
     (the version holds no list for this request); ``fallback`` is True unless it is the
-    user's own list (or the item's similar items)."""
+    user's own list (or the item's similar items). ``version`` is the version the pointer
+    named (a patch's id when it names a patch); ``layer`` says, for a patch, whether the list
+    came from the ``patch`` itself or from its ``base`` (None for a full version, or no list)."""
     items: List[str]
     scores: List[float]
     tags: List[str]
     source: str
     fallback: bool
     version: str
+    layer: Optional[str] = None
+
+
+def _layers(base: Optional[str]) -> Tuple[Optional[str], ...]:
+    """Layer names in reading order: ("patch", "base") over a base, else just the version."""
+    return ("patch", "base") if base else (None,)
 
 
 def check_k(k: int) -> int:
@@ -67,6 +85,8 @@ def check_k(k: int) -> int:
 
 
 _MISSING = object()   # cached "this version has no details for the item"
+_Group = Tuple[bool, List[Tuple[str, str]]]   # (from the base, [(item id, key), ...]): one MGET
+_UNKNOWN = object()   # "this reader does not know the version's base yet"
 
 
 class ItemCache:
@@ -129,19 +149,40 @@ class _Reader:
     def __init__(self, r: Any, ks: KeySpace, item_cache: Optional[ItemCache] = None) -> None:
         self.r, self.ks = r, ks
         self.items = item_cache if item_cache is not None else ItemCache()
-        self._checked: Optional[str] = None  # last version whose n_shards matched ours
+        # (version, its base or None) of the last version whose n_shards matched ours; one tuple,
+        # replaced whole, so a thread never sees one version's id with another's base
+        self._checked: Optional[Tuple[str, Optional[str]]] = None
+        self._bases: "OrderedDict[str, Optional[str]]" = OrderedDict()  # for item_details(version=...)
+        self._bases_lock = threading.Lock()
 
     def _no_version(self) -> NoPublishedVersion:
         return NoPublishedVersion(f"no recommendations are published on {describe(self.r)}: {self.ks.current} "
                                   "is not set. Run the publish job, then retry")
 
-    def _shards_match(self, version: str, published: Optional[str]) -> None:
+    def _shards_match(self, version: str, published: Optional[str],
+                      base: Optional[str] = None) -> Tuple[str, Optional[str]]:
         if published is not None and int(published) != self.ks.n_shards:
             raise RuntimeError(f"version {version} on {describe(self.r)} was published with n_shards={published}, "
                                f"but this reader uses n_shards={self.ks.n_shards}: every lookup would miss. "
                                "Use the same n_shards in the publisher and the service")
         self.items.forget(version)   # the pointer moved (back) to it: nothing cached before counts
-        self._checked = version
+        self._remember_base(version, base)
+        self._checked = checked = (version, base or None)
+        return checked
+
+    def _remember_base(self, version: str, base: Optional[str]) -> None:
+        with self._bases_lock:
+            self._bases[version] = base or None
+            self._bases.move_to_end(version)
+            while len(self._bases) > BASES_KNOWN:
+                self._bases.popitem(last=False)
+
+    def _known_base(self, version: str) -> Any:
+        """The base of ``version`` as last read (None: a full version), or _UNKNOWN."""
+        checked = self._checked
+        if checked is not None and checked[0] == version:
+            return checked[1]
+        return self._bases.get(version, _UNKNOWN)
 
     @staticmethod
     def _list_names(user_id: str, k: int, segment: Optional[str]) -> List[str]:
@@ -154,25 +195,37 @@ class _Reader:
         names.append("global")
         return names
 
-    def _list_keys(self, version: str, user_id: str, names: List[str]) -> List[str]:
-        return [self.ks.user(version, user_id) if name == "personal" else self.ks.fallback(version, name)
-                for name in names]
+    def _list_keys(self, version: str, user_id: str, names: List[str], base: Optional[str] = None) -> List[str]:
+        """Keys in reading order: per list name, the patch's key and then the base's (over a base)."""
+        layers = (version, base) if base else (version,)
+        return [self.ks.user(v, user_id) if name == "personal" else self.ks.fallback(v, name)
+                for name in names for v in layers]
 
     @staticmethod
-    def _pick(names: List[str], values: List[Optional[bytes]], k: int, version: str) -> Lookup:
-        for name, raw in zip(names, values):
+    def _pick(names: List[str], values: List[Optional[bytes]], k: int, version: str,
+              base: Optional[str] = None) -> Lookup:
+        """The first list found, in the order of :meth:`_list_keys`."""
+        layers = _layers(base)
+        for pos, raw in enumerate(values):
             if raw is not None:
+                name = names[pos // len(layers)]
                 ranked = decode_list(raw)
                 return Lookup(ranked.items[:k], ranked.scores[:k], ranked.tags[:k], name,
-                              name != "personal", version)
+                              name != "personal", version, layers[pos % len(layers)])
         return Lookup([], [], [], "none", True, version)
 
+    def _similar_keys(self, version: str, item_id: str, base: Optional[str] = None) -> List[str]:
+        return [self.ks.similar(v, item_id) for v in ((version, base) if base else (version,))]
+
     @staticmethod
-    def _similar(raw: Optional[bytes], k: int, version: str) -> Optional[Lookup]:
-        if raw is None:
-            return None
-        ranked = decode_list(raw)
-        return Lookup(ranked.items[:k], ranked.scores[:k], ranked.tags[:k], "similar", False, version)
+    def _similar(values: List[Optional[bytes]], k: int, version: str,
+                 base: Optional[str] = None) -> Optional[Lookup]:
+        for layer, raw in zip(_layers(base), values):
+            if raw is not None:
+                ranked = decode_list(raw)
+                return Lookup(ranked.items[:k], ranked.scores[:k], ranked.tags[:k], "similar", False, version,
+                              layer)
+        return None
 
     @staticmethod
     def _item_ids(item_ids: Iterable[str]) -> List[str]:
@@ -183,16 +236,30 @@ class _Reader:
             check_id(id_, "item_id")
         return ids
 
-    def _groups(self, version: str, ids: List[str]) -> List[List[Tuple[str, str]]]:
-        return list(self.ks.group_keys(version, "i", ids).values())
+    def _groups(self, version: str, ids: List[str], base: Optional[str] = None) -> List[_Group]:
+        """One (from_base, [(id, key), ...]) group per hash slot, for one MGET each: the version's,
+        then the base's (a patch's and its base's keys carry different hash tags, so never one slot)."""
+        groups = [(False, members) for members in self.ks.group_keys(version, "i", ids).values()]
+        if base:
+            groups += [(True, members) for members in self.ks.group_keys(base, "i", ids).values()]
+        return groups
 
     def _details(self, version: str, ids: List[str], hits: Dict[str, Any],
-                 groups: List[List[Tuple[str, str]]], replies: List[List[Optional[bytes]]]) -> Dict[str, Dict[str, Any]]:
-        """Merge cached and fetched details (caching the fetched ones), in input order, unknown left out."""
-        fetched: Dict[str, Any] = {}
-        for members, values in zip(groups, replies):
+                 groups: List[_Group], replies: List[List[Optional[bytes]]]) -> Dict[str, Dict[str, Any]]:
+        """Merge cached and fetched details (caching the fetched ones), in input order, unknown left out.
+        Over a base, the patch's details of an id win over the base's; the merged answer is cached
+        under the patch's id."""
+        own: Dict[str, Optional[bytes]] = {}
+        under: Dict[str, Optional[bytes]] = {}
+        for (from_base, members), values in zip(groups, replies):
+            found = under if from_base else own
             for (id_, _), raw in zip(members, values):
-                fetched[id_] = _MISSING if raw is None else decode_item(raw)
+                found[id_] = raw
+        fetched: Dict[str, Any] = {}
+        for id_, raw in own.items():
+            if raw is None:
+                raw = under.get(id_)
+            fetched[id_] = _MISSING if raw is None else decode_item(raw)
         if fetched:
             self.items.store(version, fetched)
             hits = {**hits, **fetched}
@@ -216,40 +283,53 @@ class LookupClient(_Reader):
         """The version readers use now, or None when nothing is published."""
         return maybe_decode_str(self.r.get(self.ks.current))
 
-    def _version(self) -> str:
+    def _version(self) -> Tuple[str, Optional[str]]:
+        """(current version, its base or None), reading the pointer."""
         version = self.current_version()
         if version is None:
             raise self._no_version()
-        if version != self._checked:
+        checked = self._checked
+        if checked is None or checked[0] != version:
             # Once per version (one extra round trip after a switch): keys are only found when the
-            # reader shards ids as the publisher did.
-            self._shards_match(version, maybe_decode_str(self.r.hget(self.ks.meta(version), "n_shards")))
-        return version
+            # reader shards ids as the publisher did; and a patch's base is where its missing keys are.
+            n_shards, base = self.r.hmget(self.ks.meta(version), ["n_shards", "base"])
+            checked = self._shards_match(version, maybe_decode_str(n_shards), maybe_decode_str(base))
+        return checked
+
+    def _base_of(self, version: str) -> Optional[str]:
+        """The base of a version named by the caller (usually known: a lookup of this reader named it)."""
+        base = self._known_base(version)
+        if base is _UNKNOWN:
+            base = maybe_decode_str(self.r.hget(self.ks.meta(version), "base"))
+            self._remember_base(version, base)
+        return base or None
 
     def metadata(self) -> Dict[str, Any]:
-        """The current version's metadata (counts, model_version, run_id, created_at, ...)."""
-        version = self._version()
+        """The current version's metadata (counts, model_version, run_id, created_at, base, ...)."""
+        version, _ = self._version()
         meta = decode_meta(self.r.hgetall(self.ks.meta(version)))
         meta.setdefault("version", version)
         return meta
 
     def recommendations(self, user_id: str, k: int, segment: Optional[str] = None) -> Lookup:
-        """Top ``k`` for a user: the user's list, else the segment's fallback, else the global one.
+        """Top ``k`` for a user: the user's list, else the segment's fallback, else the global one
+        (on a patch, each from the patch, else from its base).
 
         Raises:
             ValueError: bad user_id, k or segment.
             NoPublishedVersion: nothing is published.
         """
         names = self._list_names(user_id, k, segment)
-        version = self._version()
-        values = self._get(self._list_keys(version, user_id, names))
+        version, base = self._version()
+        values = self._get(self._list_keys(version, user_id, names, base))
         if all(v is None for v in values):
             # The pointer moved and pruned our version between the two round trips
             # (only possible with keep=1): read once more from the new version.
-            newer = self._version()
+            newer, newer_base = self._version()
             if newer != version:
-                version, values = newer, self._get(self._list_keys(newer, user_id, names))
-        return self._pick(names, values, k, version)
+                version, base = newer, newer_base
+                values = self._get(self._list_keys(version, user_id, names, base))
+        return self._pick(names, values, k, version, base)
 
     def _get(self, keys: List[str]) -> List[Optional[bytes]]:
         pipe = self.r.pipeline(transaction=False)
@@ -261,8 +341,10 @@ class LookupClient(_Reader):
         """Top ``k`` items similar to ``item_id``; None when the item has no list."""
         check_id(item_id, "item_id")
         check_k(k)
-        version = self._version()
-        return self._similar(self.r.get(self.ks.similar(version, item_id)), k, version)
+        version, base = self._version()
+        keys = self._similar_keys(version, item_id, base)
+        values = self._get(keys) if base else [self.r.get(keys[0])]
+        return self._similar(values, k, version, base)
 
     def item_details(self, item_ids: Iterable[str], version: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
         """Details of the known items among ``item_ids`` (unknown ones are left out), in input order.
@@ -271,18 +353,19 @@ class LookupClient(_Reader):
             version: read this version (the one a lookup answered from: details then come from
                 the same version as the list, with no pointer read); default the current one.
 
-        Cached ids cost nothing; the others one MGET per hash slot, all in one pipeline.
+        Cached ids cost nothing; the others one MGET per hash slot (of the patch and of its base,
+        for a patch), all in one pipeline.
         """
         ids = self._item_ids(item_ids)
         if not ids:
             return {}
-        version = version or self._version()
+        version, base = (version, self._base_of(version)) if version else self._version()
         hits, misses = self.items.split(version, ids)
-        groups = self._groups(version, misses)
+        groups = self._groups(version, misses, base)
         replies: List[List[Optional[bytes]]] = []
         if groups:
             pipe = self.r.pipeline(transaction=False)
-            for members in groups:
+            for _, members in groups:
                 pipe.mget([key for _, key in members])
             replies = pipe.execute()
         return self._details(version, ids, hits, groups, replies)
@@ -299,29 +382,39 @@ class AsyncLookupClient(_Reader):
     async def current_version(self) -> Optional[str]:
         return maybe_decode_str(await self.r.get(self.ks.current))
 
-    async def _version(self) -> str:
+    async def _version(self) -> Tuple[str, Optional[str]]:
         version = await self.current_version()
         if version is None:
             raise self._no_version()
-        if version != self._checked:
-            self._shards_match(version, maybe_decode_str(await self.r.hget(self.ks.meta(version), "n_shards")))
-        return version
+        checked = self._checked
+        if checked is None or checked[0] != version:
+            n_shards, base = await self.r.hmget(self.ks.meta(version), ["n_shards", "base"])
+            checked = self._shards_match(version, maybe_decode_str(n_shards), maybe_decode_str(base))
+        return checked
+
+    async def _base_of(self, version: str) -> Optional[str]:
+        base = self._known_base(version)
+        if base is _UNKNOWN:
+            base = maybe_decode_str(await self.r.hget(self.ks.meta(version), "base"))
+            self._remember_base(version, base)
+        return base or None
 
     async def metadata(self) -> Dict[str, Any]:
-        version = await self._version()
+        version, _ = await self._version()
         meta = decode_meta(await self.r.hgetall(self.ks.meta(version)))
         meta.setdefault("version", version)
         return meta
 
     async def recommendations(self, user_id: str, k: int, segment: Optional[str] = None) -> Lookup:
         names = self._list_names(user_id, k, segment)
-        version = await self._version()
-        values = await self._get(self._list_keys(version, user_id, names))
+        version, base = await self._version()
+        values = await self._get(self._list_keys(version, user_id, names, base))
         if all(v is None for v in values):   # see LookupClient.recommendations
-            newer = await self._version()
+            newer, newer_base = await self._version()
             if newer != version:
-                version, values = newer, await self._get(self._list_keys(newer, user_id, names))
-        return self._pick(names, values, k, version)
+                version, base = newer, newer_base
+                values = await self._get(self._list_keys(version, user_id, names, base))
+        return self._pick(names, values, k, version, base)
 
     async def _get(self, keys: List[str]) -> List[Optional[bytes]]:
         pipe = self.r.pipeline(transaction=False)
@@ -332,21 +425,23 @@ class AsyncLookupClient(_Reader):
     async def similar(self, item_id: str, k: int) -> Optional[Lookup]:
         check_id(item_id, "item_id")
         check_k(k)
-        version = await self._version()
-        return self._similar(await self.r.get(self.ks.similar(version, item_id)), k, version)
+        version, base = await self._version()
+        keys = self._similar_keys(version, item_id, base)
+        values = await self._get(keys) if base else [await self.r.get(keys[0])]
+        return self._similar(values, k, version, base)
 
     async def item_details(self, item_ids: Iterable[str],
                            version: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
         ids = self._item_ids(item_ids)
         if not ids:
             return {}
-        version = version or await self._version()
+        version, base = (version, await self._base_of(version)) if version else await self._version()
         hits, misses = self.items.split(version, ids)
-        groups = self._groups(version, misses)
+        groups = self._groups(version, misses, base)
         replies: List[List[Optional[bytes]]] = []
         if groups:
             pipe = self.r.pipeline(transaction=False)
-            for members in groups:
+            for _, members in groups:
                 pipe.mget([key for _, key in members])
             replies = await pipe.execute()
         return self._details(version, ids, hits, groups, replies)

@@ -21,6 +21,12 @@ The loader writes MSETNX commands it packs itself (RESP bytes, one buffer per
 round trip) on one connection of the client's pool, with the client's retry
 policy: redis-py's pipeline spends more time building commands than redis
 spends running them.
+
+A *patch* (``base=<a complete full version>``) goes through the same steps but
+holds only what changed since its base, e.g. the lists of the users active in
+the last hour, all fallback lists and the details of new items. Readers pointed
+at a patch read each record from the patch and, where it has none, from the
+base (see :mod:`serving.client`); the patch's metadata records ``base``.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ import redis
 from serving.codec import encode_meta
 from serving.connection import describe
 from serving.keys import KIND_NAMES, KINDS, MAX_ID_LENGTH, KeySpace, check_id, check_version
-from serving.versions import (PublishError, PublishLock, current_version, delete_version,  # noqa: F401
+from serving.versions import (PublishError, PublishLock, base_of, current_version, delete_version,  # noqa: F401
                               delete_version_keys, is_complete, list_versions, mark_current, prune,
                               read_meta, rollback)
 
@@ -51,7 +57,7 @@ Record = Tuple[str, str, bytes]
 VerifyFn = Callable[[redis.Redis, KeySpace, str], Optional[str]]
 
 RESERVED_META = {"version", "namespace", "n_shards", "complete", "checksum", "keys", "bytes", "created_at",
-                 "started_at", "count_u", "count_s", "count_i", "count_f"}
+                 "started_at", "count_u", "count_s", "count_i", "count_f", "base"}
 LOG_EVERY_S = 5.0
 _MASK64 = (1 << 64) - 1
 CHECKSUM_FORMAT = "crc1"  # prefix of the checksums this publisher writes (see _Loader.checksum)
@@ -322,8 +328,12 @@ def _is_legacy_checksum(checksum: str) -> bool:
 
 
 def _check_args(version: str, metadata: Mapping[str, Any], expected: Optional[Mapping[str, int]],
-                batch_keys: int, keep: int, sample: int) -> None:
+                batch_keys: int, keep: int, sample: int, base: Optional[str]) -> None:
     check_version(version)
+    if base is not None:
+        check_version(base)
+        if base == version:
+            raise PublishError(f"patch {version} cannot be its own base; name the full version it updates")
     clash = RESERVED_META & set(metadata)
     if clash:
         raise ValueError(f"metadata may not set {sorted(clash)}: the publisher writes those")
@@ -338,7 +348,7 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
                     metadata: Mapping[str, Any], expected: Optional[Mapping[str, int]] = None,
                     batch_keys: int = 10_000, keep: int = 3, progress: Optional[Callable[[int], None]] = None,
                     sample: int = 100, verify_fn: Optional[VerifyFn] = None,
-                    lock_ttl: float = 120.0) -> PublishResult:
+                    lock_ttl: float = 120.0, base: Optional[str] = None) -> PublishResult:
     """Load ``records`` as ``version``, verify, switch readers to it, prune old versions.
 
     Args:
@@ -357,13 +367,18 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
         verify_fn: ``fn(r, ks, version)`` returning a problem description or
             None; called after loading, before the switch.
         lock_ttl: seconds the publish lock lives without a refresh (one per chunk).
+        base: publish a *patch* over this complete full version: ``records`` are
+            only what changed (any kind may have none), and readers fall back to
+            ``base`` for every record the patch lacks. ``keep`` counts patches
+            as versions; the base of a kept version is always kept.
 
     Raises:
-        PublishError: invalid input, verification failed, redis failed, or the
-            version id is taken by other content. Unless the message says
-            otherwise, readers stay on the previous version.
+        PublishError: invalid input, verification failed, redis failed, the
+            version id is taken by other content (or another base), or ``base``
+            is missing, incomplete, a patch itself, or sharded otherwise.
+            Unless the message says otherwise, readers stay on the previous version.
     """
-    _check_args(version, metadata, expected, batch_keys, keep, sample)
+    _check_args(version, metadata, expected, batch_keys, keep, sample, base)
     where = describe(r)
     t0 = time.monotonic()
     previous: Optional[str] = None
@@ -372,9 +387,16 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
     try:
         previous = current_version(r, ks)
         with PublishLock(r, ks, f"publish {version}", ttl=lock_ttl) as lock:
+            if base is not None:
+                _check_base(r, ks, version, base, where)
             meta = read_meta(r, ks, version)
             loader = _Loader(r, ks, version, batch_keys, sample, progress, lock)
             if is_complete(meta):
+                if base_of(meta) != base:
+                    raise PublishError(
+                        f"version {version} is already published on {where} as {_kind(base_of(meta))}, not as "
+                        f"{_kind(base)}; publish under a new version id, or delete_version {version} first (not "
+                        "possible while readers use it)")
                 stored = meta.get("checksum")
                 loader.run(records, write=False, legacy_checksum=bool(stored) and _is_legacy_checksum(stored))
                 if loader.checksum_like(stored) != stored:
@@ -397,7 +419,8 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
                 delete_version_keys(r, ks, version)
             r.sadd(ks.registry, version)  # before any data key: cleanup can always find this version
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            r.hset(ks.meta(version), mapping=encode_meta({**metadata, "complete": 0, "started_at": started}))
+            r.hset(ks.meta(version), mapping=encode_meta({**metadata, "complete": 0, "started_at": started,
+                                                          "base": base}))
             try:
                 loader.run(records, write=True)
             except BadRecords:
@@ -410,10 +433,11 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
                     f"publish of version {version} to {where} failed verification: {'; '.join(problems)}. "
                     f"Readers stay on {previous or 'no version'} ({ks.current} was not touched); the loaded "
                     "keys were deleted. Fix the input and rerun")
-            if not r.exists(ks.fallback(version, "global")):
+            # one EXISTS per key: on Redis Cluster the patch's and the base's keys are in different slots
+            if not any(r.exists(ks.fallback(v, "global")) for v in (version, base) if v):
                 log.warning("version %s has no 'global' fallback list: users without a list get nothing", version)
             r.hset(ks.meta(version), mapping=encode_meta({  # one HSET: complete=1 comes with everything else
-                "version": version, "namespace": ks.namespace, "n_shards": ks.n_shards,
+                "version": version, "namespace": ks.namespace, "n_shards": ks.n_shards, "base": base,
                 "checksum": loader.checksum, "keys": loader.keys_written, "bytes": loader.n_bytes,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 **{f"count_{k}": n for k, n in loader.counts.items()}, "complete": 1}))
@@ -438,6 +462,31 @@ def _discard(r: redis.Redis, ks: KeySpace, version: str) -> None:
         delete_version_keys(r, ks, version)
     except (redis.ConnectionError, redis.TimeoutError) as e:
         log.warning("could not delete the failed version %s (%s); the next publish prunes it", version, e)
+
+
+def _kind(base: Optional[str]) -> str:
+    return f"a patch over {base}" if base else "a full version"
+
+
+def _check_base(r: redis.Redis, ks: KeySpace, version: str, base: str, where: str) -> None:
+    """Raise PublishError unless ``base`` can carry the patch ``version``: complete, itself a full
+    version (patches do not stack: a reader falls back one level only), same ``n_shards``."""
+    meta = read_meta(r, ks, base)
+    if not meta:
+        raise PublishError(f"patch {version}: its base version {base} does not exist on {where} (no metadata "
+                           f"{ks.meta(base)}). Publish the full version {base} first, or name an existing one "
+                           "(`reco publish --list` shows them)")
+    if not is_complete(meta):
+        raise PublishError(f"patch {version}: its base version {base} on {where} is not complete (its publish did "
+                           f"not finish). Rerun the publish of {base}, then the patch")
+    if base_of(meta):
+        raise PublishError(f"patch {version}: its base {base} is itself a patch (over {base_of(meta)}); a patch "
+                           f"must sit on a full (nightly) version. Publish it with base={base_of(meta)}, holding "
+                           f"what {base} holds too, or publish a full version")
+    if meta.get("n_shards") != ks.n_shards:
+        raise PublishError(f"patch {version}: its base {base} on {where} was published with n_shards="
+                           f"{meta.get('n_shards')}, this publisher uses n_shards={ks.n_shards}; a patch must shard "
+                           "ids as its base does. Publish the patch with the base's n_shards")
 
 
 def _failure_message(e: Exception, where: str, version: str, previous: Optional[str],

@@ -10,6 +10,13 @@ rolled-back one out of ``{ns}:versions`` (so a second rollback goes one further
 back) and records it at the head of ``{ns}:rolled_back``. Its keys stay until
 the next successful publish prunes them; publishing the same version id again
 before that brings it back without reloading.
+
+A *patch* (an hourly overlay) is a version whose metadata names a ``base``: a
+complete full (nightly) version that readers fall back to for every record the
+patch lacks. A patch is worthless without its base, so pruning always keeps the
+bases of the versions it keeps, deleting a base that a kept patch or the
+current version sits on is refused, and rollback only lands on a patch whose
+base is complete.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import redis
 
@@ -132,6 +139,29 @@ def current_version(r: redis.Redis, ks: KeySpace) -> Optional[str]:
     return maybe_decode_str(r.get(ks.current))
 
 
+def base_of(meta: Dict[str, Any]) -> Optional[str]:
+    """The base a patch's metadata names; None for a full version."""
+    return meta.get("base") or None
+
+
+def read_bases(r: redis.Redis, ks: KeySpace, versions: Iterable[str]) -> Dict[str, Optional[str]]:
+    """{version: its base or None} for ``versions``, in one pipeline."""
+    names = list(versions)
+    pipe = r.pipeline(transaction=False)
+    for v in names:
+        pipe.hget(ks.meta(v), "base")
+    return {v: maybe_decode_str(b) or None for v, b in zip(names, pipe.execute())}
+
+
+def is_usable(r: redis.Redis, ks: KeySpace, version: str) -> bool:
+    """Whether readers can be pointed at ``version``: it is complete and, for a patch, so is its base."""
+    meta = read_meta(r, ks, version)
+    if not is_complete(meta):
+        return False
+    base = base_of(meta)
+    return base is None or is_complete(read_meta(r, ks, base))
+
+
 def _lrange(r: redis.Redis, key: str) -> List[str]:
     return [v.decode("utf-8") for v in r.lrange(key, 0, -1)]
 
@@ -170,10 +200,15 @@ def delete_version_keys(r: redis.Redis, ks: KeySpace, version: str) -> int:
 
 def prune(r: redis.Redis, ks: KeySpace, keep: int) -> List[str]:
     """Delete complete versions beyond the newest ``keep`` and every registered version that is
-    neither listed nor current (rolled back, or left by a killed publish). Returns them."""
+    neither listed nor current (rolled back, or left by a killed publish). Returns them.
+
+    The base of a kept version (the newest ``keep`` and the current one) is kept too, however
+    old: with hourly patches the nightly base soon falls beyond ``keep``, and the patches read
+    every record they lack from it."""
     current = current_version(r, ks)
     versions = _lrange(r, ks.versions)
     kept = set(versions[:keep]) | ({current} if current else set())
+    kept |= {base for base in read_bases(r, ks, kept).values() if base}
     registered = {v.decode("utf-8") for v in r.smembers(ks.registry)}
     doomed = [v for v in versions[keep:] if v not in kept]
     doomed += sorted(registered - set(versions) - kept)
@@ -211,11 +246,12 @@ def rollback(r: redis.Redis, ks: KeySpace) -> Tuple[str, str]:
                                f"was ever published in namespace {ks.namespace!r})")
         versions = _lrange(r, ks.versions)
         older = versions[versions.index(current) + 1:] if current in versions else versions
-        target = next((v for v in older if v != current and is_complete(read_meta(r, ks, v))), None)
+        # a patch is a target only with its base (prune keeps bases, so this is a guard against hand edits)
+        target = next((v for v in older if v != current and is_usable(r, ks, v)), None)
         if target is None:
-            raise PublishError(f"cannot roll back from {current} on {describe(r)}: no older complete version is "
-                               f"kept (versions list: {versions}); publish a fixed version instead, or raise "
-                               "keep so that more versions stay")
+            raise PublishError(f"cannot roll back from {current} on {describe(r)}: no older complete version "
+                               f"(with a complete base, for a patch) is kept (versions list: {versions}); publish "
+                               "a fixed version instead, or raise keep so that more versions stay")
         r.set(ks.current, target)
         r.lrem(ks.versions, 0, current)
         r.lpush(ks.rolled_back, current)
@@ -225,10 +261,12 @@ def rollback(r: redis.Redis, ks: KeySpace) -> Tuple[str, str]:
 
 
 def list_versions(r: redis.Redis, ks: KeySpace) -> List[Dict[str, Any]]:
-    """Every version with keys in Redis, newest listed first: version, status, is_current, meta.
+    """Every version with keys in Redis, newest listed first: version, status, is_current, kind,
+    base, meta.
 
     status is ``live`` (current), ``complete`` (can be rolled back to),
-    ``rolled_back`` or ``incomplete`` (a publish that did not finish).
+    ``rolled_back`` or ``incomplete`` (a publish that did not finish); kind is
+    ``patch`` (an overlay on ``base``) or ``full`` (base None).
     """
     current = current_version(r, ks)
     listed = _lrange(r, ks.versions)
@@ -249,17 +287,32 @@ def list_versions(r: redis.Redis, ks: KeySpace) -> List[Dict[str, Any]]:
             status = "rolled_back"
         else:
             status = "complete"
-        out.append({"version": v, "status": status, "is_current": v == current, "meta": meta})
+        base = base_of(meta)
+        out.append({"version": v, "status": status, "is_current": v == current,
+                    "kind": "patch" if base else "full", "base": base, "meta": meta})
     return out
 
 
 def delete_version(r: redis.Redis, ks: KeySpace, version: str) -> int:
-    """Delete one version's keys (and list entries). Refuses the current version. Returns keys deleted."""
+    """Delete one version's keys (and list entries). Returns keys deleted.
+
+    Refuses the current version, and the base of the current version or of a
+    patch still in ``{ns}:versions`` (a rollback target): those read every record
+    they lack from it."""
     check_version(version)
     with PublishLock(r, ks, f"delete {version}", ttl=60.0):
-        if current_version(r, ks) == version:
+        current = current_version(r, ks)
+        if current == version:
             raise PublishError(f"version {version} is what readers use now ({ks.current} on {describe(r)}); "
                                "publish or roll back to another version first")
+        kept = _lrange(r, ks.versions) + ([current] if current else [])
+        patches = sorted(v for v, base in read_bases(r, ks, kept).items() if base == version)
+        if patches:
+            which = ", ".join(f"{p} (current)" if p == current else p for p in patches)
+            raise PublishError(f"version {version} on {describe(r)} is the base of the patch(es) {which}: they "
+                               "answer every record they lack from it. Publish a new full version first (the "
+                               f"publish after that prunes {version} once no kept patch sits on it), or delete "
+                               "those patches first")
         r.lrem(ks.versions, 0, version)
         r.lrem(ks.rolled_back, 0, version)
         return delete_version_keys(r, ks, version)

@@ -49,6 +49,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PROMOTED = "promoted"
 REJECTED = "rejected"
+PENDING = "pending"
 _MODEL_VERSIONS_TAG = "mlflow.modelVersions"     # the logged model's list of registered versions (as mlflow.register_model sets it)
 
 
@@ -197,21 +198,10 @@ def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: 
         pass
 
 
-def register_and_gate(client: MlflowClient, model_name: str, run_id: str, artifact_path: str,
-                      metric: str, challenger: float, baselines: Mapping[str, float], required: Sequence[str],
-                      margin: float, metric_key: str) -> Tuple[GateDecision, str]:
-    """Register the run's model as a new version of ``model_name``, gate it against the champion and
-    the required baselines, move the aliases, tag the version and the run. Returns (decision, version).
-
-    ``metric`` is the display name used in the reason ("valid ndcg@10"), ``metric_key`` the run
-    metric the champion's value is read from ("valid_ndcg_at_10"); ``challenger`` is the new
-    model's value of it. The new version always gets alias ``challenger``; it gets ``champion``
-    only when promoted. Version tags: gate_decision (promoted/rejected), gate_reason. Run tags:
-    gate_decision, gate_reason, model_version.
-    """
-    # Validate the gate inputs before writing anything to the registry.
-    gate_decision(metric, challenger, None, None, baselines, required, margin)
-
+def register_challenger(client: MlflowClient, model_name: str, run_id: str, artifact_path: str,
+                        as_of_date: str = "") -> str:
+    """Register the run's model as a new version with alias ``challenger`` (not yet gated: version tag
+    gate_decision=pending, as_of_date). Returns the version."""
     _ensure_registered_model(client, model_name)
     source, model_id = _model_source(client, run_id, artifact_path)
     created = client.create_model_version(model_name, source, run_id, model_id=model_id)
@@ -219,7 +209,16 @@ def register_and_gate(client: MlflowClient, model_name: str, run_id: str, artifa
     if model_id is not None:
         _link_logged_model(client, model_id, model_name, version)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
+    client.set_model_version_tag(model_name, version, "gate_decision", PENDING)
+    if as_of_date:
+        client.set_model_version_tag(model_name, version, "as_of_date", as_of_date)
+    client.set_tag(run_id, "model_version", version)
+    return version
 
+
+def _apply_gate(client: MlflowClient, model_name: str, run_id: str, version: str, metric: str, challenger: float,
+                baselines: Mapping[str, float], required: Sequence[str], margin: float,
+                metric_key: str) -> GateDecision:
     champion_version = _alias_version(client, model_name, CHAMPION)
     champion_value: Optional[float] = None
     if champion_version is not None:
@@ -236,7 +235,62 @@ def register_and_gate(client: MlflowClient, model_name: str, run_id: str, artifa
     client.set_tag(run_id, "gate_decision", outcome)
     client.set_tag(run_id, "gate_reason", decision.reason)
     client.set_tag(run_id, "model_version", version)
+    return decision
+
+
+def register_and_gate(client: MlflowClient, model_name: str, run_id: str, artifact_path: str,
+                      metric: str, challenger: float, baselines: Mapping[str, float], required: Sequence[str],
+                      margin: float, metric_key: str) -> Tuple[GateDecision, str]:
+    """Register the run's model as a new version of ``model_name``, gate it against the champion and
+    the required baselines, move the aliases, tag the version and the run. Returns (decision, version).
+
+    ``metric`` is the display name used in the reason ("valid ndcg@10"), ``metric_key`` the run
+    metric the champion's value is read from ("valid_ndcg_at_10"); ``challenger`` is the new
+    model's value of it. The new version always gets alias ``challenger``; it gets ``champion``
+    only when promoted. Version tags: gate_decision (promoted/rejected), gate_reason. Run tags:
+    gate_decision, gate_reason, model_version.
+    """
+    # Validate the gate inputs before writing anything to the registry.
+    gate_decision(metric, challenger, None, None, baselines, required, margin)
+    version = register_challenger(client, model_name, run_id, artifact_path)
+    decision = _apply_gate(client, model_name, run_id, version, metric, challenger, baselines, required, margin,
+                           metric_key)
     return decision, version
+
+
+def find_version(client: MlflowClient, model_name: str, as_of_date: str) -> Optional[str]:
+    """The newest version registered for a run date (version tag as_of_date), or None."""
+    try:
+        versions = client.search_model_versions(f"name='{model_name}'")
+    except MlflowException:
+        return None
+    found = [int(v.version) for v in versions if (v.tags or {}).get("as_of_date") == as_of_date]
+    return str(max(found)) if found else None
+
+
+def gate_version(client: MlflowClient, model_name: str, version: str, metric: str, metric_key: str,
+                 baseline_keys: Mapping[str, str], required: Sequence[str], margin: float) -> GateDecision:
+    """Gate a registered version with the metrics its training run logged (the challenger's
+    ``metric_key`` and each required baseline's key in ``baseline_keys``). A version that was gated
+    already keeps its decision (a retried task changes nothing); a metric the run lacks is an error."""
+    mv = client.get_model_version(model_name, version)
+    run = client.get_run(mv.run_id)
+    metrics = run.data.metrics
+    tags = mv.tags or {}
+    if tags.get("gate_decision") in (PROMOTED, REJECTED):
+        champion_version = _alias_version(client, model_name, CHAMPION)
+        value = float(metrics.get(metric_key, float("nan")))
+        return GateDecision(tags["gate_decision"] == PROMOTED, tags.get("gate_reason", "") + " (decided before)",
+                            metric, value, None, champion_version, {}, float(margin))
+    if metric_key not in metrics:
+        raise ValueError(f"run {mv.run_id} of {model_name} v{version} has no metric {metric_key}: it cannot be gated")
+    missing = [b for b in required if baseline_keys.get(b) not in metrics]
+    if missing:
+        raise ValueError(f"run {mv.run_id} of {model_name} v{version} lacks the gate baselines {missing} "
+                         f"(metrics {[baseline_keys.get(b) for b in missing]}): a gate that cannot check must not pass")
+    baselines = {b: float(metrics[baseline_keys[b]]) for b in required}
+    return _apply_gate(client, model_name, mv.run_id, version, metric, float(metrics[metric_key]), baselines,
+                       required, margin, metric_key)
 
 
 def load_alias(model_name: str, alias: str = CHAMPION, tracking_uri: Optional[str] = None

@@ -77,8 +77,10 @@ def _ensure_experiment(name: str, artifact_root: str) -> str:
 
 
 def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], run_name: str,
-                     report_title: str) -> Dict[str, object]:
-    """Log the run, register the model, apply the gate. Returns run id, version and the decision."""
+                     report_title: str, gate: bool = True) -> Dict[str, object]:
+    """Log the run, register the model, apply the gate (unless ``gate`` is false: then the version is a
+    challenger waiting for :func:`gate_run_date`). Returns run id, version and the decision (None when
+    not gated)."""
     tcfg = cfg.training
     missing = [b for b in tcfg.gate.baselines if b not in result.valid.metrics]
     if missing:
@@ -130,16 +132,40 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         run_id = run.info.run_id
 
-    gate = tcfg.gate
-    metric = gate.metric
+    if not gate:
+        from training.registry import register_challenger
+        version = register_challenger(MlflowClient(), cfg.mlflow.registered_model, run_id, MODEL_ARTIFACT,
+                                      as_of_date=str(inputs.get("as_of_date", "")))
+        log.info("MLflow run %s, model %s v%s registered as challenger (gate: `reco gate`)", run_id,
+                 cfg.mlflow.registered_model, version)
+        return {"run_id": run_id, "version": version, "decision": None}
+    gate_cfg = tcfg.gate
+    metric = gate_cfg.metric
     mkey = metric_key("valid", metric)
-    baseline_values = {b: float(result.valid.metrics[b][metric]) for b in gate.baselines
+    baseline_values = {b: float(result.valid.metrics[b][metric]) for b in gate_cfg.baselines
                        if b in result.valid.metrics}
     decision, version = register_and_gate(MlflowClient(), cfg.mlflow.registered_model, run_id, MODEL_ARTIFACT,
                                           metric, float(result.valid.metrics[MODEL][metric]), baseline_values,
-                                          gate.baselines, gate.margin, mkey)
+                                          gate_cfg.baselines, gate_cfg.margin, mkey)
     log.info("MLflow run %s, model %s v%s: %s", run_id, cfg.mlflow.registered_model, version, decision.reason)
     return {"run_id": run_id, "version": version, "decision": decision}
+
+
+def gate_run_date(cfg, as_of_date: str):
+    """Gate the version ``reco train --no-gate`` registered for a run date. Returns (version, decision)."""
+    from training.registry import find_version, gate_version
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    client = MlflowClient()
+    name = cfg.mlflow.registered_model
+    version = find_version(client, name, as_of_date)
+    if version is None:
+        raise RecoError(f"no version of model '{name}' was registered for {as_of_date} at {cfg.mlflow.tracking_uri}: "
+                        f"run `reco train --date {as_of_date} --no-gate` first")
+    g = cfg.training.gate
+    decision = gate_version(client, name, version, g.metric, metric_key("valid", g.metric),
+                            {b: metric_key("valid", g.metric, b) for b in g.baselines}, g.baselines, g.margin)
+    log.info("model %s v%s (%s): %s", name, version, as_of_date, decision.reason)
+    return version, decision
 
 
 __all__ = ["log_training_run", "metric_key", "write_run_report", "report_metrics", "GateDecision"]
