@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-register", action="store_true", help="evaluate only: log nothing to MLflow")
     sp.add_argument("--no-gate", action="store_true", help="register the model as challenger only; "
                                                             "`reco gate` decides (the nightly DAG's split)")
+    sp.add_argument("--no-test-phase", action="store_true",
+                    help="skip the test-phase refit and its metrics (validation decides the gate; the nightly "
+                         "uses this, benchmarks do not)")
     sp = sub.add_parser("gate", help="gate the model version registered for a date: champion or not")
     sp.add_argument("--date", type=_date)
     sp.add_argument("--source", help="source whose default run date to use (synthetic)")
@@ -170,6 +173,8 @@ def _dispatch(args, cfg) -> int:
     elif args.command == "check":
         commands.check(spark, cfg, source, args.date)
     elif args.command == "train":
+        if args.no_test_phase:
+            cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"evaluate_test": False})})
         commands.train(spark, cfg, source, args.date, register=not args.no_register, gate=not args.no_gate)
     elif args.command == "gate":
         commands.gate(spark, cfg, source, args.date)

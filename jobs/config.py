@@ -400,6 +400,7 @@ class TrainingConfig(_Strict):
     baseline_params: Dict[str, Dict[str, Any]] = Field(default_factory=dict)
     blend_weights: List[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
     refit: bool = True                  # serving model: retrain on train + valid + test with the chosen epochs
+    evaluate_test: bool = True          # refit on train + valid and report test metrics (the nightly skips it)
     gate: GateSection = Field(default_factory=GateSection)
     # petastorm cache, checkpoints and reports: a local folder; default <lakehouse.root>/_training
     work_dir: Optional[str] = None

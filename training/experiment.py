@@ -276,7 +276,7 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
     epochs = max(1, valid.best_epoch)
     test = None
     serve_model = valid.model
-    if data.test is not None:
+    if data.test is not None and getattr(tcfg, "evaluate_test", True):
         # the test phase never early-stops on test: the epochs chosen on validation
         refit = replace(valid.params, fixed_epochs=epochs)
         fit_df = data.train.unionByName(data.valid) if tcfg.refit else data.train
