@@ -151,6 +151,14 @@ def publish(spark: SparkSession, cfg: Config, run_date: date) -> PublishSummary:
             written["n"] = n
 
     r = redis_client(cfg)
+    from serving.versions import current_version, read_meta
+    current = current_version(r, keyspace(cfg))
+    if current and current != score_id and read_meta(r, keyspace(cfg), current).get("base") == score_id:
+        # readers are on an hourly patch over this very version: it is published, and fresher
+        log.info("[publish %s] %s is published and readers are on hourly patch %s over it: nothing to do",
+                 run_date, score_id, current)
+        return PublishSummary(version=current, previous=current, skipped=True, counts=expected, keys_per_s=0.0,
+                              seconds=0.0, deleted=[])
     res = publish_version(r, keyspace(cfg), score_id, records(),
                           metadata={"run_date": run_date.isoformat(), "model_version": model_version,
                                     "run_id": run_id, "score_id": score_id, "list_length": int(k[1]),

@@ -48,6 +48,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from serving.codec import maybe_decode_str
 from serving.client import AsyncLookupClient, Lookup, LookupClient, NoPublishedVersion, connect_async
 from serving.keys import KeySpace, glob_escape
 
@@ -474,10 +475,20 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         version = await client.current_version()
         if version is None:
             raise NoPublishedVersion(NOTHING_PUBLISHED)
+        # a patch holds only the users an hourly run refreshed: top up from the version it patches
         if isinstance(client, _InThreads):
-            ids = await run_in_threadpool(sample_user_ids, client.client.r, client.client.ks, version, n)
+            r, ks = client.client.r, client.client.ks
+            ids = await run_in_threadpool(sample_user_ids, r, ks, version, n)
+            base = await run_in_threadpool(r.hget, ks.meta(version), "base") if len(ids) < n else None
+            if base:
+                more = await run_in_threadpool(sample_user_ids, r, ks, maybe_decode_str(base), n)
+                ids += [u for u in more if u not in ids][:n - len(ids)]
         else:
             ids = await sample_user_ids_async(client.r, client.ks, version, n)
+            base = await client.r.hget(client.ks.meta(version), "base") if len(ids) < n else None
+            if base:
+                more = await sample_user_ids_async(client.r, client.ks, maybe_decode_str(base), n)
+                ids += [u for u in more if u not in ids][:n - len(ids)]
         return DemoUsers(version=version, user_ids=ids)
 
     # ---- operations ---------------------------------------------------------------------
