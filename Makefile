@@ -27,6 +27,11 @@ venv: $(STAMP) ## Create or refresh .venv (runs by itself before run/test/bench)
 run: $(STAMP) ## Run the nightly pipeline end to end on the synthetic default data
 	$(VENV)/bin/reco run
 
+airflow: $(STAMP) ## Airflow UI at http://127.0.0.1:8080 with the nightly and hourly DAGs (airflow standalone; Ctrl-C stops)
+	$(VPY) -m jobs.airflow_tasks ui
+
+.PHONY: airflow
+
 test: $(STAMP) browser ## Run the test suite (the command CI runs)
 	$(VPY) -m pytest $(PYTEST_ARGS)
 

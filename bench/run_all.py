@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sys
 
-from bench import ingest_features, models, serving
+from bench import ingest_features, models, pipeline, serving
 from bench.measure import ROOT, machine, run_measured
 
 
@@ -17,7 +17,7 @@ def main() -> None:
     ap.add_argument("--skip-retail", action="store_true", help="leave out the UCI Online Retail case")
     ap.add_argument("--merge", action="store_true",
                     help="keep the cases of the previous run (bench/out/ingest_features.json) not re-run now")
-    ap.add_argument("--only", choices=["ingest", "models", "serving"],
+    ap.add_argument("--only", choices=["ingest", "models", "serving", "pipeline"],
                     help="run one section; the others keep their stored results (bench/out/*.json)")
     args = ap.parse_args()
     if args.only in (None, "ingest"):
@@ -26,6 +26,8 @@ def main() -> None:
         run_models()
     if args.only in (None, "serving"):
         run_serving()
+    if args.only in (None, "pipeline"):
+        run_pipeline()
     write_markdown()
 
 
@@ -45,6 +47,15 @@ def run_serving() -> None:
     m = run_measured([sys.executable, "-m", "bench.serving"], log=log, timeout_s=3600)
     if m.returncode != 0:
         raise SystemExit(f"bench.serving failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
+
+
+def run_pipeline() -> None:
+    """`reco run` (the nightly DAG through Airflow) and two hourly DAG runs, in their own processes."""
+    log = ROOT / "bench" / "out" / "pipeline.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    m = run_measured([sys.executable, "-m", "bench.pipeline"], log=log, timeout_s=4 * 3600)
+    if m.returncode != 0:
+        raise SystemExit(f"bench.pipeline failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
 
 
 def run_ingest(args) -> None:
@@ -84,6 +95,9 @@ def write_markdown() -> None:
     serving_store = out / "serving.json"
     serving_text = (serving.to_markdown(json.loads(serving_store.read_text())) if serving_store.exists()
                     else "Not run yet: `python -m bench.run_all --only serving`.")
+    pipeline_store = out / "pipeline.json"
+    pipeline_text = (pipeline.to_markdown(json.loads(pipeline_store.read_text())) if pipeline_store.exists()
+                     else "Not run yet: `python -m bench.run_all --only pipeline`.")
     ingest_table = ingest_features.to_markdown(results) if results else _previous_table("## Ingest + features cost curve")
     text = f"""# Benchmarks
 
@@ -132,7 +146,11 @@ Written by `python -m bench.serving` (part of `make bench`; alone: `python -m be
 `python -m bench.serving --quick` for a two-minute check): exact top-K scoring against torch's own matrix
 multiply, publishing to Redis against `redis-benchmark`, and lookup latency at a fixed request rate.
 
-{serving_text}"""
+{serving_text}
+
+## Pipeline wall time through Airflow (`make run`, hourly DAG)
+
+{pipeline_text}"""
     (ROOT / "BENCHMARKS.md").write_text(text)
     print(text)
 

@@ -25,10 +25,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from datetime import date
 from typing import List, Optional
+
+if __name__ == "__main__" and __package__ in (None, ""):
+    # run as a script (spark-submit jobs/cli.py, the DAGs' spark_submit executor): its own folder must not
+    # shadow top-level modules (jobs/config.py as `config`, ...), and the project root must be importable
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+    sys.path.insert(0, os.path.dirname(_here))
 
 from jobs.config import ConfigError, load_config
 from jobs.errors import RecoError

@@ -208,7 +208,9 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
 
     # 1. bronze
     if src.kind == "synthetic" and window is not None:
-        events = _live_synthetic(spark, cfg, window)
+        events = _live_synthetic(spark, cfg, window).filter(
+            (F.col("event_time") >= F.lit(window[0]).cast("timestamp"))
+            & (F.col("event_time") < F.lit(window[1]).cast("timestamp")))
         raw = events.select(*[
             (F.date_format(c, "yyyy-MM-dd HH:mm:ss") if c == "event_time" else F.col(c).cast("string")).alias(c)
             for c in events.columns])
@@ -241,7 +243,9 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     else:
         log.info("[ingest %s] 1/5 landing batch %s in %s", source, batch_id, bronze_table)
         # a later export may carry extra columns: bronze keeps them (schema evolution)
-        lh.replace(bronze, bronze_table, {"_batch_id": batch_id}, partition_by=["_run_date"], merge_schema=True)
+        # a window's batch id fixes its run date: the replace touches that one partition only
+        where = {"_batch_id": batch_id, **({"_run_date": run_date} if window is not None else {})}
+        lh.replace(bronze, bronze_table, where, partition_by=["_run_date"], merge_schema=True)
         landed = lh.read(bronze_table).filter(F.col("_batch_id") == batch_id)
     input_rows = landed.count()
     if input_rows == 0:
@@ -319,8 +323,18 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
                                     cfg.interactions.rating_max)
     excluded = excluded.withColumn("run_date", F.lit(run_date))
     lh.replace(excluded, "excluded", {"source": source, "batch_id": batch_id})
+    # A nightly batch of a source with an hourly feed supersedes the hourly batches of its day: the same
+    # events, complete. They go in the same commit, so no reader ever counts an event twice.
+    supersede = None
+    if window is None and src.kind != "synthetic" and src.hourly_path:
+        supersede = (f"source = {_sql_str(source)} AND batch_id LIKE 'hourly-%' AND "
+                     f"event_date = DATE'{run_date.isoformat()}'")
+    pruned = None
+    if window is not None:   # a window's rows lie in the days it touches: replace only those partitions
+        pruned = (f"event_date >= DATE'{window[0].date().isoformat()}' AND "
+                  f"event_date <= DATE'{(window[1] - timedelta(microseconds=1)).date().isoformat()}'")
     lh.replace(silver, "silver_interactions", {"source": source, "batch_id": batch_id},
-               partition_by=["event_date"])
+               partition_by=["event_date"], also=supersede, within=pruned)
     result.excluded_by_rule = _count_by(lh.read("excluded").filter(
         (F.col("source") == source) & (F.col("batch_id") == batch_id)), "rule")
     result.excluded_rows = sum(result.excluded_by_rule.values())
@@ -347,6 +361,10 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     log.info("[ingest %s] done in %.1fs: %d in = %d accepted + %d excluded + %d quarantined", source,
              time.time() - t0, input_rows, result.accepted_rows, result.excluded_rows, quarantined)
     return result
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _upsert_items(lh: Lakehouse, batch_catalog: DataFrame) -> None:

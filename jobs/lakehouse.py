@@ -42,12 +42,19 @@ class Lakehouse:
         return DeltaTable.forPath(self.spark, self.path(table)).history(1).select("version").first()[0]
 
     def replace(self, df: DataFrame, table: str, where: Dict[str, object],
-                partition_by: Sequence[str] = (), merge_schema: bool = False) -> None:
+                partition_by: Sequence[str] = (), merge_schema: bool = False, also: Optional[str] = None,
+                within: Optional[str] = None) -> None:
         """Overwrite the rows of ``table`` matching ``where`` (column == value) with ``df``.
 
-        ``df`` must only hold rows inside that slice; Delta checks it.
+        ``df`` must only hold rows inside that slice; Delta checks it. ``also``: a SQL condition for more
+        rows to remove in the same commit (rows ``df`` supersedes). ``within``: a condition (on partition
+        columns) every row of the slice is known to meet, so Delta reads only those partitions.
         """
         cond = " AND ".join(f"{col} = {_sql_literal(val)}" for col, val in where.items())
+        if also:
+            cond = f"({cond}) OR ({also})"
+        if within:
+            cond = f"({cond}) AND ({within})"
         writer = df.write.format("delta").mode("overwrite").option("replaceWhere", cond)
         if merge_schema:
             writer = writer.option("mergeSchema", "true")

@@ -153,7 +153,15 @@ def publish(spark: SparkSession, cfg: Config, run_date: date) -> PublishSummary:
     r = redis_client(cfg)
     from serving.versions import current_version, read_meta
     current = current_version(r, keyspace(cfg))
-    if current and current != score_id and read_meta(r, keyspace(cfg), current).get("base") == score_id:
+    current_meta = read_meta(r, keyspace(cfg), current) if current else {}
+    if current and str(current_meta.get("run_date") or "") > run_date.isoformat():
+        # a backfill: readers are on a later day's lists and stay there
+        log.warning("[publish %s] readers are on %s, from the later run date %s: a backfill does not move them "
+                    "back (publish that date again, or `reco publish --rollback`, to change what they read)",
+                    run_date, current, current_meta.get("run_date"))
+        return PublishSummary(version=current, previous=current, skipped=True, counts=expected, keys_per_s=0.0,
+                              seconds=0.0, deleted=[])
+    if current and current != score_id and current_meta.get("base") == score_id:
         # readers are on an hourly patch over this very version: it is published, and fresher
         log.info("[publish %s] %s is published and readers are on hourly patch %s over it: nothing to do",
                  run_date, score_id, current)

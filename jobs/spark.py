@@ -25,8 +25,12 @@ def build_spark(cfg: Config, app_name: Optional[str] = None, extra_conf: Optiona
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
+    # Under spark-submit (the Airflow DAGs' spark_submit executor) the JVM is already up, with the master,
+    # deploy mode, memory and packages spark-submit was given: those win over the config's.
+    submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+    builder = SparkSession.builder if submitted else SparkSession.builder.master(cfg.spark.master)
     builder = (
-        SparkSession.builder.master(cfg.spark.master)
+        builder
         .appName(app_name or cfg.spark.app_name)
         .config("spark.driver.memory", cfg.spark.driver_memory)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
@@ -44,6 +48,9 @@ def build_spark(cfg: Config, app_name: Optional[str] = None, extra_conf: Optiona
         if cfg.s3.endpoint_url:
             builder = (builder.config("spark.hadoop.fs.s3a.endpoint", cfg.s3.endpoint_url)
                        .config("spark.hadoop.fs.s3a.path.style.access", "true"))
-    spark = configure_spark_with_delta_pip(builder, extra_packages=extra_packages).getOrCreate()
+    if submitted:   # spark-submit resolved the packages (orchestration.spark_submit.packages)
+        spark = builder.getOrCreate()
+    else:
+        spark = configure_spark_with_delta_pip(builder, extra_packages=extra_packages).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

@@ -30,26 +30,6 @@ def env(tmp_path, monkeypatch, redis_server):
     return tmp_path
 
 
-def test_reco_run_builds_every_table_and_prints_counts(spark, env, capsys):
-    assert main(["run"]) == 0
-    out = capsys.readouterr().out
-    for table in ("bronze_synthetic", "silver_interactions", "items", "user_index", "item_index",
-                  "user_features", "item_features", "training_examples", "pipeline_runs", "quarantine",
-                  "recommendations", "similar_items", "fallback_lists"):
-        line = next(l for l in out.splitlines() if l.startswith(table + " "))
-        assert str(env / "lakehouse" / table) in line
-    assert "data-quality docs: file://" in out
-    assert "model retailreco-two-tower v1" in out and "two_tower" in out and "als" in out
-    assert (env / "quality" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
-    redis_line = next(l for l in out.splitlines() if l.startswith("Redis: "))
-    assert "(personal)" in redis_line and "(global, fallback)" in redis_line
-    assert "http://127.0.0.1:8000/" in out
-    # the README's query command works against what run built
-    assert main(["sql", "daily_sales", "--param", "start_date=2000-01-01", "--param", "end_date=2100-01-01",
-                 "--out", str(env / "daily.csv")]) == 0
-    assert (env / "daily.csv").read_text().count("\n") > 10
-
-
 @pytest.mark.parametrize("argv, message", [
     (["ingest", "--source", "nope"], "unknown source 'nope'"),
     (["ingest", "--source", "online_retail", "--date", "2011-12-09", "--path", "/nonexistent/x.csv"],

@@ -1,0 +1,128 @@
+"""Wall time of the README's run command (the nightly DAG through Airflow) and of the hourly DAG.
+
+    python -m bench.pipeline [--hours 2]
+
+In a fresh lakehouse under ``bench/out/pipeline`` (its own MLflow, Airflow home and embedded Redis on
+another port), on the synthetic default data set:
+
+1. ``reco run``: ``airflow dags test reco_nightly`` for the synthetic data's last day, end to end
+   (ingest, check, features, train, gate, score, publish, report);
+2. ``python -m jobs.airflow_tasks run-dag reco_hourly H`` for the first ``--hours`` hours after that day
+   (live synthetic events; each run patches the nightly's Redis version).
+
+Each command runs in a fresh process tree, timed and with its peak RSS sampled (bench/measure.py); the
+time per task comes from the Airflow metadata DB. Targets on a 2-core machine: nightly < 10 min,
+hourly < 2 min. Results: ``bench/out/pipeline.json``; BENCHMARKS.md is re-rendered by
+``bench.run_all``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+from bench.measure import ROOT, machine, run_measured
+
+OUT = ROOT / "bench" / "out"
+NIGHTLY_TARGET_S, HOURLY_TARGET_S = 600, 120
+
+
+def _env(work: Path) -> Dict[str, str]:
+    return {"RECO__LAKEHOUSE__ROOT": str(work / "lakehouse"),
+            "RECO__LAKEHOUSE__STAGING_DIR": str(work / "staging"),
+            "RECO__QUALITY__QUALITY_DIR": str(work / "quality"),
+            "RECO__MLFLOW__TRACKING_URI": f"sqlite:///{work}/mlflow.db",
+            "RECO__MLFLOW__ARTIFACT_ROOT": str(work / "mlartifacts"),
+            "RECO__REDIS__URL": "redis://127.0.0.1:6391/0", "RECO__REDIS__DATA_DIR": str(work / "redis"),
+            "RECO__ORCHESTRATION__AIRFLOW_HOME": str(work / "airflow")}
+
+
+def _task_times(airflow_db: Path, dag_id: str) -> List[Dict[str, Any]]:
+    """Per task of the DAG's runs: the run's interval, the task, its state and seconds."""
+    with sqlite3.connect(airflow_db) as db:
+        rows = db.execute(
+            "select r.data_interval_start, t.task_id, t.state, t.start_date, t.end_date from task_instance t "
+            "join dag_run r on r.run_id = t.run_id and r.dag_id = t.dag_id where t.dag_id = ? "
+            "order by r.id, t.start_date", (dag_id,)).fetchall()
+    out = []
+    for interval, task, state, start, end in rows:
+        secs = None
+        if start and end:
+            secs = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+        out.append({"interval": interval, "task": task, "state": state, "seconds": secs})
+    return out
+
+
+def run(hours: int) -> Dict[str, Any]:
+    from jobs.config import load_config
+    from jobs.ingest import default_run_date
+
+    work = OUT / "pipeline"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    env = _env(work)
+    reco = str(Path(sys.prefix) / "bin" / "reco")
+    day = default_run_date(load_config(), "synthetic")
+    result: Dict[str, Any] = {"date": dt.date.today().isoformat(), "machine": machine(), "run_date": day.isoformat(),
+                              "command": "python -m bench.pipeline", "targets_s": {"nightly": NIGHTLY_TARGET_S,
+                                                                                  "hourly": HOURLY_TARGET_S}}
+    print(f"nightly: reco run (covers {day})", flush=True)
+    m = run_measured([reco, "run"], env=env, log=work / "nightly.log", timeout_s=3 * 3600)
+    result["nightly"] = {"wall_s": round(m.wall_s, 1), "peak_rss_mb": round(m.peak_rss_mb), "rc": m.returncode,
+                         "tasks": _task_times(work / "airflow" / "airflow.db", "reco_nightly")}
+    if m.returncode != 0:
+        raise SystemExit(f"reco run failed (exit {m.returncode}); see {work / 'nightly.log'}:\n{m.output_tail}")
+    result["hourly"] = []
+    for h in range(hours):
+        hour = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(h))
+        print(f"hourly: {hour.isoformat()}", flush=True)
+        m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-dag", "reco_hourly", hour.isoformat()],
+                         env=env, log=work / f"hourly-{h}.log", timeout_s=3600)
+        result["hourly"].append({"hour": hour.isoformat(), "wall_s": round(m.wall_s, 1), "rc": m.returncode,
+                                 "peak_rss_mb": round(m.peak_rss_mb)})
+        if m.returncode != 0:
+            raise SystemExit(f"hourly {hour} failed (exit {m.returncode}); see the log:\n{m.output_tail}")
+    result["hourly_tasks"] = _task_times(work / "airflow" / "airflow.db", "reco_hourly")
+    # stop the embedded redis-server this run started
+    run_measured([reco, "redis", "stop"], env=env)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "pipeline.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def to_markdown(data: Dict[str, Any]) -> str:
+    n = data["nightly"]
+    t = data["targets_s"]
+    lines = [f"Written by `{data['command']}` on {data['date']}; machine: {data['machine']}. Synthetic default "
+             f"data set (conf/base.yaml `synthetic:`), nightly run date {data['run_date']}, everything embedded "
+             "(Spark local, Delta on disk, MLflow and Airflow on sqlite, redis-server started by the run).", "",
+             "| run | wall s | target s | met | peak RSS MB |", "|---|---:|---:|---|---:|",
+             f"| nightly DAG (`reco run`) | {n['wall_s']:.0f} | {t['nightly']} | "
+             f"{'yes' if n['wall_s'] < t['nightly'] else '**no**'} | {n['peak_rss_mb']} |"]
+    for h in data.get("hourly", []):
+        lines.append(f"| hourly DAG, {h['hour']} | {h['wall_s']:.0f} | {t['hourly']} | "
+                     f"{'yes' if h['wall_s'] < t['hourly'] else '**no**'} | {h['peak_rss_mb']} |")
+    lines += ["", "Time per task (from the Airflow metadata DB; the rest of a run's wall time is Airflow's own "
+              "start, DAG parsing and the Spark session start):", "", "| DAG | interval | task | s |", "|---|---|---|---:|"]
+    for dag, rows in (("nightly", n.get("tasks", [])), ("hourly", data.get("hourly_tasks", []))):
+        for r in rows:
+            secs = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
+            lines.append(f"| {dag} | {r['interval'][:16]} | {r['task']} | {secs} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hours", type=int, default=2, help="hourly runs after the nightly (default 2)")
+    args = ap.parse_args()
+    print(to_markdown(run(args.hours)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""reco_nightly: the nightly batch, one run per day D (wiring only; see docs/AIRFLOW.md).
+
+    ingest >> validate >> features >> train >> gate >> score >> publish >> report
+
+The run fires at ``orchestration.nightly_schedule`` (UTC) and covers the day D its data interval
+starts in: every job gets ``--date D``, never "latest" and never now().
+"""
+from __future__ import annotations
+
+from airflow.sdk import DAG
+
+from jobs.airflow_tasks import (NIGHTLY_DAG_ID, RUN_DATE, asset, dag_source, daily_offset, reco_task, start_date,
+                                timetable)
+from jobs.config import load_config
+
+cfg = load_config()
+orch = cfg.orchestration
+daily_offset(orch.nightly_schedule)  # refuse a cron that does not fire once a day
+SOURCE = dag_source(cfg)
+LONG = orch.train_timeout_min
+
+with DAG(
+    dag_id=NIGHTLY_DAG_ID,
+    schedule=timetable(orch.nightly_schedule),
+    start_date=start_date(cfg),
+    catchup=False,  # backfills are explicit: airflow backfill create --dag-id reco_nightly ...
+    max_active_runs=1,
+    tags=["retailreco", "nightly"],
+    doc_md=__doc__,
+) as dag:
+    steps = [
+        reco_task("ingest", ["ingest", "--source", SOURCE, "--date", RUN_DATE], cfg=cfg,
+                  outlets=[asset("silver_interactions")]),
+        reco_task("validate", ["check", "--source", SOURCE, "--date", RUN_DATE], cfg=cfg,
+                  inlets=[asset("silver_interactions")]),
+        reco_task("features", ["features", "--date", RUN_DATE, "--maintain"], cfg=cfg),
+        reco_task("train", ["train", "--date", RUN_DATE, "--no-gate", "--no-test-phase"], cfg=cfg,
+                  timeout_min=LONG),
+        reco_task("gate", ["gate", "--date", RUN_DATE], cfg=cfg, timeout_min=LONG, outlets=[asset("champion")]),
+        reco_task("score", ["score", "--date", RUN_DATE], cfg=cfg, inlets=[asset("champion")]),
+        reco_task("publish", ["publish", "--date", RUN_DATE], cfg=cfg, outlets=[asset("nightly_lists")]),
+        reco_task("report", ["report", "--date", RUN_DATE], cfg=cfg),
+    ]
+    for upstream, downstream in zip(steps, steps[1:]):
+        upstream >> downstream
