@@ -24,7 +24,7 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 
 venv: $(STAMP) ## Create or refresh .venv (runs by itself before run/test/bench)
 
-run: $(STAMP) ## Run the nightly pipeline end to end on the synthetic default data
+run: $(STAMP) ## Run the nightly DAG through Airflow, end to end, on the synthetic default data
 	$(VENV)/bin/reco run
 
 airflow: $(STAMP) ## Airflow UI at http://127.0.0.1:8080 with the nightly and hourly DAGs (airflow standalone; Ctrl-C stops)

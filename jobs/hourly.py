@@ -4,7 +4,7 @@ Each step takes the Airflow run's data interval ``[start, end)`` (UTC), never "n
 
 1. ``ingest``: the hour's new events into silver as one batch (``hourly-<end>``). A watermark per
    source in the Delta table ``watermarks`` records which windows were ingested: the batch starts at the
-   last watermark when hours were missed (up to ``hourly.max_catchup_hours``), and a rerun of a window
+   last watermark when hours were missed (up to ``MAX_CATCHUP_HOURS``, 24), and a rerun of a window
    reuses the bounds it had, so it replaces exactly the same rows.
 2. ``refresh``: item popularity and trend as of ``end`` (events up to then), the raw popular and trending
    lists and the served fallback lists (``global``, ``segment:<s>``) -> ``hourly_lists``.
@@ -111,7 +111,8 @@ def ingest_hour(spark: SparkSession, cfg: Config, source: str, start: datetime, 
         log.info("[hourly ingest %s] the watermark is at %s: this batch also covers the missed %s .. %s",
                  source, lo.isoformat(), lo.isoformat(), start.isoformat())
     result = ingest(spark, cfg, source, _day_of(hi), path=src.hourly_path, window=(lo, hi), batch_id=batch_id(hi))
-    row = [(source, batch_id(hi), _naive(lo), _naive(hi), int(result.accepted_rows), datetime.utcnow())]
+    row = [(source, batch_id(hi), _naive(lo), _naive(hi), int(result.accepted_rows),
+            datetime.now(timezone.utc).replace(tzinfo=None))]
     lh.merge(spark.createDataFrame(row, "source string, batch_id string, low timestamp, high timestamp, rows long, "
                                         "ingested_at timestamp"), WATERMARKS, keys=["source", "batch_id"])
     return result
