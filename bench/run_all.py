@@ -31,31 +31,29 @@ def main() -> None:
     write_markdown()
 
 
-def run_models() -> None:
-    """The model-quality benchmark in its own process (its Spark session and torch threads)."""
-    log = ROOT / "bench" / "out" / "models.log"
+def _run_module(module: str, timeout_s: float) -> None:
+    """Run one benchmark module in its own process (its Spark session, torch threads, servers), logging to
+    bench/out/<name>.log; a failure stops `make bench` with the log's tail."""
+    log = ROOT / "bench" / "out" / f"{module.split('.')[-1]}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    m = run_measured([sys.executable, "-m", "bench.models"], log=log, timeout_s=4 * 3600)
+    m = run_measured([sys.executable, "-m", module], log=log, timeout_s=timeout_s)
     if m.returncode != 0:
-        raise SystemExit(f"bench.models failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
+        raise SystemExit(f"{module} failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
+
+
+def run_models() -> None:
+    """The model-quality benchmark."""
+    _run_module("bench.models", 4 * 3600)
 
 
 def run_serving() -> None:
-    """The serving benchmarks (scoring, publishing, lookups) in their own process."""
-    log = ROOT / "bench" / "out" / "serving.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    m = run_measured([sys.executable, "-m", "bench.serving"], log=log, timeout_s=3600)
-    if m.returncode != 0:
-        raise SystemExit(f"bench.serving failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
+    """The serving benchmarks (scoring, publishing, lookups)."""
+    _run_module("bench.serving", 3600)
 
 
 def run_pipeline() -> None:
-    """`reco run` (the nightly DAG through Airflow) and two hourly DAG runs, in their own processes."""
-    log = ROOT / "bench" / "out" / "pipeline.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    m = run_measured([sys.executable, "-m", "bench.pipeline"], log=log, timeout_s=4 * 3600)
-    if m.returncode != 0:
-        raise SystemExit(f"bench.pipeline failed (exit {m.returncode}); see {log}:\n{m.output_tail}")
+    """`reco run` (the nightly DAG through Airflow) and two hourly DAG runs."""
+    _run_module("bench.pipeline", 4 * 3600)
 
 
 def run_ingest(args) -> None:

@@ -455,32 +455,26 @@ class Config(_Strict):
             raise ConfigError(f"unknown source '{name}'; configured sources: {sorted(self.sources)} "
                               "(add one under 'sources:' in conf/base.yaml)") from None
 
+    def _local_dir(self, setting: str, value: Optional[str], default: str, when: str = "") -> str:
+        """``value`` when set, else ``<lakehouse.root>/<default>``; a remote lakehouse needs it set."""
+        if value:
+            return value
+        if "://" in self.lakehouse.root:
+            raise ConfigError(f"{setting} must be set to a local folder when lakehouse.root is remote "
+                              f"({self.lakehouse.root}){when}")
+        return os.path.join(self.lakehouse.root, default)
+
     @property
     def training_dir(self) -> str:
-        if self.training.work_dir:
-            return self.training.work_dir
-        if "://" in self.lakehouse.root:
-            raise ConfigError("training.work_dir must be set to a local folder when lakehouse.root is remote "
-                              f"({self.lakehouse.root})")
-        return os.path.join(self.lakehouse.root, "_training")
+        return self._local_dir("training.work_dir", self.training.work_dir, "_training")
 
     @property
     def redis_dir(self) -> str:
-        if self.redis.data_dir:
-            return self.redis.data_dir
-        if "://" in self.lakehouse.root:
-            raise ConfigError("redis.data_dir must be set to a local folder when lakehouse.root is remote "
-                              f"({self.lakehouse.root}) and redis.embedded is true")
-        return os.path.join(self.lakehouse.root, "_redis")
+        return self._local_dir("redis.data_dir", self.redis.data_dir, "_redis", " and redis.embedded is true")
 
     @property
     def airflow_home(self) -> str:
-        if self.orchestration.airflow_home:
-            return self.orchestration.airflow_home
-        if "://" in self.lakehouse.root:
-            raise ConfigError("orchestration.airflow_home must be set to a local folder when lakehouse.root is "
-                              f"remote ({self.lakehouse.root})")
-        return os.path.join(self.lakehouse.root, "_airflow")
+        return self._local_dir("orchestration.airflow_home", self.orchestration.airflow_home, "_airflow")
 
     @property
     def redis_password(self) -> Optional[str]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from jobs.airflow_tasks import DAGS_FOLDER, HEAVY_MODULES, HOURLY_DAG_ID, NIGHTLY_DAG_ID
 from tests.dags.conftest import run_python
 
@@ -71,18 +73,10 @@ def _parse_in_fresh_process(path, airflow_home):
                       env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/no-such-dir/airflow.db"})
 
 
-def test_nightly_parses_light(airflow_home):
-    out = _parse_in_fresh_process(DAGS_FOLDER / "nightly.py", airflow_home)
-    assert out["dags"] == [NIGHTLY_DAG_ID]
-    assert out["heavy"] == [], f"parse-time imports of heavy modules: {out['heavy']}"
-    assert out["lookups"] == []
-    assert out["fired"] == ["variable", "connection"]
-    assert out["parse_s"] < 5, f"parsing took {out['parse_s']:.2f}s"
-
-
-def test_hourly_parses_light(airflow_home):
-    out = _parse_in_fresh_process(DAGS_FOLDER / "hourly.py", airflow_home)
-    assert out["dags"] == [HOURLY_DAG_ID]
+@pytest.mark.parametrize("file, dag_id", [("nightly.py", NIGHTLY_DAG_ID), ("hourly.py", HOURLY_DAG_ID)])
+def test_dag_file_parses_light(airflow_home, file, dag_id):
+    out = _parse_in_fresh_process(DAGS_FOLDER / file, airflow_home)
+    assert out["dags"] == [dag_id]
     assert out["heavy"] == [], f"parse-time imports of heavy modules: {out['heavy']}"
     assert out["lookups"] == []
     assert out["fired"] == ["variable", "connection"]

@@ -5,6 +5,12 @@ which version answered.
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 from serving.codec import encode_item, encode_list
@@ -30,3 +36,21 @@ def chunks(tag: str, n_users: int = 50, n_items: int = 20, chunk: int = 25) -> I
 
 def expected(n_users: int = 50, n_items: int = 20) -> Dict[str, int]:
     return {"u": n_users, "s": n_items, "i": n_items, "f": 2}
+
+
+def kill_midway(script: str, redis_url: str, r, at_least: int = 500, timeout_s: float = 20.0) -> None:
+    """Run ``script`` (a publish, given ``redis_url`` as argv[1]) in a subprocess and SIGKILL it, with no
+    clean-up, once it has written ``at_least`` keys more than the database held."""
+    root = Path(__file__).resolve().parents[2]
+    before = r.dbsize()
+    proc = subprocess.Popen([sys.executable, "-c", script, redis_url], cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)}, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while r.dbsize() < before + at_least:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the publish subprocess wrote too little"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

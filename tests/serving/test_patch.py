@@ -1,12 +1,6 @@
 """Patches (hourly overlays on a nightly version) against a real redis-server: publishing,
 reading through to the base, pruning, deletion, rollback, faults and the HTTP service."""
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import redis
@@ -17,9 +11,8 @@ from serving.client import AsyncLookupClient, LookupClient, connect_async
 from serving.codec import encode_item, encode_list
 from serving.keys import KeySpace
 from serving.publish import PublishError, delete_version, list_versions, publish_version, rollback
-from tests.serving.records import chunks, expected, user_list
+from tests.serving.records import chunks, expected, kill_midway, user_list
 
-ROOT = Path(__file__).resolve().parents[2]
 META = {"run_id": "hourly"}
 
 
@@ -200,18 +193,7 @@ publish_version(connect(sys.argv[1]), KeySpace("reco", n_shards=16), "p2", slowl
 
 
 def test_fault_a_patch_killed_midway_leaves_readers_on_the_previous_pointer(patched, r, ks, redis_server):
-    before = r.dbsize()
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_PATCH, redis_server], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while r.dbsize() < before + 500:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the publish subprocess wrote too little"
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_midway(SLOW_PATCH, redis_server, r)
     assert 500 <= len(keys_of(r, ks, "p2")) < 4000 + 1
     c = LookupClient(r, ks)
     assert c.current_version() == "p1"                                # the previous pointer value, a patch

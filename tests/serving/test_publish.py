@@ -1,10 +1,4 @@
 """Versioned all-or-nothing publishing against a real redis-server."""
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -12,9 +6,8 @@ from serving.client import LookupClient
 from serving.codec import encode_list
 from serving.connection import connect
 from serving.publish import (PublishError, delete_version, list_versions, publish_version, rollback)
-from tests.serving.records import chunks, expected
+from tests.serving.records import chunks, expected, kill_midway
 
-ROOT = Path(__file__).resolve().parents[2]
 META = {"model_version": "3", "run_id": "run-1", "run_date": "2026-11-26"}
 
 
@@ -188,18 +181,7 @@ publish_version(connect(sys.argv[1]), KeySpace("reco", n_shards=16), "v2", slowl
 
 def test_fault_publish_killed_midway_leaves_readers_on_the_old_version(r, ks, redis_server):
     publish(r, ks, "v1")
-    before = r.dbsize()
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_PUBLISH, redis_server], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while r.dbsize() < before + 500:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the publish subprocess wrote too little"
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_midway(SLOW_PUBLISH, redis_server, r)
     assert r.exists(ks.publish_lock)                                 # the killed process held it
     written = len(keys_of(r, ks, "v2"))
     assert 500 <= written < 4000 + 42
