@@ -6,8 +6,11 @@ import datetime as dt
 import json
 import sys
 
-from bench import ingest_features, models, pipeline, serving
+from bench import gpu, ingest_features, models, pipeline, serving
 from bench.measure import ROOT, machine, run_measured
+
+
+GPU_HEADING = "## GPU: training and scoring beside the CPU (`python -m bench.gpu`)"
 
 
 def main() -> None:
@@ -17,7 +20,7 @@ def main() -> None:
     ap.add_argument("--skip-retail", action="store_true", help="leave out the UCI Online Retail case")
     ap.add_argument("--merge", action="store_true",
                     help="keep the cases of the previous run (bench/out/ingest_features.json) not re-run now")
-    ap.add_argument("--only", choices=["ingest", "models", "serving", "pipeline"],
+    ap.add_argument("--only", choices=["ingest", "models", "serving", "pipeline", "gpu"],
                     help="run one section; the others keep their stored results (bench/out/*.json)")
     args = ap.parse_args()
     if args.only in (None, "ingest"):
@@ -28,6 +31,8 @@ def main() -> None:
         run_serving()
     if args.only in (None, "pipeline"):
         run_pipeline()
+    if args.only in (None, "gpu"):
+        run_gpu(required=args.only == "gpu")
     write_markdown()
 
 
@@ -54,6 +59,28 @@ def run_serving() -> None:
 def run_pipeline() -> None:
     """`reco run` (the nightly DAG through Airflow) and two hourly DAG runs."""
     _run_module("bench.pipeline", 4 * 3600)
+
+
+def run_gpu(required: bool) -> None:
+    """Training and scoring on the GPU beside the CPU (bench/gpu.py); skipped without CUDA, and the last
+    GPU machine's numbers stay in BENCHMARKS.md."""
+    import torch
+    if not torch.cuda.is_available():
+        msg = "no CUDA device here: the GPU section keeps its last measurement (python -m bench.gpu on a GPU machine)"
+        if required:
+            raise SystemExit(msg)
+        print(msg)
+        return
+    _run_module("bench.gpu", 3600)
+
+
+def _previous_section(heading: str, missing: str) -> str:
+    """The body of ``heading`` in the current BENCHMARKS.md (kept when its results are not stored here)."""
+    old = ROOT / "BENCHMARKS.md"
+    text = old.read_text() if old.exists() else ""
+    if heading not in text:
+        return missing
+    return text.split(heading, 1)[1].split("\n## ", 1)[0].strip()
 
 
 def run_ingest(args) -> None:
@@ -96,6 +123,9 @@ def write_markdown() -> None:
     pipeline_store = out / "pipeline.json"
     pipeline_text = (pipeline.to_markdown(json.loads(pipeline_store.read_text())) if pipeline_store.exists()
                      else "Not run yet: `python -m bench.run_all --only pipeline`.")
+    gpu_store = out / "gpu.json"
+    gpu_text = (gpu.to_markdown(json.loads(gpu_store.read_text())) if gpu_store.exists()
+                else _previous_section(GPU_HEADING, "Not run yet: `python -m bench.gpu` on a machine with a CUDA GPU."))
     ingest_table = ingest_features.to_markdown(results) if results else _previous_table("## Ingest + features cost curve")
     text = f"""# Benchmarks
 
@@ -148,7 +178,12 @@ multiply, publishing to Redis against `redis-benchmark`, and lookup latency at a
 
 ## Pipeline wall time through Airflow (`make run`, hourly DAG)
 
-{pipeline_text}"""
+{pipeline_text}
+
+{GPU_HEADING}
+
+{gpu_text}
+"""
     (ROOT / "BENCHMARKS.md").write_text(text)
     print(text)
 

@@ -79,7 +79,7 @@ def _plain_top_k(users, items, k: int, block: int = 4096) -> np.ndarray:
     with torch.inference_mode():
         for start in range(0, users.shape[0], block):
             _, idx = _block_top_k(users[start:start + block] @ items_t, k)
-            out.append(idx.numpy())
+            out.append(idx.cpu().numpy())
     return np.concatenate(out)
 
 

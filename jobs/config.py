@@ -122,7 +122,7 @@ class ScoringConfig(_Strict):
     k: int = Field(50, gt=0)              # promised length of every published user list
     fetch: int = Field(200, gt=0)         # personal candidates fetched before blending and rules
     exclude_bought: bool = False          # drop a customer's bought items from the *personal* source
-    block_users: int = Field(4096, gt=0)  # users per matrix multiply block
+    block_users: Optional[int] = Field(None, gt=0)  # users per matrix multiply block; None: sized for the device
     index: Literal["exact", "faiss"] = "exact"
     user_buckets: int = Field(16, gt=0)   # Spark groups of users scored together
     # share of the list's slots per source (blended in this priority order)

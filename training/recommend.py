@@ -53,7 +53,7 @@ class ServingInputs:
     weights: Dict[str, float]
     mmr_strength: float = 0.0
     exclude_bought: bool = False
-    block_users: int = 4096
+    block_users: Optional[int] = None      # users per scoring block; None: sized for the device
     backfill: Optional[np.ndarray] = None   # int64: every available item, most popular first (last resort)
     index: str = "exact"                    # exact (blocked matmul, GPU when present) | faiss
     _category_of: Optional[Dict[str, str]] = field(default=None, repr=False)
@@ -150,7 +150,7 @@ def recommend(model: Optional[TwoTower], batch: UserBatch, inp: ServingInputs) -
         ek = 0
     else:
         item_vecs_t = torch.as_tensor(inp.item_vecs)
-        uv = user_vectors(model, batch, item_vecs_t, inp.block_users)
+        uv = user_vectors(model, batch, item_vecs_t, inp.block_users or 4096)
         bought = _bought_matrix(batch.bought, n_items)
         top_k = scoring.make_index(inp.index)
         p_items, p_scores = top_k(uv, item_vecs_t, inp.fetch, exclude=bought if inp.exclude_bought else None,
@@ -241,7 +241,7 @@ def similar_lists(inp: ServingInputs, neighbours: np.ndarray, scores: np.ndarray
 
 
 def similar_items(item_vecs: Optional[np.ndarray], k: int, available: np.ndarray,
-                  co_purchase: Mapping[int, Sequence[int]], block: int = 4096) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  co_purchase: Mapping[int, Sequence[int]], block: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every item's k most similar available items by item vector (itself excluded); where fewer than k
     exist, co-purchase neighbours (``co_purchase``: item -> neighbour indices, best first) fill in
     (without item vectors: co-purchase neighbours only).

@@ -66,10 +66,10 @@ def _as_matrix(name: str, x: Array, device: torch.device) -> torch.Tensor:
     return t
 
 
-def _check_args(n_users: int, n_items: int, k: int, exclude, item_mask, block_users: int) -> None:
+def _check_args(n_users: int, n_items: int, k: int, exclude, item_mask, block_users: Optional[int]) -> None:
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if int(block_users) < 1:
+    if block_users is not None and int(block_users) < 1:
         raise ValueError(f"block_users must be >= 1, got {block_users}")
     if exclude is not None and tuple(exclude.shape) != (n_users, n_items):
         raise ValueError(f"exclude has shape {tuple(exclude.shape)}, expected (n_users, n_items) = "
@@ -124,7 +124,7 @@ def _block_top_k(scores: torch.Tensor, k: int, cols: Optional[torch.Tensor] = No
     return vals, idx
 
 
-# Threshold selection (CPU). A row of n scores is cut into n / LEAF strided leaves (leaf j holds
+# Threshold selection (CPU and GPU). A row of n scores is cut into n / LEAF strided leaves (leaf j holds
 # columns j, j + n/LEAF, ...); their maxima take one vectorised pass. The (k+1)-th largest of
 # GROUPS_PER_K * (k+1) coarser group maxima is a score that at least k+1 scores of the row reach,
 # so every score of the k (+1) best -- ties included -- lies in a leaf whose maximum reaches it.
@@ -135,6 +135,21 @@ LEAF = 8
 GROUPS_PER_K = 4         # threshold from the (k+1)-th largest of GROUPS_PER_K * (k+1) group maxima
 HEAVY_PER_K = 4          # rows with more selected leaves than HEAVY_PER_K * (k+1) are ranked whole
 BLOCK_FLOATS = 1 << 21   # scores per CPU block (8 MB): the block stays in cache between the passes
+
+
+GPU_BLOCK_SHARE = 1 / 8  # of the GPU's free memory for a block's scores (top-K's temporaries need as much again)
+GPU_MAX_BLOCK = 65536
+GPU_MIN_BLOCK = 1024
+
+
+def _block_rows(dev: torch.device, n_cols: int, block_users: Optional[int]) -> int:
+    """Users per block: see ``top_k``'s ``block_users``."""
+    if dev.type == "cpu":
+        return max(1, min(int(block_users or 4096), BLOCK_FLOATS // n_cols))
+    if block_users is not None:
+        return int(block_users)
+    free, _ = torch.cuda.mem_get_info(dev) if dev.type == "cuda" else (GPU_MAX_BLOCK * 4 * n_cols, 0)
+    return int(min(GPU_MAX_BLOCK, max(GPU_MIN_BLOCK, free * GPU_BLOCK_SHARE // (4 * n_cols))))
 
 
 def _use_threshold(n: int, k: int) -> bool:
@@ -208,7 +223,7 @@ def _run_parallel(fn: Callable[[int], None], starts: Sequence[int], workers: int
 
 
 def top_k(user_vecs: Array, item_vecs: Array, k: int, exclude: Optional[sp.csr_matrix] = None,
-          block_users: int = 4096, device: Optional[str] = None,
+          block_users: Optional[int] = None, device: Optional[str] = None,
           item_mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The k best items per user by dot product, exact.
 
@@ -218,8 +233,11 @@ def top_k(user_vecs: Array, item_vecs: Array, k: int, exclude: Optional[sp.csr_m
         k: list length wanted; the result has ``min(k, I)`` columns.
         exclude: CSR ``[U, I]``; non-zero entries are not recommended to that user.
         block_users: at most this many users per matrix multiply (memory ``block_users x I``
-            floats). On CPU blocks are cut smaller still, to about ``BLOCK_FLOATS`` scores, so a
-            block stays in cache while it is ranked.
+            floats). None: sized for the device (``_block_rows``): on CPU about ``BLOCK_FLOATS``
+            scores, so a block stays in cache while it is ranked; on a GPU up to
+            ``GPU_BLOCK_SHARE`` of its free memory, at most ``GPU_MAX_BLOCK`` users (bigger
+            blocks ran 1.5-3x faster on an H200: BENCHMARKS.md). On CPU an explicit value is
+            cut to the cache size too.
         device: torch device; default ``cuda`` when available, else ``cpu``.
         item_mask: bool ``[I]``; False = never recommended.
 
@@ -235,18 +253,19 @@ def top_k(user_vecs: Array, item_vecs: Array, k: int, exclude: Optional[sp.csr_m
         raise ValueError(f"user_vecs has dim {users.shape[1]} but item_vecs has dim {items.shape[1]}")
     _check_args(n_users, n_items, k, exclude, item_mask, block_users)
     kk = min(int(k), n_items)
-    out_items = np.full((n_users, kk), -1, dtype=np.int64)
-    out_scores = np.full((n_users, kk), -np.inf, dtype=np.float32)
     if kk == 0 or n_users == 0:
-        return out_items, out_scores
+        return np.full((n_users, kk), -1, dtype=np.int64), np.full((n_users, kk), -np.inf, dtype=np.float32)
+    # every block fills its rows whole; on a GPU the results land in pinned host memory, copied
+    # asynchronously while the next block is scored
+    pinned = dev.type == "cuda"
+    out_items_t = torch.empty((n_users, kk), dtype=torch.int64, pin_memory=pinned)
+    out_scores_t = torch.empty((n_users, kk), dtype=torch.float32, pin_memory=pinned)
+    out_items, out_scores = out_items_t.numpy(), out_scores_t.numpy()
 
-    # CPU: pad the catalogue to a multiple of LEAF with zero vectors whose scores are set to -inf,
-    # and cut blocks to about BLOCK_FLOATS scores
-    n_cols, threshold, block = n_items, False, int(block_users)
-    if dev.type == "cpu":
-        n_cols = -(-n_items // LEAF) * LEAF
-        threshold = _use_threshold(n_cols, kk)
-        block = max(1, min(block, BLOCK_FLOATS // n_cols))
+    # pad the catalogue to a multiple of LEAF with zero vectors whose scores are set to -inf (the
+    # threshold selection's leaves); on CPU cut blocks to about BLOCK_FLOATS scores (cache-sized)
+    n_cols = -(-n_items // LEAF) * LEAF
+    threshold, block = _use_threshold(n_cols, kk), _block_rows(dev, n_cols, block_users)
     banned = None
     if item_mask is not None and not np.asarray(item_mask, dtype=bool).all():
         banned = torch.from_numpy(~np.asarray(item_mask, dtype=bool)).to(dev)
@@ -278,10 +297,10 @@ def top_k(user_vecs: Array, item_vecs: Array, k: int, exclude: Optional[sp.csr_m
                     c = torch.from_numpy(part.indices[keep].astype(np.int64)).to(dev)
                     scores[r, c] = neg_inf
             vals, idx = _threshold_top_k(scores, kk) if threshold else _block_top_k(scores, kk)
-            vals_np, idx_np = vals.cpu().numpy(), idx.cpu().numpy()
-        idx_np[~np.isfinite(vals_np)] = -1
-        out_items[start:stop] = idx_np
-        out_scores[start:stop] = vals_np
+            idx = torch.where(torch.isfinite(vals), idx, -1)
+            # straight into the result arrays: one device-to-host copy, no temporaries
+            out_items_t[start:stop].copy_(idx, non_blocking=pinned)
+            out_scores_t[start:stop].copy_(vals, non_blocking=pinned)
 
     starts = range(0, n_users, block)
     workers = min(torch.get_num_threads(), len(starts)) if dev.type == "cpu" else 1
@@ -290,6 +309,8 @@ def top_k(user_vecs: Array, item_vecs: Array, k: int, exclude: Optional[sp.csr_m
             score_block(start)
     else:
         _run_parallel(score_block, starts, workers)
+    if pinned:
+        torch.cuda.synchronize(dev)
     n_short = int((out_items[:, -1] < 0).sum())
     if n_short:
         logger.debug("top_k: %d of %d users have fewer than %d eligible items (padded with -1)",

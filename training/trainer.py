@@ -112,6 +112,12 @@ def evaluate_model(model: TwoTower, ev: EvalSet, ks=(10, 20), device="cpu", retu
                     segments=ev.segments, return_topk=return_topk)
 
 
+def _fits_on_gpu(tensors: Dict[str, torch.Tensor], device, share: float = 0.25) -> bool:
+    """Whether the shard takes at most ``share`` of the GPU's free memory (the rest: model, activations)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(v.numel() * v.element_size() for v in tensors.values()) <= share * free
+
+
 def _batch_loss(ddp, model: TwoTower, spec: TrainSpec, b: Dict[str, torch.Tensor], log_q: torch.Tensor,
                 gen: torch.Generator, device) -> torch.Tensor:
     p = spec.params
@@ -161,7 +167,10 @@ def train(spec: TrainSpec) -> dict:
     device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
+    # a launcher's rank (torchrun, TorchDistributor) on a GPU joins an NCCL group even alone, so one
+    # GPU runs the same DDP path as eight; a lone CPU rank skips DDP (its gradient copies cost time)
+    distributed = world > 1 or (use_cuda and "MASTER_ADDR" in os.environ)
+    if distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     torch.manual_seed(p.seed)
     np.random.seed(p.seed)
@@ -170,15 +179,17 @@ def train(spec: TrainSpec) -> dict:
 
     model = TwoTower(spec.model, spec.meta).to(device)
     towers = _Towers(model)
-    ddp = DDP(towers, device_ids=[local] if use_cuda else None) if world > 1 else towers
+    ddp = DDP(towers, device_ids=[local] if use_cuda else None) if distributed else towers
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     log_q = torch.as_tensor(spec.log_q, dtype=torch.float32, device=device)
 
     shard = spec.source.load_shard(rank, world)
     tensors = {k: torch.as_tensor(v) for k, v in shard.items()}
+    if use_cuda and _fits_on_gpu(tensors, device):   # index batches on the GPU: no copy per step
+        tensors = {k: v.to(device) for k, v in tensors.items()}
     n = len(tensors["user"])
     steps = max(1, n // p.batch_size)
-    if world > 1:
+    if distributed:
         t = torch.tensor([steps], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         steps = int(t.item())
@@ -193,8 +204,8 @@ def train(spec: TrainSpec) -> dict:
     for epoch in range(1, epochs + 1):
         model.train()
         t0 = time.time()
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
+        perm = torch.randperm(n, generator=gen).to(tensors["user"].device)
+        total = torch.zeros((), dtype=torch.float64, device=device)   # summed on the device: no sync per step
         for s in range(steps):
             idx = perm[s * p.batch_size:(s + 1) * p.batch_size]
             b = {k: v[idx].to(device, non_blocking=True) for k, v in tensors.items()}
@@ -202,9 +213,10 @@ def train(spec: TrainSpec) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach())
+            total += loss.detach()
+        train_loss = float(total) / steps
         seconds = time.time() - t0
-        row = {"epoch": epoch, "train_loss": total / steps, "epoch_s": seconds,
+        row = {"epoch": epoch, "train_loss": train_loss, "epoch_s": seconds,
                "examples_per_s": steps * p.batch_size * world / max(seconds, 1e-9)}
         if spec.valid is not None and p.fixed_epochs is None:
             m = evaluate_model(model, spec.valid, ks=(p.eval_k,), device=device)
@@ -214,7 +226,7 @@ def train(spec: TrainSpec) -> dict:
             improved = best["state"] is None or m[metric_key] > best["metric"] + 1e-6
         else:
             improved = True
-        if world > 1:  # every rank must take the same decision
+        if distributed:  # every rank must take the same decision
             flag = torch.tensor([1 if improved else 0], device=device)
             dist.broadcast(flag, src=0)
             improved = bool(flag.item())
@@ -235,7 +247,7 @@ def train(spec: TrainSpec) -> dict:
                             "history": history}, os.path.join(spec.checkpoint_dir, f"epoch_{epoch:03d}.pt"))
         if bad_epochs >= p.patience:
             break
-    if world > 1:
+    if distributed:
         dist.barrier()
         dist.destroy_process_group()
     return {"state_dict": best["state"], "best_epoch": best["epoch"], "best_metric": best["metric"],

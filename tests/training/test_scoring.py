@@ -269,3 +269,14 @@ def test_top_k_leaves_the_torch_thread_count_alone():
         assert torch.get_num_threads() == 2 and seen == [2]
     finally:
         torch.set_num_threads(original)
+
+
+def test_block_rows_cpu_is_cache_sized_and_explicit_gpu_value_is_kept():
+    import torch
+    from training.scoring import BLOCK_FLOATS, _block_rows
+    cpu = torch.device("cpu")
+    assert _block_rows(cpu, 1024, None) == min(4096, BLOCK_FLOATS // 1024)
+    assert _block_rows(cpu, 8, None) == 4096                   # tiny catalogue: the default cap
+    assert _block_rows(cpu, 8, 100) == 100
+    assert _block_rows(cpu, BLOCK_FLOATS * 2, None) == 1       # never zero rows
+    assert _block_rows(torch.device("cuda"), 50_000, 16_384) == 16_384
