@@ -392,6 +392,7 @@ class TrainingConfig(_Strict):
     model: ModelSection = Field(default_factory=ModelSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     processes: int = Field(1, gt=0)     # TorchDistributor processes (one per GPU when GPUs are used)
+    parallel_fits: int = Field(2, gt=0)  # validation candidates fitted at once (distributor launcher)
     launcher: Literal["distributor", "inprocess"] = "distributor"
     distributor_local_mode: bool = True  # false on a cluster: ranks run on the executors
     ks: List[int] = Field(default_factory=lambda: [10, 20])

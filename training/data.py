@@ -51,8 +51,12 @@ EXAMPLES_SCHEMA = ("user long, item long, weight float, hist array<long>, feats 
 
 
 def examples_frame(pairs: DataFrame, n_users: int, n_items: int, history_len: int, others_share: float = 0.0,
-                   seed: int = 0, repeat_weight: float = 1.0) -> DataFrame:
-    """Per-event training examples (``training.featurize.sequence_examples``), computed per user."""
+                   seed: int = 0, repeat_weight: float = 1.0, user_buckets: int = 256) -> DataFrame:
+    """Per-event training examples (``training.featurize.sequence_examples``), computed per user.
+
+    Users are grouped into ``user_buckets`` groups (user mod buckets), each handled by one pandas call:
+    one call per user cost about 2 ms of overhead each (40 s for 20k users). A user's examples depend
+    only on their own events and a per-user seed, so the grouping changes nothing in the rows."""
 
     def per_user(pdf: pd.DataFrame) -> pd.DataFrame:
         inter = Interactions.from_arrays(pdf["user"].to_numpy(), pdf["item"].to_numpy(), n_users, n_items,
@@ -62,7 +66,9 @@ def examples_frame(pairs: DataFrame, n_users: int, n_items: int, history_len: in
         return pd.DataFrame({"user": ex["user"], "item": ex["item"], "weight": ex["weight"],
                              "hist": list(ex["hist"]), "feats": list(ex["feats"])})
 
-    return pairs.select(*PAIR_COLUMNS).groupBy("user").applyInPandas(per_user, EXAMPLES_SCHEMA)
+    bucket = F.pmod(F.col("user"), F.lit(int(user_buckets))).alias("_bucket")
+    return (pairs.select(*PAIR_COLUMNS, bucket).groupBy("_bucket")
+            .applyInPandas(lambda pdf: per_user(pdf.drop(columns="_bucket")), EXAMPLES_SCHEMA))
 
 
 def log_sampling_prob(item_counts: np.ndarray) -> np.ndarray:

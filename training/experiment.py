@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -186,12 +187,21 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     metrics, timings, topk, skipped = {}, {}, {}, {}
 
     res, tried = None, {}
-    for i, over in enumerate(candidates or [{}]):
-        p = replace(params, **over)
+    overs = list(candidates or [{}])
+
+    def fit_candidate(i: int) -> dict:
+        p = replace(params, **overs[i])
         r = fit_two_tower(spark, fit_df, fit, data.catalog, model_cfg, p, work_dir,
                           ev if p.fixed_epochs is None else None, tcfg.processes, tcfg.launcher,
                           tcfg.distributor_local_mode, f"{data.name}-{phase}-c{i}")
         r["params"] = p
+        return r
+
+    # candidates are independent fits: several at once keep every core busy (each rank of a small model
+    # runs fastest single-threaded); in-process training shares one interpreter, so it runs them in turn
+    workers = getattr(tcfg, "parallel_fits", 1) if tcfg.launcher == "distributor" else 1
+    results = fit_all(fit_candidate, len(overs), workers)
+    for over, r in zip(overs, results):          # in candidate order: a tie keeps the first
         tried[candidate_label(over)] = r["best_metric"]
         if res is None or (r["best_metric"] > res["best_metric"]):
             res = r
@@ -241,6 +251,16 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
                        params=res["params"],
                        item_counts=np.bincount(fit.item, minlength=fit.n_items).astype(np.float64),
                        n_fit_pairs=len(fit), n_eval_pairs=len(truth))
+
+
+def fit_all(fit_one: Callable[[int], dict], n: int, workers: int) -> List[dict]:
+    """``[fit_one(0), ..., fit_one(n - 1)]``, at most ``workers`` at a time, in index order whatever order
+    they finish in; the first failure is raised (after the running fits end)."""
+    workers = max(1, min(n, workers))
+    if workers == 1:
+        return [fit_one(i) for i in range(n)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fit") as pool:
+        return list(pool.map(fit_one, range(n)))
 
 
 def candidate_label(over: Dict[str, object]) -> str:

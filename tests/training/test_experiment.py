@@ -19,3 +19,39 @@ def test_train_params_takes_the_first_history_mode_and_ignores_search():
         "others_share": [1.0, 0.0], "search": [{"batch_size": 512}]}}}).training
     p = train_params(tcfg, repeat_weight=2.0)
     assert p.others_share == 1.0 and p.repeat_weight == 2.0 and p.batch_size == tcfg.optim.batch_size
+
+
+def test_fit_all_runs_fits_at_once_and_keeps_candidate_order():
+    import threading
+    import time
+    from training.experiment import fit_all
+    both = threading.Barrier(2, timeout=30)   # only passes when two fits run at the same time
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fit(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if i < 2:
+            both.wait()
+        time.sleep(0.05 * (3 - i))            # later candidates finish first
+        with lock:
+            running[0] -= 1
+        return {"i": i}
+
+    assert fit_all(fit, 3, workers=2) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert peak[0] == 2
+
+
+def test_fit_all_one_worker_is_sequential_and_failures_surface():
+    import pytest
+    from training.experiment import fit_all
+    order = []
+    assert fit_all(lambda i: order.append(i) or i, 3, workers=1) == [0, 1, 2] and order == [0, 1, 2]
+
+    def bad(i):
+        if i == 1:
+            raise RuntimeError("candidate 1 failed")
+        return i
+    with pytest.raises(RuntimeError, match="candidate 1 failed"):
+        fit_all(bad, 3, workers=2)

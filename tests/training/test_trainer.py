@@ -254,11 +254,13 @@ def _pairs_df(spark):
     return df
 
 
-def test_examples_frame_matches_sequence_examples(spark):
+@pytest.mark.parametrize("buckets,others_share", [(256, 0.0), (1, 0.5), (2, 0.5)])
+def test_examples_frame_matches_sequence_examples(spark, buckets, others_share):
+    # whatever the grouping of users into pandas calls, the rows are the per-user examples
     df = _pairs_df(spark)
     inter = to_interactions(df, 5, 4)
-    expected = featurize.sequence_examples(inter, 3)
-    got = examples_frame(df, 5, 4, 3).toPandas().sort_values(["user", "item", "weight"], kind="stable")
+    expected = featurize.sequence_examples(inter, 3, others_share, seed=7)
+    got = examples_frame(df, 5, 4, 3, others_share, seed=7, user_buckets=buckets).toPandas().sort_values(["user", "item", "weight"], kind="stable")
     exp = pd.DataFrame({"user": expected["user"], "item": expected["item"], "weight": expected["weight"],
                         "hist": [tuple(h) for h in expected["hist"]],
                         "feats": [tuple(np.round(f, 5)) for f in expected["feats"]]})
