@@ -153,12 +153,9 @@ def train_case(name: str, spec, procs: int, work: Path, timeout_s: float) -> Dic
 def scoring_case(device: str, n_users: int, n_items: int, dim: int, k: int, rounds: int = 3,
                  block_users: int = 4096) -> Dict[str, Any]:
     import torch
+    from bench.serving import _plain_top_k, _synthetic_vectors
     from training import scoring
-    g = torch.Generator().manual_seed(0)
-    users = torch.randn(n_users, dim, generator=g)
-    items = torch.randn(n_items, dim, generator=g)
-    users[:, 0] = users[:, 0].abs() + 1.0
-    items[:, 0] = torch.randn(n_items, generator=g).mul(1.5)        # a popularity direction
+    users, items = _synthetic_vectors(n_users, n_items, dim)       # with a popularity direction
     top_k = functools.partial(scoring.top_k, block_users=block_users, device=device)
     top_k(users[:block_users], items, k)                           # warm-up (CUDA context, kernels)
     best = float("inf")
@@ -167,7 +164,6 @@ def scoring_case(device: str, n_users: int, n_items: int, dim: int, k: int, roun
         top_k(users, items, k)
         best = min(best, time.perf_counter() - t0)
     # the same lists as ranking whole rows with torch.topk (the selection is exact, ties included)
-    from bench.serving import _plain_top_k
     n_check = min(n_users, 20_000)
     got, _ = top_k(users[:n_check], items, k)
     with torch.inference_mode():

@@ -99,14 +99,11 @@ def run_ingest(args) -> None:
 def _previous_table(section: str) -> str:
     """The table of ``section`` in the current BENCHMARKS.md: kept when its results are not stored here
     (bench/out is not versioned), so re-rendering other sections never drops measured numbers."""
-    old = ROOT / "BENCHMARKS.md"
-    if not old.exists() or section not in old.read_text():
-        return "Not run yet: `python -m bench.run_all --only ingest`."
-    body = old.read_text().split(section, 1)[1].split("\n## ", 1)[0]
-    lines = body.splitlines()
+    missing = "Not run yet: `python -m bench.run_all --only ingest`."
+    lines = _previous_section(section, missing).splitlines()
     start = next((i for i, l in enumerate(lines) if l.startswith("|")), None)
     if start is None:
-        return "Not run yet: `python -m bench.run_all --only ingest`."
+        return missing
     end = next((i for i in range(start, len(lines)) if lines[i].startswith("Reading it:")), len(lines))
     return "\n".join(lines[start:end]).strip()
 
