@@ -153,16 +153,44 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exc.exit_code
 
 
-def _dispatch(args, cfg) -> int:
-    from jobs import commands
-    from jobs.spark import build_spark
+def _spark_in_background(cfg):
+    """Start the SparkSession on a thread and return a function that waits for it.
 
+    The JVM's start (10-15 s here) then overlaps the job modules' imports (great-expectations, torch,
+    MLflow: about as long), which hold the interpreter while the JVM starts in its own process. An error
+    of the start is raised by the wait, in the calling thread.
+    """
+    import threading
+
+    from jobs.spark import build_spark
+    box = {}
+
+    def start():
+        try:
+            box["spark"] = build_spark(cfg)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller by wait()
+            box["error"] = exc
+
+    thread = threading.Thread(target=start, name="spark-start", daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["spark"]
+
+    return wait
+
+
+def _dispatch(args, cfg) -> int:
     # commands that need no Spark
-    if args.command == "serve":
-        return commands.serve(cfg, args.host, args.port)
-    if args.command == "redis":
-        return commands.redis_server(cfg, args.action)
-    if args.command == "publish" and (args.rollback or args.list):
+    if args.command in ("serve", "redis") or (args.command == "publish" and (args.rollback or args.list)):
+        from jobs import commands
+        if args.command == "serve":
+            return commands.serve(cfg, args.host, args.port)
+        if args.command == "redis":
+            return commands.redis_server(cfg, args.action)
         return commands.publish_admin(cfg, rollback=args.rollback)
     source = getattr(args, "source", None) or cfg.orchestration.source or cfg.default_source
     cfg.source(source)  # fail early on an unknown name
@@ -170,9 +198,12 @@ def _dispatch(args, cfg) -> int:
         from jobs.hourly import parse_window
         parse_window(args.start, args.end)   # a bad window fails before Spark starts
     if args.command == "run" and not args.no_airflow:
+        from jobs import commands
         from jobs.airflow_tasks import run_nightly
         return run_nightly(cfg, source, args.date or commands.default_date(cfg, source))
-    spark = build_spark(cfg)
+    spark_ready = _spark_in_background(cfg)
+    from jobs import commands
+    spark = spark_ready()
     t0 = time.time()
     if args.command in ("ingest", "validate"):
         commands.ingest(spark, cfg, source, args.date, args.path, dry_run=getattr(args, "dry_run", False) or args.command == "validate")

@@ -125,6 +125,9 @@ class ScoringConfig(_Strict):
     block_users: Optional[int] = Field(None, gt=0)  # users per matrix multiply block; None: sized for the device
     index: Literal["exact", "faiss"] = "exact"
     user_buckets: int = Field(16, gt=0)   # Spark groups of users scored together
+    # at most this many users (the hourly path's active customers) are scored in the driver, without
+    # Spark's Python workers and the model's broadcast; 0: always through Spark
+    driver_max_users: int = Field(5000, ge=0)
     # share of the list's slots per source (blended in this priority order)
     weights: Dict[str, float] = Field(default_factory=lambda: {
         "personal": 0.6, "buy_again": 0.2, "trending": 0.1, "popular": 0.05, "explore": 0.05})

@@ -271,7 +271,8 @@ def score_hour(spark: SparkSession, cfg: Config, source: Optional[str], start: d
                               "for the window first")
     ctx = scoring_context(cfg, lh, hi.base_date, day, hi.pairs, fallback)
     ids = hi.ids
-    active = active_users(lh, source, end).join(ids, "user_id")
+    active = active_users(lh, source, end).join(ids, "user_id").cache()
+    n_active = active.count()
     pairs = hi.pairs.join(active.select("user"), "user")
     segments = (lists.segment_of_users(lh.read("user_features"), hi.base_date).join(ids, "user_id")
                 .select("user", "segment"))
@@ -281,7 +282,7 @@ def score_hour(spark: SparkSession, cfg: Config, source: Optional[str], start: d
     segments = seg_new.join(segments, "user", "left_anti").unionByName(segments)
     ba = buy_again_rows(hi.events, day, cfg.scoring.lists, ids.withColumnRenamed("user", "idx"),
                         lh.read("item_index")).join(active.select("user"), "user")
-    out = score_users(spark, cfg, ctx, pairs, segments, ba, end.timestamp())
+    out = score_users(spark, cfg, ctx, pairs, segments, ba, end.timestamp(), n_users=n_active)
     score_id = score_id_for(cfg, day, ctx, end.isoformat(), hi.base_date.isoformat())
     recs = (out.filter(F.col("kind") == "final").join(ids, "user")
             .select(F.lit(_naive(end)).alias("hour_end"), "user_id", "rank", "item_id", "score", "source",
@@ -290,8 +291,8 @@ def score_hour(spark: SparkSession, cfg: Config, source: Optional[str], start: d
     lh.replace(recs, HOURLY_RECS, where={"hour_end": _naive(end)})
     written = lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(_naive(end)))
     n_users = written.select("user_id").distinct().count()
-    n_active = active.count()
     out.unpersist()
+    active.unpersist()
     seconds = time.time() - t0
     counts = {"active_users": n_active, "users": n_users, "rows": written.count(), "k": ctx.k}
     record_run(lh, "hourly_score", source or "all", batch_id(end), day, "succeeded",

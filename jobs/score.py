@@ -194,16 +194,35 @@ def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: d
 
 
 def score_users(spark: SparkSession, cfg: Config, ctx: ScoringContext, pairs: DataFrame, segments: DataFrame,
-                buy_again: DataFrame, at: float) -> DataFrame:
+                buy_again: DataFrame, at: float, n_users: Optional[int] = None) -> DataFrame:
     """Rows of RECS_SCHEMA (kind ``final``: the served list; ``personal``: the model's own top k) for every
     user in ``pairs`` (user, item, weight, count, first_time, time), their state as of unix time ``at``.
-    ``segments``: (user, segment); ``buy_again``: (user, item, rank, score). Cached; unpersist it."""
+    ``segments``: (user, segment); ``buy_again``: (user, item, rank, score). Cached; unpersist it.
+
+    ``n_users``: how many users ``pairs`` holds, when the caller knows. Up to ``scoring.driver_max_users``
+    they are scored in this process by the same per-bucket function as one bucket (the hourly path's few
+    active customers: no Python workers to start, no model to broadcast); otherwise in
+    ``scoring.user_buckets`` Spark groups."""
     B = cfg.scoring.user_buckets
-    pair_rows = pairs.join(segments, "user", "left").withColumn("bucket", F.pmod("user", F.lit(B)))
+    pair_rows = pairs.join(segments, "user", "left")
+    if n_users is not None and n_users <= cfg.scoring.driver_max_users:
+        score = _score_bucket(_Local((ctx.model, ctx.inp, at)), threads=None)   # the driver's torch threads
+        pdf = score(pair_rows.toPandas(), buy_again.toPandas())
+        log.info("scored %d users in the driver (scoring.driver_max_users=%d)", n_users,
+                 cfg.scoring.driver_max_users)
+        return spark.createDataFrame(pdf.astype({"user": "int64", "rank": "int32", "score": "float32"}),
+                                     RECS_SCHEMA).cache()
+    pair_rows = pair_rows.withColumn("bucket", F.pmod("user", F.lit(B)))
     ba = buy_again.withColumn("bucket", F.pmod("user", F.lit(B)))
     shared = spark.sparkContext.broadcast((ctx.model, ctx.inp, at))
     return (pair_rows.groupBy("bucket").cogroup(ba.groupBy("bucket"))
             .applyInPandas(_score_bucket(shared), RECS_SCHEMA).cache())
+
+
+@dataclass
+class _Local:
+    """A broadcast's stand-in for scoring in the driver: the same ``.value``."""
+    value: object
 
 
 def buy_again_rows(events: DataFrame, as_of: date, L, user_index: DataFrame, item_index: DataFrame) -> DataFrame:
@@ -269,7 +288,8 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     users = user_index.select("user_id", F.col("idx").cast("long").alias("user"))
     segments = lists.segment_of_users(lh.read("user_features"), run_date).join(users, "user_id").select("user", "segment")
     at = float(dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc).timestamp())
-    out = score_users(spark, cfg, ctx, pairs, segments, buy_again_rows(events, run_date, L, user_index, item_index), at)
+    out = score_users(spark, cfg, ctx, pairs, segments, buy_again_rows(events, run_date, L, user_index, item_index), at,
+                      n_users=users.count())
 
     score_id = score_id_for(cfg, run_date, ctx)
     meta_cols = [F.lit(ctx.model_version).alias("model_version"), F.lit(ctx.model_run_id).alias("run_id"),
@@ -353,8 +373,10 @@ def _score_id(run_date: date, model_version: str, *parts: str) -> str:
     return f"{run_date:%Y%m%d}-m{model_version}-{h}"
 
 
-def _score_bucket(shared):
-    """The cogrouped function: one bucket's pairs (+ segment) and buy-again rows -> rows of RECS_SCHEMA."""
+def _score_bucket(shared, threads: Optional[int] = 1):
+    """The cogrouped function: one bucket's pairs (+ segment) and buy-again rows -> rows of RECS_SCHEMA.
+    ``threads``: torch threads per call (one per Spark task: Spark runs a task per core); None: leave
+    the process's setting."""
 
     def fn(pairs: pd.DataFrame, ba: pd.DataFrame) -> pd.DataFrame:
         import torch
@@ -363,7 +385,8 @@ def _score_bucket(shared):
         from training.interactions import Interactions
         from training.recommend import UserBatch, recommend
 
-        torch.set_num_threads(1)
+        if threads is not None:
+            torch.set_num_threads(threads)
         model, inp, at = shared.value
         empty = pd.DataFrame({c: [] for c in ("kind", "user", "rank", "item_id", "score", "source")})
         if pairs.empty:

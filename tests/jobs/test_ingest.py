@@ -39,11 +39,27 @@ def _snapshot(lh: Lakehouse):
     return {t: content_checksum(lh.read(t), exclude=("duration_s",)) for t in list_tables(lh)}
 
 
-def test_ingest_and_features_twice_leave_identical_tables(spark, cfg, tmp_path):
+def _count_suites(monkeypatch):
+    """Record the stage of every GX suite run the ingest makes."""
+    import jobs.ingest
+    stages, real = [], jobs.ingest.run_suite
+
+    def counting(*args, **kwargs):
+        stages.append(kwargs["stage"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs.ingest, "run_suite", counting)
+    return stages
+
+
+def test_ingest_and_features_twice_leave_identical_tables(spark, cfg, tmp_path, monkeypatch):
     cfg = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"max_bad_row_share": 0.2})})
     path = _write(tmp_path, LINES)
     lh = Lakehouse(spark, cfg)
+    stages = _count_suites(monkeypatch)
     first = ingest(spark, cfg, "online_retail", RUN_DATE, path=path)
+    # a row was quarantined: the accepted rows are checked again on their own
+    assert stages == ["batch", "accepted"]
     build_features(spark, cfg, RUN_DATE)
     before = _snapshot(lh)
     second = ingest(spark, cfg, "online_retail", RUN_DATE, path=path)
@@ -61,10 +77,13 @@ def test_ingest_and_features_twice_leave_identical_tables(spark, cfg, tmp_path):
     assert raw["Quantity"] == "-6" and raw["CustomerID"] == "17850"
 
 
-def test_new_batch_extends_id_maps_without_renumbering(spark, cfg, tmp_path):
+def test_new_batch_extends_id_maps_without_renumbering(spark, cfg, tmp_path, monkeypatch):
     cfg = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"max_bad_row_share": 0.2})})
     lh = Lakehouse(spark, cfg)
-    ingest(spark, cfg, "online_retail", RUN_DATE, path=_write(tmp_path, LINES[:4], "a.csv.gz"))
+    stages = _count_suites(monkeypatch)
+    clean = ingest(spark, cfg, "online_retail", RUN_DATE, path=_write(tmp_path, LINES[:4], "a.csv.gz"))
+    # nothing quarantined: the accepted rows are the batch, validated once
+    assert clean.quarantined_rows == 0 and clean.gx_success and stages == ["batch"]
     build_features(spark, cfg, RUN_DATE)
     users_before = {r.user_id: r.idx for r in lh.read("user_index").collect()}
     items_before = {r.item_id: r.idx for r in lh.read("item_index").collect()}

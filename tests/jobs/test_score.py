@@ -93,6 +93,25 @@ def test_a_rerun_for_the_date_gives_identical_tables(spark, ruled):
     assert again.score_id == result.score_id and after == before
 
 
+def test_scoring_in_the_driver_gives_the_lists_spark_gives(spark, ruled):
+    """The tiny lakehouse's users are scored in the driver (under scoring.driver_max_users); through Spark's
+    cogrouped buckets the same tables come out."""
+    cfg, run_date, result, _ = ruled
+    assert result.counts["users"] <= cfg.scoring.driver_max_users
+    lh = Lakehouse(spark, cfg)
+    tables = ("recommendations", "similar_items", "fallback_lists")
+    def tables_now():   # score_id keys the settings, driver_max_users included; the content must not move
+        return {t: content_checksum(lh.read(t).filter(F.col("run_date") == F.lit(run_date)), exclude=("score_id",))
+                for t in tables}
+
+    driver = tables_now()
+    spark_cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"driver_max_users": 0})})
+    again = score(spark, spark_cfg, run_date)
+    through_spark = tables_now()
+    assert through_spark == driver and again.diversity == result.diversity
+    score(spark, cfg, run_date)   # leave the fixture's tables as they were
+
+
 def test_bad_rules_fail_before_any_work(spark, champion_lake, tmp_path):
     make, run_date = champion_lake
     path = tmp_path / "rules.yaml"
