@@ -691,7 +691,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--rounds", type=int, help="scoring: interleaved rounds, best of each (default 2; quick 1)")
     ap.add_argument("--publish-users", type=int, help="publishing: users (default 1000000; quick 100000)")
     ap.add_argument("--list-len", type=int, default=100, help="publishing: items per list")
-    ap.add_argument("--rates", default="2000,1000,500,250,100,50",
+    ap.add_argument("--rates", default="2000,1500,1000,500,250,100,50",
                     help="lookup: request rates, tried highest first until the p99 target holds")
     ap.add_argument("--duration", type=float, help="lookup: seconds per rate (default 20; quick 5)")
     ap.add_argument("--workers", type=int, default=1, help="lookup: uvicorn worker processes of the service "

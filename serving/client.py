@@ -1,13 +1,19 @@
-"""Reading published recommendations: two round trips per lookup.
+"""Reading published recommendations: one round trip per lookup.
 
-Round trip 1 reads the pointer ``{ns}:current``; round trip 2 reads, in one
-pipeline, every key the answer may come from (the user's list, the segment's
-and the global fallback list). Reading the pointer first is what makes a
-publish atomic for readers: all keys of one lookup come from one version.
+A lookup reads, in one pipeline, the pointer ``{ns}:current`` and then every
+key the answer may come from in the version this reader last saw the pointer
+name (the user's list, the segment's and the global fallback list). Redis runs
+a pipeline's commands in order, so the lists are read after the pointer, as
+with two round trips. When the pointer still names that version (every lookup
+but the first after a switch), that is the answer: all its keys come from the
+version the pointer named, which is what makes a publish atomic for readers.
+When the pointer has moved, the lists just read are dropped and read again
+from the version it names now (a second round trip), so readers move to a new
+version on their first lookup after the switch, never mixing two.
 
-The first lookup after a switch costs one more round trip: it checks that
-the version was published with this reader's ``n_shards``, and reads whether
-it is a *patch* (its metadata names a ``base``).
+The first lookup after a switch also checks, once per version, that the
+version was published with this reader's ``n_shards``, and reads whether it is
+a *patch* (its metadata names a ``base``): one more round trip.
 
 A patch holds only what changed since its base (the lists of recently active
 users, all fallback lists, new items' details). A lookup on a patch reads
@@ -34,7 +40,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import redis
 import redis.asyncio as aredis
@@ -44,7 +50,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from jobs.errors import RecoError
 from serving.codec import decode_item, decode_list, decode_meta, maybe_decode_str
 from serving.connection import SCHEMES, describe, redact
-from serving.keys import KeySpace, check_id
+from serving.keys import MAX_ID_LENGTH, KeySpace, check_id
 
 MAX_K = 1000
 MAX_ITEMS_PER_DETAILS = 1000
@@ -84,8 +90,19 @@ def check_k(k: int) -> int:
     return k
 
 
+def _all_valid_ids(ids: List[str]) -> bool:
+    """True when every id passes :func:`serving.keys.check_id` (a few C calls for the whole list;
+    False says only that one may not: check them one by one)."""
+    try:
+        return (all(ids) and "".join(ids).isprintable()   # join: TypeError unless all are str
+                and max(map(len, ids), default=0) <= MAX_ID_LENGTH)
+    except TypeError:
+        return False
+
+
 _MISSING = object()   # cached "this version has no details for the item"
 _Group = Tuple[bool, List[Tuple[str, str]]]   # (from the base, [(item id, key), ...]): one MGET
+_KeysOf = Callable[[str, Optional[str]], List[str]]   # (version, base) -> the keys a lookup reads
 _UNKNOWN = object()   # "this reader does not know the version's base yet"
 
 
@@ -209,8 +226,8 @@ class _Reader:
         for pos, raw in enumerate(values):
             if raw is not None:
                 name = names[pos // len(layers)]
-                ranked = decode_list(raw)
-                return Lookup(ranked.items[:k], ranked.scores[:k], ranked.tags[:k], name,
+                ranked = decode_list(raw, k)
+                return Lookup(ranked.items, ranked.scores, ranked.tags, name,
                               name != "personal", version, layers[pos % len(layers)])
         return Lookup([], [], [], "none", True, version)
 
@@ -222,8 +239,8 @@ class _Reader:
                  base: Optional[str] = None) -> Optional[Lookup]:
         for layer, raw in zip(_layers(base), values):
             if raw is not None:
-                ranked = decode_list(raw)
-                return Lookup(ranked.items[:k], ranked.scores[:k], ranked.tags[:k], "similar", False, version,
+                ranked = decode_list(raw, k)
+                return Lookup(ranked.items, ranked.scores, ranked.tags, "similar", False, version,
                               layer)
         return None
 
@@ -232,8 +249,9 @@ class _Reader:
         ids = list(dict.fromkeys(item_ids))
         if len(ids) > MAX_ITEMS_PER_DETAILS:
             raise ValueError(f"at most {MAX_ITEMS_PER_DETAILS} item ids per call, got {len(ids)}")
-        for id_ in ids:
-            check_id(id_, "item_id")
+        if not _all_valid_ids(ids):
+            for id_ in ids:   # the first bad id raises, saying why
+                check_id(id_, "item_id")
         return ids
 
     def _groups(self, version: str, ids: List[str], base: Optional[str] = None) -> List[_Group]:
@@ -245,7 +263,8 @@ class _Reader:
         return groups
 
     def _details(self, version: str, ids: List[str], hits: Dict[str, Any],
-                 groups: List[_Group], replies: List[List[Optional[bytes]]]) -> Dict[str, Dict[str, Any]]:
+                 groups: List[_Group], replies: List[List[Optional[bytes]]],
+                 copy: bool = True) -> Dict[str, Dict[str, Any]]:
         """Merge cached and fetched details (caching the fetched ones), in input order, unknown left out.
         Over a base, the patch's details of an id win over the base's; the merged answer is cached
         under the patch's id."""
@@ -263,6 +282,8 @@ class _Reader:
         if fetched:
             self.items.store(version, fetched)
             hits = {**hits, **fetched}
+        if not copy:   # the cached dicts themselves: the caller promised not to change them
+            return {id_: hits[id_] for id_ in ids if hits.get(id_, _MISSING) is not _MISSING}
         # copies: a caller may change its answer without changing the cache
         return {id_: dict(hits[id_]) for id_ in ids if hits.get(id_, _MISSING) is not _MISSING}
 
@@ -285,7 +306,10 @@ class LookupClient(_Reader):
 
     def _version(self) -> Tuple[str, Optional[str]]:
         """(current version, its base or None), reading the pointer."""
-        version = self.current_version()
+        return self._named(self.current_version())
+
+    def _named(self, version: Optional[str]) -> Tuple[str, Optional[str]]:
+        """(version, its base or None) for the version the pointer named (None: nothing published)."""
         if version is None:
             raise self._no_version()
         checked = self._checked
@@ -295,6 +319,25 @@ class LookupClient(_Reader):
             n_shards, base = self.r.hmget(self.ks.meta(version), ["n_shards", "base"])
             checked = self._shards_match(version, maybe_decode_str(n_shards), maybe_decode_str(base))
         return checked
+
+    def _read(self, keys_of: _KeysOf) -> Tuple[str, Optional[str], List[Optional[bytes]]]:
+        """(version, its base, the values of ``keys_of(version, base)``) for the version the pointer
+        names: one pipeline (the pointer, then the keys of the version last seen) while the pointer
+        has not moved; after a switch, a second read from the version it names now."""
+        checked = self._checked
+        if checked is None:
+            version, base = self._version()
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.get(self.ks.current)
+            for key in keys_of(*checked):
+                pipe.get(key)
+            current, *values = pipe.execute()
+            version = maybe_decode_str(current)
+            if version == checked[0]:
+                return checked[0], checked[1], values
+            version, base = self._named(version)   # the pointer moved: drop what was read
+        return version, base, self._get(keys_of(version, base))
 
     def _base_of(self, version: str) -> Optional[str]:
         """The base of a version named by the caller (usually known: a lookup of this reader named it)."""
@@ -320,10 +363,9 @@ class LookupClient(_Reader):
             NoPublishedVersion: nothing is published.
         """
         names = self._list_names(user_id, k, segment)
-        version, base = self._version()
-        values = self._get(self._list_keys(version, user_id, names, base))
+        version, base, values = self._read(lambda v, b: self._list_keys(v, user_id, names, b))
         if all(v is None for v in values):
-            # The pointer moved and pruned our version between the two round trips
+            # The pointer moved and pruned our version between reading the pointer and the lists
             # (only possible with keep=1): read once more from the new version.
             newer, newer_base = self._version()
             if newer != version:
@@ -341,17 +383,18 @@ class LookupClient(_Reader):
         """Top ``k`` items similar to ``item_id``; None when the item has no list."""
         check_id(item_id, "item_id")
         check_k(k)
-        version, base = self._version()
-        keys = self._similar_keys(version, item_id, base)
-        values = self._get(keys) if base else [self.r.get(keys[0])]
+        version, base, values = self._read(lambda v, b: self._similar_keys(v, item_id, b))
         return self._similar(values, k, version, base)
 
-    def item_details(self, item_ids: Iterable[str], version: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+    def item_details(self, item_ids: Iterable[str], version: Optional[str] = None,
+                     copy: bool = True) -> Dict[str, Dict[str, Any]]:
         """Details of the known items among ``item_ids`` (unknown ones are left out), in input order.
 
         Args:
             version: read this version (the one a lookup answered from: details then come from
                 the same version as the list, with no pointer read); default the current one.
+            copy: False to get the cached dicts themselves, which the caller must not change
+                (what the HTTP service does: it only reads them).
 
         Cached ids cost nothing; the others one MGET per hash slot (of the patch and of its base,
         for a patch), all in one pipeline.
@@ -368,7 +411,7 @@ class LookupClient(_Reader):
             for _, members in groups:
                 pipe.mget([key for _, key in members])
             replies = pipe.execute()
-        return self._details(version, ids, hits, groups, replies)
+        return self._details(version, ids, hits, groups, replies, copy)
 
 
 class AsyncLookupClient(_Reader):
@@ -378,12 +421,16 @@ class AsyncLookupClient(_Reader):
 
     def __init__(self, r: aredis.Redis, ks: KeySpace, item_cache: Optional[ItemCache] = None) -> None:
         super().__init__(r, ks, item_cache)
+        # GETs straight on a pooled connection (see _get); other clients (a cluster, a stand-in) pipeline
+        self._lean = isinstance(r, aredis.Redis)
 
     async def current_version(self) -> Optional[str]:
         return maybe_decode_str(await self.r.get(self.ks.current))
 
     async def _version(self) -> Tuple[str, Optional[str]]:
-        version = await self.current_version()
+        return await self._named(await self.current_version())
+
+    async def _named(self, version: Optional[str]) -> Tuple[str, Optional[str]]:
         if version is None:
             raise self._no_version()
         checked = self._checked
@@ -391,6 +438,19 @@ class AsyncLookupClient(_Reader):
             n_shards, base = await self.r.hmget(self.ks.meta(version), ["n_shards", "base"])
             checked = self._shards_match(version, maybe_decode_str(n_shards), maybe_decode_str(base))
         return checked
+
+    async def _read(self, keys_of: _KeysOf) -> Tuple[str, Optional[str], List[Optional[bytes]]]:
+        """See :meth:`LookupClient._read`."""
+        checked = self._checked
+        if checked is None:
+            version, base = await self._version()
+        else:
+            current, *values = await self._get([self.ks.current] + keys_of(*checked))
+            version = maybe_decode_str(current)
+            if version == checked[0]:
+                return checked[0], checked[1], values
+            version, base = await self._named(version)
+        return version, base, await self._get(keys_of(version, base))
 
     async def _base_of(self, version: str) -> Optional[str]:
         base = self._known_base(version)
@@ -407,8 +467,7 @@ class AsyncLookupClient(_Reader):
 
     async def recommendations(self, user_id: str, k: int, segment: Optional[str] = None) -> Lookup:
         names = self._list_names(user_id, k, segment)
-        version, base = await self._version()
-        values = await self._get(self._list_keys(version, user_id, names, base))
+        version, base, values = await self._read(lambda v, b: self._list_keys(v, user_id, names, b))
         if all(v is None for v in values):   # see LookupClient.recommendations
             newer, newer_base = await self._version()
             if newer != version:
@@ -417,6 +476,24 @@ class AsyncLookupClient(_Reader):
         return self._pick(names, values, k, version, base)
 
     async def _get(self, keys: List[str]) -> List[Optional[bytes]]:
+        """GET of each key, in one round trip.
+
+        What a non-transactional pipeline sends and reads, on one of the pool's connections with
+        its retry policy (a connection error or timeout: disconnect, back off, send again), without
+        the pipeline's per-command bookkeeping, which cost more CPU than the round trip. An error
+        reply (a key of another type) is left to the pipeline to raise as it does.
+        """
+        if self._lean:
+            pool = self.r.connection_pool
+            packed = _pack_gets(keys)
+            conn = await pool.get_connection()
+            try:
+                values = await conn.retry.call_with_retry(lambda: _send_gets(conn, packed, len(keys)),
+                                                          lambda error: conn.disconnect())
+            finally:
+                await pool.release(conn)
+            if values is not None:
+                return values
         pipe = self.r.pipeline(transaction=False)
         for key in keys:
             pipe.get(key)
@@ -425,13 +502,11 @@ class AsyncLookupClient(_Reader):
     async def similar(self, item_id: str, k: int) -> Optional[Lookup]:
         check_id(item_id, "item_id")
         check_k(k)
-        version, base = await self._version()
-        keys = self._similar_keys(version, item_id, base)
-        values = await self._get(keys) if base else [await self.r.get(keys[0])]
+        version, base, values = await self._read(lambda v, b: self._similar_keys(v, item_id, b))
         return self._similar(values, k, version, base)
 
-    async def item_details(self, item_ids: Iterable[str],
-                           version: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+    async def item_details(self, item_ids: Iterable[str], version: Optional[str] = None,
+                           copy: bool = True) -> Dict[str, Dict[str, Any]]:
         ids = self._item_ids(item_ids)
         if not ids:
             return {}
@@ -444,10 +519,33 @@ class AsyncLookupClient(_Reader):
             for _, members in groups:
                 pipe.mget([key for _, key in members])
             replies = await pipe.execute()
-        return self._details(version, ids, hits, groups, replies)
+        return self._details(version, ids, hits, groups, replies, copy)
 
     async def aclose(self) -> None:
         await self.r.aclose()
+
+
+def _pack_gets(keys: List[str]) -> bytes:
+    """``GET key`` for each key in the Redis protocol, as redis-py packs it (keys in UTF-8)."""
+    out = []
+    for key in keys:
+        raw = key.encode("utf-8")
+        out.append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+async def _send_gets(conn: Any, packed: bytes, n: int) -> Optional[List[Optional[bytes]]]:
+    """Send ``n`` packed GETs and read every reply (all of them, so the connection stays in step);
+    None when one was an error reply."""
+    await conn.send_packed_command(packed)
+    values: List[Optional[bytes]] = []
+    failed = False
+    for _ in range(n):
+        try:
+            values.append(await conn.read_response())
+        except redis.ResponseError:
+            failed = True
+    return None if failed else values
 
 
 def connect_async(url: str, password: Optional[str] = None, socket_timeout: float = 2.0,

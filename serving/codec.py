@@ -122,8 +122,12 @@ def _round_scores(scores: Sequence[float]) -> Optional[List[float]]:
     return out
 
 
-def decode_list(data: Union[bytes, str]) -> RankedList:
+def decode_list(data: Union[bytes, str], limit: Optional[int] = None) -> RankedList:
     """Decode what :func:`encode_list` wrote.
+
+    Args:
+        limit: keep the first ``limit`` entries only (a lookup's ``k``): the same answer as slicing
+            the whole list, without expanding the tags of entries nobody reads.
 
     Raises:
         ValueError: the bytes are not a ranked list of a known format version.
@@ -137,6 +141,8 @@ def decode_list(data: Union[bytes, str]) -> RankedList:
     if fmt != LIST_FORMAT:
         raise ValueError(f"ranked list format v{fmt} is unknown to this reader (knows v{LIST_FORMAT}); "
                          "upgrade the reader or republish")
+    if limit is not None:
+        items, scores, t = items[:limit], scores[:limit], t[:limit]
     tags = [CODE_TAGS.get(c, c) for c in t] if isinstance(t, str) else list(t)
     return RankedList(items, scores, tags)
 

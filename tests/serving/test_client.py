@@ -28,17 +28,59 @@ def published(r, ks):
     return LookupClient(r, ks)
 
 
-def test_a_lookup_costs_two_round_trips(published, r, ks, redis_server):
+def test_a_lookup_costs_one_round_trip(published, r, ks, redis_server):
     port = int(redis_server.rsplit(":", 1)[1].split("/")[0])
     pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=port)
     c = LookupClient(redis.Redis(connection_pool=pool), ks)
     c.recommendations("u1", 5)                           # connecting and the once-per-version check not counted
-    for call in (lambda: c.recommendations("u1", 5), lambda: c.recommendations("nobody", 5, segment="DE"),
-                 lambda: c.similar("i1", 3), lambda: c.item_details([f"i{n}" for n in range(20)])):
+    for call, round_trips in ((lambda: c.recommendations("u1", 5), 1),
+                              (lambda: c.recommendations("nobody", 5, segment="DE"), 1),
+                              (lambda: c.similar("i1", 3), 1), (lambda: c.similar("unknown", 3), 1),
+                              (lambda: c.item_details([f"i{n}" for n in range(20)]), 2),   # pointer, then MGETs
+                              (lambda: c.item_details([f"i{n}" for n in range(20)], version="v1"), 0)):  # cached
         CountingConnection.sends = 0
         call()
-        assert CountingConnection.sends == 2
+        assert CountingConnection.sends == round_trips
     pool.disconnect()
+
+
+def test_a_switch_is_seen_by_the_next_lookup_and_never_mixed(published, r, ks, redis_server):
+    port = int(redis_server.rsplit(":", 1)[1].split("/")[0])
+    pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=port)
+    c = LookupClient(redis.Redis(connection_pool=pool), ks)
+    assert c.recommendations("u1", 5).items[0] == "v1-u1-i0"
+    assert c.similar("i1", 3).items[0] == "v1-s1-i0"
+    publish_version(r, ks, "v2", chunks("v2"), {"run_id": "r2"})
+    CountingConnection.sends = 0
+    hit = c.recommendations("u1", 5)                     # read v1's lists with the pointer: dropped, read v2's
+    assert (hit.version, hit.items) == ("v2", [f"v2-u1-i{j}" for j in range(5)])
+    assert CountingConnection.sends == 3                 # pipeline, v2's n_shards check, v2's lists
+    CountingConnection.sends = 0
+    assert c.similar("i1", 3).items == ["v2-s1-i0", "v2-s1-i1", "v2-s1-i2"]
+    assert c.recommendations("nobody", 2, segment="DE").items == ["v2-DE-i0", "v2-DE-i1"]
+    assert CountingConnection.sends == 2                 # v2 is known now: one round trip each
+    r.set(ks.current, "v1")                              # a rollback is seen at once too
+    assert c.recommendations("u1", 5).version == "v1"
+    r.delete(ks.current)
+    with pytest.raises(NoPublishedVersion):
+        c.recommendations("u1", 5)
+    pool.disconnect()
+
+
+def test_the_asyncio_client_sees_a_switch_on_the_next_lookup(published, r, ks, redis_server):
+    async def lookups():
+        c = AsyncLookupClient(connect_async(redis_server), ks)
+        try:
+            before = await c.recommendations("u1", 2)
+            publish_version(r, ks, "v2", chunks("v2"), {"run_id": "r2"})
+            return before, await c.recommendations("u1", 2), await c.similar("i1", 1)
+        finally:
+            await c.aclose()
+
+    before, after, sim = asyncio.run(lookups())
+    assert (before.version, before.items) == ("v1", ["v1-u1-i0", "v1-u1-i1"])
+    assert (after.version, after.items) == ("v2", ["v2-u1-i0", "v2-u1-i1"])
+    assert (sim.version, sim.items) == ("v2", ["v2-s1-i0"])
 
 
 def test_lists_are_truncated_to_k_and_say_where_they_come_from(published):
@@ -177,3 +219,49 @@ def test_the_asyncio_client_raises_what_the_blocking_one_raises(r, ks):
         asyncio.run(lookup(f"redis://{kw['host']}:{kw['port']}/0"))
     with pytest.raises(redis.ConnectionError):
         asyncio.run(lookup(f"redis://127.0.0.1:{free_port()}/0", retries=0, socket_timeout=0.5))
+
+
+def test_decode_list_limit_is_the_same_as_slicing():
+    from serving.codec import decode_list
+    data = encode_list(["a", "b", "c"], [3.0, 2.0, 1.0], ["model", "editorial", "pinned"])
+    whole = decode_list(data)
+    for k in (0, 1, 2, 3, 10):
+        part = decode_list(data, k)
+        assert (part.items, part.scores, part.tags) == (whole.items[:k], whole.scores[:k], whole.tags[:k])
+    packed = encode_list(["a", "b"], [1.0, 0.5], "trending")
+    assert decode_list(packed, 1).tags == ["trending"]
+
+
+@pytest.mark.parametrize("ids,msg", [
+    (["i1", ""], "item_id must not be empty"), (["i1", "a\tb"], "non-printable"),
+    (["x" * 257], "at most 256"), (["i1", 7], "item_id must be a string"),
+])
+def test_item_details_refuses_bad_ids_whether_cached_or_not(published, ids, msg):
+    published.item_details(["i1"])                       # i1 cached
+    with pytest.raises(ValueError, match=msg):
+        published.item_details(ids)
+    with pytest.raises(ValueError, match=msg):
+        published.item_details(ids, version="v1")
+
+
+def test_item_details_without_copies_are_the_cached_dicts(published):
+    shared = published.item_details(["i1"], copy=False)
+    assert published.item_details(["i1"], copy=False)["i1"] is shared["i1"]
+    assert published.item_details(["i1"])["i1"] is not shared["i1"] and published.item_details(["i1"]) == shared
+
+
+def test_the_asyncio_client_raises_an_error_reply_as_the_pipeline_does_and_stays_usable(published, r, ks,
+                                                                                      redis_server):
+    async def lookups():
+        c = AsyncLookupClient(connect_async(redis_server), ks)
+        try:
+            await c.recommendations("u1", 2)
+            r.delete(ks.user("v1", "u1"))
+            r.rpush(ks.user("v1", "u1"), "not a string")  # GET of a list: WRONGTYPE
+            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                await c.recommendations("u1", 2)
+            return await c.recommendations("u2", 2)       # the connection is still in step
+        finally:
+            await c.aclose()
+
+    assert asyncio.run(lookups()).items == ["v1-u2-i0", "v1-u2-i1"]
