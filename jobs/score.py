@@ -253,9 +253,13 @@ def raw_fallbacks(fallback: DataFrame) -> DataFrame:
                            F.regexp_extract("list_name", "^(popular|trending)", 1).alias("source"))
 
 
+# how the users are grouped, not what comes out (tested: same tables): not part of the content key
+EXECUTION_SETTINGS = frozenset({"user_buckets", "driver_max_users"})
+
+
 def score_id_for(cfg: Config, run_date: date, ctx: ScoringContext, *extra: str) -> str:
     sc = cfg.scoring
-    return _score_id(run_date, ctx.model_version, sc.model_dump_json(), ctx.rules.source,
+    return _score_id(run_date, ctx.model_version, sc.model_dump_json(exclude=set(EXECUTION_SETTINGS)), ctx.rules.source,
                      _file_digest(sc.rules_path), *extra)
 
 
