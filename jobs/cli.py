@@ -153,36 +153,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exc.exit_code
 
 
-def _spark_in_background(cfg):
-    """Start the SparkSession on a thread and return a function that waits for it.
-
-    The JVM's start (10-15 s here) then overlaps the job modules' imports (great-expectations, torch,
-    MLflow: about as long), which hold the interpreter while the JVM starts in its own process. An error
-    of the start is raised by the wait, in the calling thread.
-    """
-    import threading
-
-    from jobs.spark import build_spark
-    box = {}
-
-    def start():
-        try:
-            box["spark"] = build_spark(cfg)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller by wait()
-            box["error"] = exc
-
-    thread = threading.Thread(target=start, name="spark-start", daemon=True)
-    thread.start()
-
-    def wait():
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["spark"]
-
-    return wait
-
-
 def _dispatch(args, cfg) -> int:
     # commands that need no Spark
     if args.command in ("serve", "redis") or (args.command == "publish" and (args.rollback or args.list)):
@@ -201,9 +171,15 @@ def _dispatch(args, cfg) -> int:
         from jobs import commands
         from jobs.airflow_tasks import run_nightly
         return run_nightly(cfg, source, args.date or commands.default_date(cfg, source))
-    spark_ready = _spark_in_background(cfg)
-    from jobs import commands
-    spark = spark_ready()
+    # The JVM starts (10-15 s) on a thread while the job modules import (great-expectations, torch, MLflow:
+    # about as long); a start error is raised here by result().
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobs.spark import build_spark
+    with ThreadPoolExecutor(1, thread_name_prefix="spark-start") as pool:
+        spark_ready = pool.submit(build_spark, cfg)
+        from jobs import commands
+        spark = spark_ready.result()
     t0 = time.time()
     if args.command in ("ingest", "validate"):
         commands.ingest(spark, cfg, source, args.date, args.path, dry_run=getattr(args, "dry_run", False) or args.command == "validate")

@@ -199,7 +199,7 @@ def score_users(spark: SparkSession, cfg: Config, ctx: ScoringContext, pairs: Da
     user in ``pairs`` (user, item, weight, count, first_time, time), their state as of unix time ``at``.
     ``segments``: (user, segment); ``buy_again``: (user, item, rank, score). Cached; unpersist it.
 
-    ``n_users``: how many users ``pairs`` holds, when the caller knows. Up to ``scoring.driver_max_users``
+    ``n_users``: at most how many users ``pairs`` holds, when the caller knows. Up to ``scoring.driver_max_users``
     they are scored in this process by the same per-bucket function as one bucket (the hourly path's few
     active customers: no Python workers to start, no model to broadcast); otherwise in
     ``scoring.user_buckets`` Spark groups."""

@@ -397,7 +397,7 @@ async def _product_list(client, found: Lookup) -> List[Dict]:
 _json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _json_str = json.encoder.encode_basestring   # how that encoder writes a str (C), quotes included
 _NO_DETAILS = '"title":null,"price":null,"category":null}'
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")    # what ID_PATTERN refuses
+_ID = re.compile(ID_PATTERN)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -443,7 +443,7 @@ def _items_json(found: Lookup, details: Dict[str, Dict], tails: _DetailsJson) ->
 
 def _fast_id(value: str) -> bool:
     """True when the route's own checks of an id (1..ID_MAX characters, ID_PATTERN) pass."""
-    return 0 < len(value) <= ID_MAX and _CONTROL.search(value) is None
+    return len(value) <= ID_MAX and _ID.fullmatch(value) is not None   # fullmatch: no "$" before a final \n
 
 
 def _fast_query(scope: dict, segment: bool) -> Optional[Tuple[int, Optional[str]]]:
