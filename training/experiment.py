@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -174,10 +174,12 @@ def blend_scorer(model_fn, buy_again: bl.BuyAgain, weight: float):
 
 def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataFrame, data: ExperimentData,
               tcfg, model_cfg: ModelConfig, params: TrainParams, work_dir: str,
-              blend_weight: Optional[float] = None, candidates: Sequence[Dict[str, object]] = ()) -> PhaseResult:
+              blend_weight: Optional[float] = None, candidates: Sequence[Dict[str, object]] = (),
+              on_chosen: Optional[Callable[[dict], None]] = None) -> PhaseResult:
     """Fit and evaluate the model and every baseline on one split. ``candidates``: overrides of
     ``params`` (e.g. ``{"others_share": 1.0, "batch_size": 512}``), each fitted; the best on this split's
-    metric is kept."""
+    metric is kept. ``on_chosen``: called with the kept fit's result (``best_epoch``, ``params``) as soon
+    as it is known, before the baselines, so a later fit that needs only those can start."""
     ks = tuple(tcfg.ks)
     fit = to_interactions(fit_df, data.n_users, data.n_items)
     truth = to_interactions(eval_df, data.n_users, data.n_items)
@@ -209,6 +211,8 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
         log.info("[%s] %s: candidates tried %s, kept %s", data.name, phase,
                  {k: round(v, 4) for k, v in tried.items()}, max(tried, key=tried.get))
     res["candidates_tried"] = tried
+    if on_chosen is not None:
+        on_chosen(res)
     model = res["model"]
     with torch.no_grad():
         item_vecs = model.all_item_vectors()
@@ -288,32 +292,54 @@ def train_params(tcfg, **over) -> TrainParams:
 def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: str,
                    serve_refit: bool = False, keep_work: bool = False) -> ExperimentResult:
     """The valid phase, the test phase (when ``data.test``) and, with ``serve_refit``, a final fit on
-    every pair for serving. Returns the model to register (the last one fitted)."""
+    every pair for serving. Returns the model to register (the last one fitted).
+
+    The serve fit needs only the epochs and settings the valid phase keeps, so with TorchDistributor it
+    starts as soon as they are known and runs beside the rest of the experiment (the baselines, the
+    test phase): one single-threaded rank leaves a core free, which the baselines' Spark jobs and the
+    test fit use. In-process training shares this interpreter (and torch's global state), so there it
+    runs last, alone. Either way it is the same fit with the same inputs and seed.
+    """
     mcfg = model_config(tcfg, data.n_users, data.n_items)
     params = train_params(tcfg)
-    valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir,
-                      candidates=search_candidates(tcfg.optim))
-    epochs = max(1, valid.best_epoch)
-    test = None
-    serve_model = valid.model
-    if data.test is not None and getattr(tcfg, "evaluate_test", True):
-        # the test phase never early-stops on test: the epochs chosen on validation
-        refit = replace(valid.params, fixed_epochs=epochs)
-        fit_df = data.train.unionByName(data.valid) if tcfg.refit else data.train
-        test = run_phase(spark, "test", fit_df, data.test, data, tcfg, mcfg, refit, work_dir,
-                         blend_weight=valid.blend_weight)
-        serve_model = test.model
-    if serve_refit:
-        everything = data.train.unionByName(data.valid)
-        if data.test is not None:
-            everything = everything.unionByName(data.test)
-        fit = to_interactions(everything, data.n_users, data.n_items)
-        res = fit_two_tower(spark, everything, fit, data.catalog, mcfg,
-                            replace(valid.params, fixed_epochs=epochs),
-                            work_dir, None, tcfg.processes, tcfg.launcher, tcfg.distributor_local_mode,
-                            f"{data.name}-serve")
-        serve_model = res["model"]
+    beside = serve_refit and tcfg.launcher == "distributor"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-fit") as pool:
+        serve_job: Dict[str, Future] = {}
+
+        def start_serve_fit(chosen: dict) -> None:
+            if beside:
+                serve_job["fit"] = pool.submit(_serve_fit, spark, data, tcfg, mcfg, chosen["params"],
+                                               chosen["best_epoch"], work_dir)
+
+        valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir,
+                          candidates=search_candidates(tcfg.optim), on_chosen=start_serve_fit)
+        epochs = max(1, valid.best_epoch)
+        test = None
+        serve_model = valid.model
+        if data.test is not None and getattr(tcfg, "evaluate_test", True):
+            # the test phase never early-stops on test: the epochs chosen on validation
+            refit = replace(valid.params, fixed_epochs=epochs)
+            fit_df = data.train.unionByName(data.valid) if tcfg.refit else data.train
+            test = run_phase(spark, "test", fit_df, data.test, data, tcfg, mcfg, refit, work_dir,
+                             blend_weight=valid.blend_weight)
+            serve_model = test.model
+        if serve_refit:
+            serve = (serve_job["fit"].result() if beside else
+                     _serve_fit(spark, data, tcfg, mcfg, valid.params, valid.best_epoch, work_dir))
+            serve_model = serve["model"]
     if not keep_work:
         shutil.rmtree(os.path.join(work_dir, "petastorm"), ignore_errors=True)
     return ExperimentResult(valid=valid, test=test, serve_model=serve_model, model_config=mcfg,
                             params=valid.params)
+
+
+def _serve_fit(spark: SparkSession, data: ExperimentData, tcfg, mcfg: ModelConfig, params: TrainParams,
+               best_epoch: int, work_dir: str) -> dict:
+    """The serving model: the kept settings refitted on every pair for the epochs chosen on validation."""
+    everything = data.train.unionByName(data.valid)
+    if data.test is not None:
+        everything = everything.unionByName(data.test)
+    fit = to_interactions(everything, data.n_users, data.n_items)
+    return fit_two_tower(spark, everything, fit, data.catalog, mcfg, replace(params, fixed_epochs=max(1, best_epoch)),
+                         work_dir, None, tcfg.processes, tcfg.launcher, tcfg.distributor_local_mode,
+                         f"{data.name}-serve")

@@ -55,3 +55,43 @@ def test_fit_all_one_worker_is_sequential_and_failures_surface():
         return i
     with pytest.raises(RuntimeError, match="candidate 1 failed"):
         fit_all(bad, 3, workers=2)
+
+
+def _serve_fit_order(monkeypatch, launcher: str):
+    """What run_experiment does, in order, with the phases and the serve fit replaced by recorders."""
+    import threading
+    from types import SimpleNamespace
+
+    import training.experiment as ex
+    tcfg = load_config(env="local", environ={}, overrides={"training": {"launcher": launcher}}).training
+    events, serve_started = [], threading.Event()
+
+    def phase(spark, name, *args, on_chosen=None, **kwargs):
+        events.append(f"{name} fits")
+        on_chosen({"params": "kept-params", "best_epoch": 3})
+        if launcher == "distributor":   # the serve fit runs while the phase goes on to its baselines
+            assert serve_started.wait(30), "the serve fit did not start when the settings were chosen"
+        events.append(f"{name} baselines")
+        return SimpleNamespace(best_epoch=3, params="kept-params", model="valid-model", blend_weight=None)
+
+    def serve_fit(spark, data, tcfg_, mcfg, params, best_epoch, work_dir):
+        serve_started.set()
+        events.append(f"serve fit {params} {best_epoch} epochs")
+        return {"model": "serve-model"}
+
+    monkeypatch.setattr(ex, "run_phase", phase)
+    monkeypatch.setattr(ex, "_serve_fit", serve_fit)
+    data = ex.ExperimentData(name="t", n_users=3, n_items=2, catalog=None, train=None, valid=None)
+    result = ex.run_experiment(None, data, tcfg, "/nonexistent", serve_refit=True, keep_work=True)
+    assert result.serve_model == "serve-model" and result.params == "kept-params"
+    return events
+
+
+def test_serve_fit_starts_beside_the_baselines_with_torch_distributor(monkeypatch):
+    assert _serve_fit_order(monkeypatch, "distributor") == [
+        "valid fits", "serve fit kept-params 3 epochs", "valid baselines"]
+
+
+def test_serve_fit_runs_last_and_alone_in_process(monkeypatch):
+    assert _serve_fit_order(monkeypatch, "inprocess") == [
+        "valid fits", "valid baselines", "serve fit kept-params 3 epochs"]
