@@ -196,6 +196,9 @@ class QualityConfig(_Strict):
     max_quantity: float = Field(gt=0)
     max_price: float = Field(gt=0)
     quality_dir: str
+    # batches of at most this many rows are validated by GX's pandas engine (Spark's metric jobs
+    # cost seconds even on a hundred rows); 0 = always Spark
+    pandas_max_rows: int = Field(default=50000, ge=0)
 
 
 class InteractionsConfig(_Strict):

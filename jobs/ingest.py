@@ -290,7 +290,7 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     log.info("[ingest %s] 3/5 great-expectations suite on the batch", source)
     suite = (f"{source}_events", events_expectations(limits))
     report = run_suite(checked, *suite, quality_dir=cfg.quality.quality_dir, source=source, batch_id=batch_id,
-                       stage="batch")
+                       stage="batch", pandas_max_rows=cfg.quality.pandas_max_rows)
 
     # 4. quarantine, then the gate
     result = IngestResult(source=source, batch_id=batch_id, run_date=run_date.isoformat(), input_rows=input_rows,
@@ -320,7 +320,7 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
                  "passed" if report.success else "failed")
     else:
         accepted_check = run_suite(good, *suite, quality_dir=cfg.quality.quality_dir, source=source,
-                                   batch_id=batch_id, stage="accepted")
+                                   batch_id=batch_id, stage="accepted", pandas_max_rows=cfg.quality.pandas_max_rows)
     if not accepted_check.success:
         # the row rules and the suite disagree: a bug, not bad data
         raise RuntimeError(f"accepted rows of {source}/{batch_id} fail the GX suite: {accepted_check.failed}")

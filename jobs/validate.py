@@ -3,6 +3,8 @@
 The GX project lives in ``<quality_dir>/gx`` (a file context, so data docs
 are built as static HTML under ``gx/uncommitted/data_docs/local_site``); each
 run's result JSON is written to ``<quality_dir>/results/<source>/<batch>-<stage>.json``.
+A small batch (``quality.pandas_max_rows``) is validated by GX's pandas engine, a larger one by its
+Spark engine; the context has a ``spark`` and a ``pandas`` datasource, each with an asset per source.
 """
 from __future__ import annotations
 
@@ -42,33 +44,78 @@ def _context(quality_dir: str):
     return ctx
 
 
-def run_suite(df: DataFrame, suite_name: str, expectations, *, quality_dir: str, source: str, batch_id: str, stage: str) -> ValidationSummary:
-    """Validate ``df`` with a suite of ``expectations``; save the result JSON and refresh data docs."""
-    import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
+SPARK, PANDAS = "spark", "pandas"
 
-    ctx = _context(quality_dir)
-    ds_name, asset_name = "spark", f"{source}"
+
+def _for_pandas(df: DataFrame) -> DataFrame:
+    """``df`` with NaN in float columns turned into +infinity, for the pandas engine.
+
+    Spark tells NaN from null (a NaN value is not null and is above every number, so it fails an
+    upper bound), pandas does not (both are ``isnull``). +infinity behaves as Spark's NaN against the
+    finite bounds of our suites and stays apart from null, so both engines give the same verdicts."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, FloatType
+
+    floats = {f.name for f in df.schema.fields if isinstance(f.dataType, (DoubleType, FloatType))}
+    if not floats:
+        return df
+    return df.select([F.when(F.isnan(F.col(f"`{c}`")), F.lit(float("inf"))).otherwise(F.col(f"`{c}`")).alias(c)
+                      if c in floats else F.col(f"`{c}`") for c in df.columns])
+
+
+def _pick_engine(df: DataFrame, pandas_max_rows: int):
+    """(engine, batch): the rows as pandas when there are at most ``pandas_max_rows`` of them, else ``df``.
+
+    GX's Spark engine runs several Spark jobs per expectation, seconds on a batch of a hundred rows,
+    where pandas takes milliseconds. A limited count decides (0.3 s on a small batch); collecting the
+    first ``pandas_max_rows + 1`` rows instead would cost a large batch seconds for nothing."""
+    if pandas_max_rows <= 0 or df.limit(pandas_max_rows + 1).count() > pandas_max_rows:
+        return SPARK, df
+    return PANDAS, _for_pandas(df).toPandas()
+
+
+def _batch_definition(ctx, engine: str, asset_name: str):
+    """The whole-dataframe batch definition of ``asset_name`` on the engine's datasource (``spark`` or
+    ``pandas``), created on first use; the two datasources have the same API."""
     try:
-        ds = ctx.data_sources.get(ds_name)
+        ds = ctx.data_sources.get(engine)
     except (KeyError, ValueError):
-        ds = ctx.data_sources.add_spark(name=ds_name)
+        add = {SPARK: ctx.data_sources.add_spark, PANDAS: ctx.data_sources.add_pandas}[engine]
+        ds = add(name=engine)
     try:
         asset = ds.get_asset(asset_name)
     except LookupError:
         asset = ds.add_dataframe_asset(name=asset_name)
     try:
-        batch_def = asset.get_batch_definition("whole")
+        return asset.get_batch_definition("whole")
     except (KeyError, ValueError, LookupError):
-        batch_def = asset.add_batch_definition_whole_dataframe("whole")
+        return asset.add_batch_definition_whole_dataframe("whole")
+
+
+def run_suite(df: DataFrame, suite_name: str, expectations, *, quality_dir: str, source: str, batch_id: str,
+              stage: str, pandas_max_rows: int = 0) -> ValidationSummary:
+    """Validate ``df`` with a suite of ``expectations``; save the result JSON and refresh data docs.
+
+    A batch of at most ``pandas_max_rows`` rows is validated by GX's pandas engine (0: always Spark);
+    both engines give the same verdicts on our suites (see :func:`_for_pandas`)."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    if pandas_max_rows < 0:
+        raise ValueError(f"pandas_max_rows must be >= 0 (0 = always Spark), got {pandas_max_rows}")
+    engine, batch = _pick_engine(df, pandas_max_rows)
+    log.info("[gx %s %s] validating %s with the %s engine", source, stage, suite_name, engine)
+    ctx = _context(quality_dir)
+    batch_def = _batch_definition(ctx, engine, source)
     suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=[
         e.copy() for e in expectations]))
-    vd_name = f"{source}-{stage}"
+    # one validation definition and checkpoint per engine: each is bound to its datasource's batch definition
+    vd_name = f"{source}-{stage}" if engine == SPARK else f"{source}-{stage}-{engine}"
     vd = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=vd_name, data=batch_def, suite=suite))
     cp = ctx.checkpoints.add_or_update(gx.Checkpoint(
         name=vd_name, validation_definitions=[vd], actions=[UpdateDataDocsAction(name="docs")],
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}))
-    result = cp.run(batch_parameters={"dataframe": df})
+    result = cp.run(batch_parameters={"dataframe": batch})
     vres = list(result.run_results.values())[0]
     payload = vres.to_json_dict()
     out = Path(quality_dir) / "results" / source / f"{batch_id}-{stage}.json"
@@ -125,7 +172,8 @@ def check_ingested(spark, cfg, source: str, run_date) -> Dict[str, object]:
         warnings.append(f"{n} events on {run_date}, under a fifth of the trailing week's median ({median})")
     batch = runs[0]["batch_id"]
     report = run_suite(rows, f"{source}_silver_day", silver_day_expectations(), quality_dir=cfg.quality.quality_dir,
-                       source=source, batch_id=f"{batch}-{run_date}", stage="silver")
+                       source=source, batch_id=f"{batch}-{run_date}", stage="silver",
+                       pandas_max_rows=cfg.quality.pandas_max_rows)
     if not report.success:
         raise QualityGateError(f"silver rows of '{source}' dated {run_date} fail the silver suite: {report.failed}; "
                                f"the report is {report.result_path}")

@@ -92,3 +92,11 @@ def test_training_search_entries_must_be_valid_optim_settings():
             "training": {"optim": {"search": [{}, {"batchsize": 512}]}}})
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{"batch_size": 0}]}}})
+
+
+def test_gx_pandas_row_limit_defaults_and_is_checked():
+    assert load_config(env="local", environ={}).quality.pandas_max_rows == 50000
+    assert load_config(env="local", environ={"RECO__QUALITY__PANDAS_MAX_ROWS": "0"}).quality.pandas_max_rows == 0
+    with pytest.raises(ConfigError) as err:
+        load_config(env="local", environ={"RECO__QUALITY__PANDAS_MAX_ROWS": "-1"})
+    assert "quality.pandas_max_rows" in str(err.value)
