@@ -114,7 +114,7 @@ def ingest_hour(spark: SparkSession, cfg: Config, source: str, start: datetime, 
     row = [(source, batch_id(hi), _naive(lo), _naive(hi), int(result.accepted_rows),
             datetime.now(timezone.utc).replace(tzinfo=None))]
     lh.merge(spark.createDataFrame(row, "source string, batch_id string, low timestamp, high timestamp, rows long, "
-                                        "ingested_at timestamp"), WATERMARKS, keys=["source", "batch_id"])
+                                        "ingested_at timestamp"), WATERMARKS, keys=["source", "batch_id"], few=True)
     return result
 
 

@@ -1,7 +1,8 @@
 """The ``pipeline_runs`` audit table: one row per (step, source, batch, run date).
 
-A rerun of the same step for the same batch and date replaces its row (MERGE),
-so a retried run leaves the table as a single successful run would.
+A rerun of the same step for the same batch and date replaces its row (MERGE; a first
+run's row is appended, which is cheaper and ends the same), so a retried run leaves the
+table as a single successful run would.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def record_run(lh: Lakehouse, step: str, source: str, batch_id: str, run_date: d
            _int(counts.get("excluded_rows")), _int(counts.get("quarantined_rows")),
            json.dumps(details, sort_keys=True, default=str), round(float(duration_s), 1))
     df = lh.spark.createDataFrame([row], SCHEMA)
-    lh.merge(df, "pipeline_runs", keys=["step", "source", "batch_id", "run_date"])
+    lh.merge(df, "pipeline_runs", keys=["step", "source", "batch_id", "run_date"], few=True)
 
 
 def _int(v):

@@ -1,4 +1,5 @@
-"""Lakehouse writes: replaceWhere slices, insert-only MERGE, and hygiene that keeps pinned versions."""
+"""Lakehouse writes: replaceWhere slices, insert-only MERGE, the few-rows upsert, and hygiene that keeps
+pinned versions."""
 from jobs.lakehouse import Lakehouse
 from tests.compare import assert_rows
 
@@ -12,6 +13,21 @@ def test_replace_touches_only_its_slice_and_merge_never_updates(spark, cfg):
     lh.merge(spark.createDataFrame([("x", 0)], "id string, idx int"), "m", ["id"], update=False)
     lh.merge(spark.createDataFrame([("x", 5), ("y", 1)], "id string, idx int"), "m", ["id"], update=False)
     assert_rows(lh.read("m"), [("x", 0), ("y", 1)], ["id", "idx"])
+
+
+def test_few_rows_upsert_appends_new_keys_and_merges_known_ones(spark, cfg):
+    lh = Lakehouse(spark, cfg)
+    schema = "step string, key string, status string"
+    lh.merge(spark.createDataFrame([("ingest", "b1", "failed")], schema), "runs", ["step", "key"], few=True)
+    lh.merge(spark.createDataFrame([("ingest", "b2", "succeeded")], schema), "runs", ["step", "key"], few=True)
+    lh.merge(spark.createDataFrame([("ingest", None, "succeeded")], schema), "runs", ["step", "key"], few=True)
+    # a retry of b1 and of the null key: their rows are replaced, not added (keys match null-safely)
+    lh.merge(spark.createDataFrame([("ingest", "b1", "succeeded")], schema), "runs", ["step", "key"], few=True)
+    lh.merge(spark.createDataFrame([("ingest", None, "empty")], schema), "runs", ["step", "key"], few=True)
+    assert_rows(lh.read("runs"), [("ingest", "b1", "succeeded"), ("ingest", "b2", "succeeded"),
+                                  ("ingest", None, "empty")], ["step", "key", "status"])
+    ops = [r.operation for r in spark.sql(f"DESCRIBE HISTORY delta.`{lh.path('runs')}`").orderBy("version").collect()]
+    assert ops == ["WRITE", "WRITE", "WRITE", "MERGE", "MERGE"]   # new keys appended, known keys merged
 
 
 def test_maintain_compacts_and_keeps_versions_inside_the_retention(spark, cfg):
