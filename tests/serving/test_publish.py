@@ -128,7 +128,11 @@ def test_duplicate_ids_are_refused(r, ks):
 def test_invalid_records_name_chunk_and_position(r, ks):
     good = ("u", "u1", b"{}")
     for bad, why in [(("x", "u2", b"{}"), "kind 'x'"), (("u", "", b"{}"), "id must not be empty"),
-                     (("u", "u2", "text"), "value must be bytes"), (("u", "u2"), "not enough values")]:
+                     (("u", "u2", "text"), "value must be bytes"), (("u", "u2"), "not enough values"),
+                     (("u", "u2", b"{}", b"{}"), "too many values"), ((["u"], "u2", b"{}"), "unhashable type"),
+                     (("u", "u\n2", b"{}"), "id .* contains non-printable"), (None, "cannot unpack"),
+                     (("u", "u" * 257, b"{}"), "id is 257 characters"), (("u", 2, b"{}"), "id must be a string"),
+                     (("u", "u2", bytearray(b"{}")), "value must be bytes")]:
         with pytest.raises(PublishError, match=f"record 1 of chunk 1 is invalid \\({why}.*keys were deleted"):
             publish_version(r, ks, "v1", [[good], [good[:1] + ("u0",) + good[2:], bad]], META)
         assert keys_of(r, ks, "v1") == []                            # chunk 0 was written, then deleted
@@ -247,3 +251,132 @@ def test_a_version_with_an_old_format_checksum_is_compared_the_old_way(r, ks):
     assert (again.skipped, again.checksum) == (True, f"{legacy:016x}-92")
     with pytest.raises(PublishError, match="already published .* with other content"):
         publish(r, ks, "v1", tag="other")
+
+
+# ---------------------------------------------------------------------------- the bulk loader's layout
+
+
+def mixed_chunks(tag, chunk=9):
+    """Every kind in every chunk, ids that are the same under two kinds, non-ASCII ids."""
+    records = []
+    for n in range(40):
+        records += [("u", f"u{n}", encode_list([f"{tag}-u{n}"], [1.0], ["model"])),
+                    ("s", f"i{n}", encode_list([f"{tag}-s{n}"], [1.0], ["similar"])),
+                    ("i", f"i{n}", b'{"title":"%s %d"}' % (tag.encode(), n))]
+    records += [("u", "Zoë-7", b"\xff\x00 raw bytes"), ("u", "用户-1", b""), ("i", "é" * 256, b"long id"),
+                ("f", "global", encode_list([f"{tag}-g"], [1.0], ["popular"])), ("f", "segment:DE", b"[]")]
+    return [records[i:i + chunk] for i in range(0, len(records), chunk)]
+
+
+def crc1(records):
+    """The crc1 checksum by its definition, one record at a time."""
+    import zlib
+    sum1 = sum2 = 0
+    for kind, id_, value in records:
+        h = zlib.crc32(value, zlib.crc32(f"{kind}\0{id_}\0".encode()))
+        sum1, sum2 = sum1 + h, sum2 + h * h
+    return f"crc1:{sum1 % 2 ** 64:016x}-{sum2 % 2 ** 64:016x}-{len(records)}"
+
+
+def test_the_checksum_keeps_its_crc1_definition(r, ks):
+    # versions stored with crc1 must keep matching a republish of the same content
+    records = [rec for c in mixed_chunks("v1") for rec in c]
+    res = publish_version(r, ks, "v1", mixed_chunks("v1"), META)
+    assert res.checksum == crc1(records) == r.hget(ks.meta("v1"), "checksum").decode()
+    again = publish_version(r, ks, "v1", [records[::-1]], META)               # one chunk, reversed
+    assert (again.skipped, again.checksum) == (True, res.checksum)
+
+
+def test_every_key_is_the_keyspace_key_and_holds_its_value(r, ks):
+    records = [rec for c in mixed_chunks("v1") for rec in c]
+    res = publish_version(r, ks, "v1", mixed_chunks("v1"), META)
+    assert res.keys_written == len(records) and res.counts == {"u": 42, "s": 40, "i": 41, "f": 2}
+    want = {ks.key("v1", kind, id_): value for kind, id_, value in records}
+    assert set(keys_of(r, ks, "v1")) == set(want) | {ks.meta("v1")}
+    assert dict(zip(want, r.mget(list(want)))) == want
+
+
+def parse_resp(payload):
+    """The commands in packed RESP bytes, as lists of arguments."""
+    commands, pos = [], 0
+    while pos < len(payload):
+        assert payload[pos:pos + 1] == b"*"
+        end = payload.index(b"\r\n", pos)
+        n_args, pos, args = int(payload[pos + 1:end]), end + 2, []
+        for _ in range(n_args):
+            assert payload[pos:pos + 1] == b"$"
+            end = payload.index(b"\r\n", pos)
+            size = int(payload[pos + 1:end])
+            args.append(payload[end + 2:end + 2 + size])
+            assert payload[end + 2 + size:end + 4 + size] == b"\r\n"
+            pos = end + 4 + size
+        commands.append(args)
+    return commands
+
+
+def test_each_msetnx_holds_one_hash_tag_and_at_most_batch_keys(r, ks, monkeypatch):
+    from serving import publish as publish_module
+    sent = []
+    real = publish_module._round_trip
+
+    def spy(r_, payload, n_replies):
+        commands = parse_resp(payload)
+        assert len(commands) == n_replies
+        sent.append(commands)
+        return real(r_, payload, n_replies)
+
+    monkeypatch.setattr(publish_module, "_round_trip", spy)
+    records = [rec for c in mixed_chunks("v1", chunk=60) for rec in c]
+    publish_version(r, ks, "v1", mixed_chunks("v1", chunk=60), META, batch_keys=4)
+    written = {}
+    for commands in sent:
+        assert sum(len(c) // 2 for c in commands) < 2 * 4          # a round trip is sent once it holds >= 4 keys
+        for name, *args in commands:
+            assert name == b"MSETNX" and 2 <= len(args) <= 2 * 4
+            keys = [k.decode() for k in args[0::2]]
+            assert len({k[k.index("{"):k.index("}")] for k in keys}) == 1   # one slot on a cluster
+            assert not set(keys) & set(written)
+            written.update(zip(keys, args[1::2]))
+    assert written == {ks.key("v1", kind, id_): value for kind, id_, value in records}
+
+
+def test_a_single_connection_client_can_publish(r, ks, redis_server):
+    import redis
+    one = redis.Redis.from_url(redis_server, single_connection_client=True)
+    try:
+        res = publish_version(one, ks, "v1", chunks("v1"), META, expected=expected())
+        assert (res.keys_written, one.get(ks.current)) == (92, b"v1")
+        assert LookupClient(r, ks).recommendations("u3", 1).items == ["v1-u3-i0"]
+    finally:
+        one.close()
+
+
+def test_the_sample_is_uniform_over_every_chunk(ks):
+    from serving.publish import _Loader
+    kept = [0] * 100
+    for run in range(400):
+        loader = _Loader(None, ks, f"v{run}", 10, 10, None, None)
+        for no, start in enumerate(range(0, 100, 9)):
+            loader._prepare(no, [("u", f"u{n}", b"%d" % n) for n in range(start, min(start + 9, 100))], pack=False)
+        assert loader.seen == 100 and len({key for key, _ in loader.sample}) == 10
+        for key, value in loader.sample:
+            assert key == ks.user(f"v{run}", f"u{int(value)}")
+            kept[int(value)] += 1
+    # each record is kept with probability 10/100 (40 of 400 runs), whether it came first or last
+    assert 1600 < sum(kept[:50]) < 2400 and 1600 < sum(kept[50:]) < 2400 and max(kept) < 80
+
+
+def test_the_checksum_prefix_comes_from_the_crc_of_the_id():
+    import random
+    import zlib
+
+    import numpy as np
+
+    from serving.keys import KINDS
+    from serving.publish import _KIND_ID_CRC, _crc_zero_byte
+    rnd = random.Random(7)
+    ids = [bytes(rnd.randrange(256) for _ in range(n)) for n in list(range(40)) + [255, 511, 512, 1023, 1024]]
+    for kind_no, kind in enumerate(KINDS):
+        got = _crc_zero_byte(np.array([zlib.crc32(i) for i in ids], np.uint32)
+                             ^ _KIND_ID_CRC[kind_no, [len(i) for i in ids]])
+        assert got.tolist() == [zlib.crc32(kind.encode() + b"\0" + i + b"\0") for i in ids]
