@@ -92,3 +92,17 @@ def test_cli_rollback_without_an_older_version_is_one_clear_line(published, monk
     assert main(["publish", "--rollback"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("error: nothing to roll back") and "Traceback" not in err
+
+
+def test_lists_encoded_by_the_workers_are_the_driver_s_bytes(spark):
+    from jobs.publish import ENCODE_IN_DRIVER_MAX, _list_records
+    rows = [("u1", 2, "b", 0.5, "personal"), ("u1", 1, "a", 0.9, "personal"), ("u1", 3, "c", None, "popular"),
+            ("u2", 1, "c", float("nan"), None), ("u2", 2, "a", 0.25, "buy_again"), ("u3", 1, "z", 1.0, "trending")]
+    df = spark.createDataFrame(rows, "user_id string, rank int, item_id string, score float, source string")
+
+    def records(n_keys):
+        return sorted(r for chunk in _list_records("u", df, "user_id", "item_id", n_keys) for r in chunk)
+
+    in_driver, by_workers = records(3), records(ENCODE_IN_DRIVER_MAX + 1)
+    assert [k for _, k, _ in by_workers] == ["u1", "u2", "u3"]
+    assert by_workers == in_driver
