@@ -216,7 +216,7 @@ def refresh(spark: SparkSession, cfg: Config, start: datetime, end: datetime) ->
             .select(F.lit(_naive(end)).alias("hour_end"), "*", F.lit(ctx.model_version).alias("model_version")))
     lh.replace(rows, HOURLY_LISTS, where={"hour_end": _naive(end)})
     written = lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(_naive(end)))
-    n_lists, n_rows = written.select("list_name").distinct().count(), written.count()
+    n_lists, n_rows = written.agg(F.countDistinct("list_name"), F.count("*")).first()   # one Spark job
     fallback.unpersist()
     seconds = time.time() - t0
     record_run(lh, "hourly_refresh", "all", batch_id(end), day, "succeeded",
@@ -294,11 +294,11 @@ def score_hour(spark: SparkSession, cfg: Config, source: Optional[str], start: d
                     F.lit(score_id).alias("score_id"), F.lit(hi.base_date).cast("date").alias("base_date")))
     lh.replace(recs, HOURLY_RECS, where={"hour_end": _naive(end)})
     written = lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(_naive(end)))
-    n_users = written.select("user_id").distinct().count()
+    n_users, n_rows = written.agg(F.countDistinct("user_id"), F.count("*")).first()   # one Spark job
     out.unpersist()
     active.unpersist()
     seconds = time.time() - t0
-    counts = {"active_users": n_active, "users": n_users, "rows": written.count(), "k": ctx.k}
+    counts = {"active_users": n_active, "users": n_users, "rows": n_rows, "k": ctx.k}
     record_run(lh, "hourly_score", source or "all", batch_id(end), day, "succeeded",
                {**counts, "model_version": ctx.model_version, "score_id": score_id}, seconds)
     log.info("[hourly score %s] %s with model v%s", end.isoformat(), counts, ctx.model_version)
