@@ -171,8 +171,8 @@ def _dispatch(args, cfg) -> int:
         from jobs import commands
         from jobs.airflow_tasks import run_nightly
         return run_nightly(cfg, source, args.date or commands.default_date(cfg, source))
-    # The JVM starts (10-15 s) and reads a first Delta table on a thread while the job modules import
-    # (great-expectations, torch, MLflow: about as long); a start error is raised here by result(). pyspark and delta are imported here first
+    # The JVM starts (10-15 s) on a thread while the job modules import (great-expectations, torch, MLflow:
+    # about as long); a start error is raised here by result(). pyspark and delta are imported here first
     # (0.3 s): when two threads import one package at once, one of them can get it half-initialised
     # ("cannot import name ... from partially initialized module 'pyspark.util'").
     from concurrent.futures import ThreadPoolExecutor
@@ -181,9 +181,9 @@ def _dispatch(args, cfg) -> int:
     import pyspark.java_gateway  # noqa: F401
     import pyspark.sql  # noqa: F401
 
-    from jobs.spark import start_spark
+    from jobs.spark import build_spark
     with ThreadPoolExecutor(1, thread_name_prefix="spark-start") as pool:
-        spark_ready = pool.submit(start_spark, cfg)
+        spark_ready = pool.submit(build_spark, cfg)
         from jobs import commands
         spark = spark_ready.result()
     t0 = time.time()

@@ -55,24 +55,3 @@ def build_spark(cfg: Config, app_name: Optional[str] = None, extra_conf: Optiona
     spark.sparkContext.setLogLevel("WARN")
     return spark
 
-
-def warm_delta(spark, cfg: Config) -> None:
-    """Read one small Delta table (``pipeline_runs``) once, if the lakehouse has it.
-
-    A process's first Delta read costs about 8 s more than the next ones: the JVM loads and compiles
-    Delta's log replay and scan path. The ``reco`` command calls this on the thread that starts Spark,
-    so that cost is paid while the job modules import instead of in the job's first step.
-    """
-    from pyspark.errors import AnalysisException
-
-    try:
-        spark.read.format("delta").load(f"{cfg.lakehouse.root.rstrip('/')}/pipeline_runs").limit(1).collect()
-    except AnalysisException:      # no such table yet (a fresh lakehouse): nothing to warm up
-        pass
-
-
-def start_spark(cfg: Config):
-    """:func:`build_spark`, then :func:`warm_delta` (the ``reco`` command's start, run on a thread)."""
-    spark = build_spark(cfg)
-    warm_delta(spark, cfg)
-    return spark
