@@ -54,4 +54,3 @@ def build_spark(cfg: Config, app_name: Optional[str] = None, extra_conf: Optiona
         spark = configure_spark_with_delta_pip(builder, extra_packages=extra_packages).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
-
