@@ -18,7 +18,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import date
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -71,18 +71,24 @@ def _score(v) -> float:
     return 0.0 if v is None or not math.isfinite(v) else float(v)
 
 
-def _records(kind: str, df: DataFrame, key: str) -> Iterator[List[Tuple[str, str, bytes]]]:
-    from serving.codec import encode_list
+def _chunked(records: Iterable[Tuple[str, str, bytes]]) -> Iterator[List[Tuple[str, str, bytes]]]:
+    """``records`` in lists of CHUNK (one chunk held at a time)."""
     chunk = []
-    for row in df.toLocalIterator(prefetchPartitions=True):
-        lst = row["list"]
-        chunk.append((kind, str(row[key]), encode_list([x["item"] for x in lst], [_score(x["score"]) for x in lst],
-                                                       [x["source"] for x in lst])))
+    for rec in records:
+        chunk.append(rec)
         if len(chunk) >= CHUNK:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+def _records(kind: str, df: DataFrame, key: str) -> Iterator[List[Tuple[str, str, bytes]]]:
+    from serving.codec import encode_list
+
+    def value(lst) -> bytes:
+        return encode_list([x["item"] for x in lst], [_score(x["score"]) for x in lst], [x["source"] for x in lst])
+    yield from _chunked((kind, str(row[key]), value(row["list"])) for row in df.toLocalIterator(prefetchPartitions=True))
 
 
 ENCODE_IN_DRIVER_MAX = 5_000  # lists this many or fewer are encoded in the driver (no Python workers to start)
@@ -106,14 +112,8 @@ def _list_records(kind: str, df: DataFrame, key: str, item: str,
                      F.col("score").cast("double").alias("score"), "source")
     encoded = (flat.groupBy(F.pmod(F.xxhash64("key"), F.lit(groups)).alias("group"))
                .applyInPandas(_encode_group, "key string, value binary"))
-    chunk = []
-    for row in encoded.toLocalIterator(prefetchPartitions=True):
-        chunk.append((kind, row["key"], bytes(row["value"])))
-        if len(chunk) >= CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    yield from _chunked((kind, row["key"], bytes(row["value"]))
+                        for row in encoded.toLocalIterator(prefetchPartitions=True))
 
 
 def _encode_group(pdf):
@@ -138,17 +138,12 @@ def _encode_group(pdf):
 
 def _item_records(items: DataFrame) -> Iterator[List[Tuple[str, str, bytes]]]:
     from serving.codec import encode_item
-    chunk = []
-    for row in items.toLocalIterator(prefetchPartitions=True):
-        price = row["price"]
-        chunk.append(("i", str(row["item_id"]), encode_item({
-            "title": row["title"], "category": row["category"],
-            "price": None if price is None or not math.isfinite(price) else round(float(price), 2)})))
-        if len(chunk) >= CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+
+    def price(v):
+        return None if v is None or not math.isfinite(v) else round(float(v), 2)
+    yield from _chunked(("i", str(row["item_id"]), encode_item({"title": row["title"], "category": row["category"],
+                                                                "price": price(row["price"])}))
+                        for row in items.toLocalIterator(prefetchPartitions=True))
 
 
 def publish(spark: SparkSession, cfg: Config, run_date: date) -> PublishSummary:
