@@ -8,7 +8,9 @@ another port), on the synthetic default data set:
 1. ``reco run``: ``airflow dags test reco_nightly`` for the synthetic data's last day, end to end
    (ingest, check, features, train, gate, score, publish, report);
 2. ``python -m jobs.airflow_tasks run-dag reco_hourly H`` for the first ``--hours`` hours after that day
-   (live synthetic events; each run patches the nightly's Redis version).
+   (live synthetic events; each run patches the nightly's Redis version);
+3. ``python -m jobs.airflow_tasks run-dag reco_maintenance D``: OPTIMIZE + VACUUM of every table, the daily
+   job that keeps table maintenance off the nightly's critical path (reported; it has no target).
 
 Each command runs in a fresh process tree, timed and with its peak RSS sampled (bench/measure.py); the
 time per task comes from the Airflow metadata DB. Targets on a 2-core machine: nightly < 10 min,
@@ -89,6 +91,13 @@ def run(hours: int) -> Dict[str, Any]:
         if m.returncode != 0:
             raise SystemExit(f"hourly {hour} failed (exit {m.returncode}); see the log:\n{m.output_tail}")
     result["hourly_tasks"] = _task_times(work / "airflow" / "airflow.db", "reco_hourly")
+    print(f"maintenance: {day}", flush=True)
+    m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-dag", "reco_maintenance", day.isoformat()],
+                     env=env, log=work / "maintenance.log", timeout_s=3600)
+    result["maintenance"] = {"wall_s": round(m.wall_s, 1), "rc": m.returncode, "peak_rss_mb": round(m.peak_rss_mb),
+                             "tasks": _task_times(work / "airflow" / "airflow.db", "reco_maintenance")}
+    if m.returncode != 0:
+        raise SystemExit(f"maintenance {day} failed (exit {m.returncode}); see the log:\n{m.output_tail}")
     # stop the embedded redis-server this run started
     run_measured([reco, "redis", "stop"], env=env)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -108,9 +117,14 @@ def to_markdown(data: Dict[str, Any]) -> str:
     for h in data.get("hourly", []):
         lines.append(f"| hourly DAG, {h['hour']} | {h['wall_s']:.0f} | {t['hourly']} | "
                      f"{'yes' if h['wall_s'] < t['hourly'] else '**no**'} | {h['peak_rss_mb']} |")
+    mt = data.get("maintenance")
+    if mt:
+        lines.append(f"| maintenance DAG (OPTIMIZE + VACUUM of every table, daily, off the nightly's path), "
+                     f"{data['run_date']} | {mt['wall_s']:.0f} | - | - | {mt['peak_rss_mb']} |")
     lines += ["", "Time per task (from the Airflow metadata DB; the rest of a run's wall time is Airflow's own "
               "start, DAG parsing and the Spark session start):", "", "| DAG | interval | task | s |", "|---|---|---|---:|"]
-    for dag, rows in (("nightly", n.get("tasks", [])), ("hourly", data.get("hourly_tasks", []))):
+    for dag, rows in (("nightly", n.get("tasks", [])), ("hourly", data.get("hourly_tasks", [])),
+                      ("maintenance", (mt or {}).get("tasks", []))):
         for r in rows:
             secs = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
             lines.append(f"| {dag} | {r['interval'][:16]} | {r['task']} | {secs} |")

@@ -33,7 +33,7 @@ with DAG(
                   outlets=[asset("silver_interactions")]),
         reco_task("validate", ["check", "--source", SOURCE, "--date", RUN_DATE], cfg=cfg,
                   inlets=[asset("silver_interactions")]),
-        reco_task("features", ["features", "--date", RUN_DATE, "--maintain"], cfg=cfg),
+        reco_task("features", ["features", "--date", RUN_DATE], cfg=cfg),
         reco_task("train", ["train", "--date", RUN_DATE, "--no-gate", "--no-test-phase"], cfg=cfg,
                   timeout_min=LONG),
         reco_task("gate", ["gate", "--date", RUN_DATE], cfg=cfg, timeout_min=LONG, outlets=[asset("champion")]),

@@ -47,6 +47,7 @@ DAGS_FOLDER = PROJECT_ROOT / "dags"
 CLI_PATH = PROJECT_ROOT / "jobs" / "cli.py"
 NIGHTLY_DAG_ID = "reco_nightly"
 HOURLY_DAG_ID = "reco_hourly"
+MAINTENANCE_DAG_ID = "reco_maintenance"
 # Modules a DAG file must never import at parse time (tests/dags/test_dagbag.py checks it).
 HEAVY_MODULES = ("pyspark", "torch", "mlflow", "redis", "great_expectations", "delta")
 
@@ -370,7 +371,8 @@ def ensure_airflow(cfg: Config, force: bool = False) -> Path:
     if force or have.get("pool") != want["pool"]:
         name, slots = want["pool"]
         _airflow(cfg, "pools", "set", name, str(slots),
-                 "RetailReco jobs: nightly and hourly tasks share these slots (orchestration.pool_slots)")
+                 "RetailReco jobs: nightly, hourly and maintenance tasks share these slots "
+                 "(orchestration.pool_slots)")
         stamp_path.write_text(json.dumps(want))
     return home
 
@@ -381,13 +383,16 @@ def dag_test_date(cfg: Config, dag_id: str, run_date: Union[date, datetime, str]
     ``airflow dags test DAG X`` infers the data interval as the last complete one ending at or
     before X, so X is the end of the wanted interval:
 
-    - ``reco_nightly``, ``run_date`` a day D (``YYYY-MM-DD``): X = D+1 at the cron's time, data
-      interval ``[D hh:mm, D+1 hh:mm)``, jobs get ``--date D``.
+    - ``reco_nightly`` and ``reco_maintenance``, ``run_date`` a day D (``YYYY-MM-DD``): X = D+1 at the
+      cron's time, data interval ``[D hh:mm, D+1 hh:mm)``, jobs get ``--date D``.
     - ``reco_hourly``, ``run_date`` an hour H (ISO, naive = UTC, on the hour): X = H+1h at the
       cron's minute, data interval ``[H:mm, H+1:mm)``, jobs get ``--start H --end H+1h``.
     """
     orch = cfg.orchestration
-    if dag_id == NIGHTLY_DAG_ID:
+    daily = {NIGHTLY_DAG_ID: ("orchestration.nightly_schedule", orch.nightly_schedule),
+             MAINTENANCE_DAG_ID: ("orchestration.maintenance_schedule", orch.maintenance_schedule)}
+    if dag_id in daily:
+        setting, cron = daily[dag_id]
         if isinstance(run_date, datetime):
             run_date = run_date.date()
         if isinstance(run_date, str):
@@ -396,7 +401,7 @@ def dag_test_date(cfg: Config, dag_id: str, run_date: Union[date, datetime, str]
             except ValueError:
                 raise ValueError(f"{dag_id} takes a run date YYYY-MM-DD, got {run_date!r}") from None
         midnight = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
-        return midnight + timedelta(days=1) + daily_offset(orch.nightly_schedule)
+        return midnight + timedelta(days=1) + daily_offset(cron, setting)
     if dag_id == HOURLY_DAG_ID:
         if isinstance(run_date, str):
             try:
@@ -409,7 +414,7 @@ def dag_test_date(cfg: Config, dag_id: str, run_date: Union[date, datetime, str]
         if (hour.minute, hour.second, hour.microsecond) != (0, 0, 0):
             raise ValueError(f"{dag_id} covers whole clock hours: give the hour's start (minute 0), got {run_date}")
         return hour + timedelta(hours=1) + hourly_offset(orch.hourly_schedule)
-    raise ValueError(f"unknown DAG {dag_id!r}; known: {NIGHTLY_DAG_ID}, {HOURLY_DAG_ID}")
+    raise ValueError(f"unknown DAG {dag_id!r}; known: {NIGHTLY_DAG_ID}, {HOURLY_DAG_ID}, {MAINTENANCE_DAG_ID}")
 
 
 def config_snapshot(cfg: Config, folder: Path) -> Dict[str, str]:
@@ -486,8 +491,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("ui", help="airflow standalone on 127.0.0.1:8080")
     sp = sub.add_parser("run-dag", help="one DAG run through `airflow dags test`")
-    sp.add_argument("dag_id", choices=[NIGHTLY_DAG_ID, HOURLY_DAG_ID])
-    sp.add_argument("run_date", help="nightly: the day it covers (YYYY-MM-DD); "
+    sp.add_argument("dag_id", choices=[NIGHTLY_DAG_ID, HOURLY_DAG_ID, MAINTENANCE_DAG_ID])
+    sp.add_argument("run_date", help="nightly, maintenance: the day it covers (YYYY-MM-DD); "
                                      "hourly: the hour it covers (2026-10-28T13:00, UTC)")
     sub.add_parser("init", help="migrate the metadata DB and set the pool (idempotent)")
     args = p.parse_args(argv)

@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--date", type=_date)
     sp.add_argument("--source", help="source whose default run date to use (synthetic)")
     sp.add_argument("--maintain", action="store_true", help="OPTIMIZE and VACUUM the tables afterwards")
+    sp = sub.add_parser("maintain", help="OPTIMIZE and VACUUM the lakehouse's tables (the maintenance DAG)")
+    sp.add_argument("--date", type=_date, help="the day the run is recorded under in pipeline_runs")
+    sp.add_argument("--source", help="source whose default run date to use (synthetic)")
+    sp.add_argument("--table", action="append", default=None, metavar="NAME",
+                    help="only this table (repeatable); default: every table under lakehouse.root")
     sp = sub.add_parser("train", help="train the two-tower model and baselines as of a date; register and gate")
     sp.add_argument("--date", type=_date)
     sp.add_argument("--source", help="source whose default run date to use (synthetic)")
@@ -191,6 +196,8 @@ def _dispatch(args, cfg) -> int:
         commands.ingest(spark, cfg, source, args.date, args.path, dry_run=getattr(args, "dry_run", False) or args.command == "validate")
     elif args.command == "features":
         commands.features(spark, cfg, source, args.date, args.maintain)
+    elif args.command == "maintain":
+        commands.maintain(spark, cfg, source, args.date, args.table)
     elif args.command == "check":
         commands.check(spark, cfg, source, args.date)
     elif args.command == "train":

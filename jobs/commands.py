@@ -13,7 +13,7 @@ from jobs.errors import RecoError
 from jobs.ingest import default_run_date, ingest as ingest_batch
 from jobs.lakehouse import Lakehouse
 from jobs.sql_runner import run_sql_file
-from jobs.tables import table_summary
+from jobs.tables import maintain_tables, table_summary
 
 
 def _run_date(cfg: Config, source: str, given: Optional[date]) -> date:
@@ -44,6 +44,23 @@ def features(spark: SparkSession, cfg: Config, source: str, run_date: Optional[d
     for table, n in result.rows.items():
         print(f"  {table}: {n} rows (as of {result.run_date})")
     return result
+
+
+def maintain(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date],
+             tables: Optional[List[str]] = None):
+    """OPTIMIZE + VACUUM the lakehouse's tables (the maintenance DAG's task), recorded in pipeline_runs."""
+    import time
+
+    from jobs.pipeline_runs import record_run
+    d = _run_date(cfg, source, run_date)
+    lh = Lakehouse(spark, cfg)
+    t0 = time.time()
+    seconds = maintain_tables(lh, tables)
+    record_run(lh, "maintain", "all", f"maintain-{d.isoformat()}", d, "succeeded", {"seconds": seconds},
+               time.time() - t0)
+    for table, s in seconds.items():
+        print(f"  {table}: OPTIMIZE + VACUUM in {s:.1f}s")
+    return seconds
 
 
 def train(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date], register: bool = True,
@@ -198,11 +215,12 @@ def sample_lookup(cfg: Config) -> str:
 
 def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
     """The nightly pipeline in this process, without Airflow: ingest -> check -> features -> train -> gate ->
-    score -> publish -> report (``reco run`` drives the same steps through the Airflow DAG)."""
+    score -> publish -> report (``reco run`` drives the same steps through the Airflow DAG). Table
+    maintenance is its own job (``reco maintain``, the maintenance DAG)."""
     d = _run_date(cfg, source, run_date)
     ingest(spark, cfg, source, d, None)
     check(spark, cfg, source, d)
-    features(spark, cfg, source, d, maintain=True)
+    features(spark, cfg, source, d, maintain=False)
     train(spark, cfg, source, d, gate=False)
     gate(spark, cfg, source, d)
     score(spark, cfg, source, d)

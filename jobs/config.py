@@ -176,6 +176,8 @@ class OrchestrationConfig(_Strict):
     source: Optional[str] = None        # source the DAGs ingest (default: default_source)
     nightly_schedule: str = "0 2 * * *"  # cron; each run covers the day before (its data interval)
     hourly_schedule: str = "10 * * * *"  # cron; each run covers the hour before
+    # cron of the table maintenance (OPTIMIZE + VACUUM of every table), once a day after the nightly
+    maintenance_schedule: str = "30 5 * * *"
     start_date: str = "2026-07-01"      # first data interval (backfills can start here)
     pool: str = "reco_pipeline"         # one slot: nightly and hourly tasks never run at the same time
     pool_slots: int = Field(1, gt=0)

@@ -112,11 +112,17 @@ class Lakehouse:
         if self.cfg.lakehouse.optimize:
             opt = t.optimize()
             opt.executeZOrderBy(*zorder_by) if zorder_by else opt.executeCompaction()
-        # Delta 4 takes VACUUM's retention from the table property, not from the argument
-        hours = self.cfg.lakehouse.vacuum_retention_hours
-        self.spark.sql(f"ALTER TABLE delta.`{self.path(table)}` SET TBLPROPERTIES "
-                       f"('delta.deletedFileRetentionDuration' = 'interval {hours} hours')")
+        # Delta 4 takes VACUUM's retention from the table property, not from the argument. Setting it is a
+        # commit: only when it differs, so a maintained table's history is not one property change a day.
+        want = f"interval {self.cfg.lakehouse.vacuum_retention_hours} hours"
+        have = (t.detail().select("properties").first()[0] or {}).get(RETENTION_PROPERTY)
+        if have != want:
+            self.spark.sql(f"ALTER TABLE delta.`{self.path(table)}` SET TBLPROPERTIES "
+                           f"('{RETENTION_PROPERTY}' = '{want}')")
         t.vacuum()
+
+
+RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"
 
 
 def _sql_literal(value: object) -> str:

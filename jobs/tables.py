@@ -1,9 +1,13 @@
-"""Find the lakehouse's Delta tables (local folder or s3a://) and count them."""
+"""Find the lakehouse's Delta tables (local folder or s3a://), count them and maintain them."""
 from __future__ import annotations
 
-from typing import List, Tuple
+import logging
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from jobs.lakehouse import Lakehouse
+
+log = logging.getLogger(__name__)
 
 
 def list_tables(lh: Lakehouse) -> List[str]:
@@ -20,6 +24,24 @@ def list_tables(lh: Lakehouse) -> List[str]:
                 fs.exists(jvm.org.apache.hadoop.fs.Path(status.getPath(), "_delta_log")):
             names.append(name)
     return sorted(names)
+
+
+def maintain_tables(lh: Lakehouse, names: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """OPTIMIZE and VACUUM (``Lakehouse.maintain``) each named table, default every table under the root
+    (bronze, quarantine, the hourly tables and the audit tables too: those gather one small file per
+    batch). Returns the seconds spent per table."""
+    known = list_tables(lh)
+    names = list(names) if names else known
+    missing = sorted(set(names) - set(known))
+    if missing:
+        raise ValueError(f"no Delta table {missing} under {lh.root}; the tables there are {known}")
+    seconds: Dict[str, float] = {}
+    for i, name in enumerate(names, 1):
+        t0 = time.time()
+        lh.maintain(name)
+        seconds[name] = round(time.time() - t0, 1)
+        log.info("[maintain] %d/%d %s: OPTIMIZE + VACUUM in %.1fs", i, len(names), name, seconds[name])
+    return seconds
 
 
 def table_summary(lh: Lakehouse) -> List[Tuple[str, int, str]]:

@@ -119,25 +119,43 @@ class TwoTower(nn.Module):
         """Normalised user vectors. ``users`` [B] (index ``n_users`` or above = unknown), ``history``
         [B, H] (item index + 1, 0 = padding, most recent first), ``feats`` [B, F]. ``item_vecs``: the
         precomputed vectors of all items (scoring), else the history items' vectors are computed."""
+        mask = history > 0
+        idx = (history - 1).clamp_min(0)
+        if item_vecs is not None:
+            hv = item_vecs[idx]
+        elif idx.numel():
+            flat, inverse = torch.unique(idx, return_inverse=True)
+            hv = self.item_vectors(flat)[inverse]
+        else:
+            hv = torch.zeros(*idx.shape, self.cfg.dim, device=idx.device)
+        return self._user_tower(users, hv, mask, feats)
+
+    def _user_tower(self, users: torch.Tensor, hv: torch.Tensor, mask: torch.Tensor,
+                    feats: torch.Tensor) -> torch.Tensor:
+        """``hv`` [B, H, dim]: the history slots' item vectors (whatever sits in padded slots is masked)."""
         users = torch.where(users >= self.cfg.n_users, torch.full_like(users, self.cfg.n_users), users)
         if not self.cfg.use_user_id:
             users = torch.full_like(users, self.cfg.n_users)
         if self.training and self.cfg.id_dropout > 0:
             hide = torch.rand(users.shape, device=users.device) < self.cfg.id_dropout
             users = torch.where(hide, torch.full_like(users, self.cfg.n_users), users)
-        mask = history > 0
-        idx = (history - 1).clamp_min(0)
-        if item_vecs is None:
-            flat, inverse = torch.unique(idx[mask], return_inverse=True)
-            hv = torch.zeros(*history.shape, self.cfg.dim, device=history.device)
-            if len(flat):
-                hv[mask] = self.item_vectors(flat)[inverse]
-        else:
-            hv = item_vecs[idx] * mask.unsqueeze(-1)
-        w = torch.softmax(self.position[: history.shape[1]], dim=0).unsqueeze(0) * mask
+        w = torch.softmax(self.position[: mask.shape[1]], dim=0).unsqueeze(0) * mask
         pooled = (hv * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-9)
         x = torch.cat([self.user_id(users), pooled, feats], dim=-1)
         return F.normalize(self.user_mlp(x) + self.history_scale * pooled, dim=-1)
 
-    def forward(self, users, history, feats, items):
-        return self.user_vectors(users, history, feats), self.item_vectors(items)
+    def forward(self, users, history, feats, items, extra_items: Optional[torch.Tensor] = None):
+        """Training: the user vectors [B, dim], the target items' vectors [B, dim] and the extra items'
+        (negatives; None without them). Every item vector the batch needs (history, targets, negatives)
+        comes from one item-tower pass over their distinct indices: on a small catalog a batch's
+        histories already cover most items, so a separate pass for the targets would double the work."""
+        mask = history > 0
+        idx = (history - 1).clamp_min(0)
+        parts = [idx.reshape(-1), items] + ([extra_items] if extra_items is not None else [])
+        flat, inverse = torch.unique(torch.cat(parts), return_inverse=True)
+        vecs = self.item_vectors(flat)[inverse]
+        n_hist, n_items = idx.numel(), len(items)
+        u = self._user_tower(users, vecs[:n_hist].view(*idx.shape, -1), mask, feats)
+        v = vecs[n_hist:n_hist + n_items]
+        ev = vecs[n_hist + n_items:] if extra_items is not None else None
+        return u, v, ev

@@ -156,10 +156,7 @@ class _Towers(torch.nn.Module):
         self.model = model
 
     def forward(self, users, hist, feats, items, extra_items=None):
-        u = self.model.user_vectors(users, hist, feats)
-        v = self.model.item_vectors(items)
-        ev = self.model.item_vectors(extra_items) if extra_items is not None else None
-        return u, v, ev
+        return self.model(users, hist, feats, items, extra_items)
 
 
 def train(spec: TrainSpec) -> dict:

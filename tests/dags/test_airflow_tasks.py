@@ -85,6 +85,7 @@ def test_dag_test_date_is_the_end_of_the_interval_that_covers_the_run_date():
     utc = timezone.utc
     assert at.dag_test_date(cfg, "reco_nightly", "2026-10-28") == datetime(2026, 10, 29, 2, tzinfo=utc)
     assert at.dag_test_date(cfg, "reco_nightly", date(2026, 12, 31)) == datetime(2027, 1, 1, 2, tzinfo=utc)
+    assert at.dag_test_date(cfg, "reco_maintenance", "2026-10-28") == datetime(2026, 10, 29, 5, 30, tzinfo=utc)
     assert at.dag_test_date(cfg, "reco_hourly", "2026-10-28T13:00") == datetime(2026, 10, 28, 14, 10, tzinfo=utc)
     assert at.dag_test_date(cfg, "reco_hourly", "2026-10-28T15:00+02:00") == datetime(2026, 10, 28, 14, 10, tzinfo=utc)
     assert at.dag_test_date(cfg, "reco_hourly", "2026-10-28T23:00Z") == datetime(2026, 10, 29, 0, 10, tzinfo=utc)

@@ -7,7 +7,8 @@ from datetime import timedelta
 import pendulum
 import pytest
 
-from jobs.airflow_tasks import (ASSET_URIS, CLI_PATH, HOURLY_DAG_ID, NIGHTLY_DAG_ID, log_failure, run_reco)
+from jobs.airflow_tasks import (ASSET_URIS, CLI_PATH, HOURLY_DAG_ID, MAINTENANCE_DAG_ID, NIGHTLY_DAG_ID, log_failure,
+                                run_reco)
 from jobs.config import load_config
 from tests.dags.conftest import rendered_args, run_python
 
@@ -35,13 +36,17 @@ def expected_nightly(source):
     return {
         "ingest": ["ingest", "--source", source, "--date", d],
         "validate": ["check", "--source", source, "--date", d],
-        "features": ["features", "--date", d, "--maintain"],
+        "features": ["features", "--date", d],
         "train": ["train", "--date", d, "--no-gate", "--no-test-phase"],
         "gate": ["gate", "--date", d],
         "score": ["score", "--date", d],
         "publish": ["publish", "--date", d],
         "report": ["report", "--date", d],
     }
+
+
+def expected_maintenance(source):
+    return {"maintain": ["maintain", "--source", source, "--date", "2026-10-28"]}
 
 
 def expected_hourly(source):
@@ -68,12 +73,14 @@ def test_task_ids_and_edges(dagbag):
     assert edges(nightly) == chain_edges(NIGHTLY_CHAIN)
     assert sorted(hourly.task_ids) == sorted(HOURLY_CHAIN)
     assert edges(hourly) == chain_edges(HOURLY_CHAIN)
+    assert dagbag.dags[MAINTENANCE_DAG_ID].task_ids == ["maintain"]
 
 
 def test_dag_settings(dagbag, cfg):
     orch = cfg.orchestration
     for dag, cron in ((dagbag.dags[NIGHTLY_DAG_ID], orch.nightly_schedule),
-                      (dagbag.dags[HOURLY_DAG_ID], orch.hourly_schedule)):
+                      (dagbag.dags[HOURLY_DAG_ID], orch.hourly_schedule),
+                      (dagbag.dags[MAINTENANCE_DAG_ID], orch.maintenance_schedule)):
         assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
         assert dag.timetable.expression == cron
         assert str(dag.timetable.timezone) == "UTC"
@@ -105,6 +112,14 @@ def test_nightly_renders_the_day_its_interval_starts_in(dagbag, cfg):
     dag = dagbag.dags[NIGHTLY_DAG_ID]
     got = {t.task_id: rendered_args(t, *NIGHTLY_INTERVAL) for t in dag.tasks}
     assert got == expected_nightly(_source(cfg))
+
+
+def test_maintenance_renders_its_day_and_shares_the_pipeline_pool(dagbag, cfg):
+    dag = dagbag.dags[MAINTENANCE_DAG_ID]
+    got = {t.task_id: rendered_args(t, *NIGHTLY_INTERVAL) for t in dag.tasks}
+    assert got == expected_maintenance(_source(cfg))
+    # the nightly no longer maintains tables on its critical path
+    assert "--maintain" not in rendered_args(dagbag.dags[NIGHTLY_DAG_ID].get_task("features"), *NIGHTLY_INTERVAL)
 
 
 def test_hourly_renders_the_clock_hour_as_iso_with_time_zone(dagbag, cfg):
@@ -143,7 +158,7 @@ SPARK_SUBMIT_SHAPE = textwrap.dedent("""
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     out = {"errors": {k: str(v)[-800:] for k, v in bag.import_errors.items()}, "tasks": {}}
     for dag in bag.dags.values():
-        interval = NIGHTLY_INTERVAL if dag.dag_id == "reco_nightly" else HOURLY_INTERVAL
+        interval = HOURLY_INTERVAL if dag.dag_id == "reco_hourly" else NIGHTLY_INTERVAL
         for t in dag.tasks:
             out["tasks"][f"{dag.dag_id}.{t.task_id}"] = dict(
                 cls=type(t).__name__, conn_id=t._conn_id, deploy_mode=t._deploy_mode, packages=t.packages,
@@ -168,7 +183,8 @@ def test_spark_submit_executor_builds_spark_submit_operators(cfg, airflow_home):
     assert out["errors"] == {}
     src, orch = _source(cfg), cfg.orchestration
     want = {**{f"{NIGHTLY_DAG_ID}.{k}": v for k, v in expected_nightly(src).items()},
-            **{f"{HOURLY_DAG_ID}.{k}": v for k, v in expected_hourly(src).items()}}
+            **{f"{HOURLY_DAG_ID}.{k}": v for k, v in expected_hourly(src).items()},
+            **{f"{MAINTENANCE_DAG_ID}.{k}": v for k, v in expected_maintenance(src).items()}}
     assert {k: t["args"] for k, t in out["tasks"].items()} == want
     for key, t in out["tasks"].items():
         task_id = key.split(".")[1]

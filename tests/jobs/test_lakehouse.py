@@ -1,5 +1,7 @@
 """Lakehouse writes: replaceWhere slices, insert-only MERGE, the few-rows upsert, and hygiene that keeps
 pinned versions."""
+import pytest
+
 from jobs.lakehouse import Lakehouse
 from tests.compare import assert_rows
 
@@ -41,3 +43,31 @@ def test_maintain_compacts_and_keeps_versions_inside_the_retention(spark, cfg):
     # a version training might have pinned is still readable after VACUUM
     assert [r.v for r in lh.read("h", version=0).collect()] == [0]
     assert [r.v for r in lh.read("h").collect()] == [2]
+
+
+def test_maintain_sets_the_retention_once(spark, cfg):
+    lh = Lakehouse(spark, cfg)
+    for i in range(2):
+        lh.overwrite(spark.createDataFrame([(i,)], "v int"), "once")
+    lh.maintain("once")
+    lh.maintain("once")
+    ops = [r.operation for r in spark.sql(f"DESCRIBE HISTORY delta.`{lh.path('once')}`").orderBy("version").collect()]
+    # the property change is one commit, not one per maintenance; nothing left to compact the second time
+    assert ops.count("SET TBLPROPERTIES") == 1
+
+
+def test_maintain_tables_covers_every_table_and_refuses_unknown_names(spark, cfg):
+    from jobs.tables import list_tables, maintain_tables
+    lh = Lakehouse(spark, cfg)
+    for name in ("m_a", "m_b"):
+        for i in range(2):    # two small files: OPTIMIZE compacts them into one
+            spark.createDataFrame([(i,)], "v int").write.format("delta").mode("append").save(lh.path(name))
+    seconds = maintain_tables(lh, ["m_a", "m_b"])
+    assert sorted(seconds) == ["m_a", "m_b"]
+    for name in ("m_a", "m_b"):
+        ops = [r.operation for r in spark.sql(f"DESCRIBE HISTORY delta.`{lh.path(name)}`").collect()]
+        assert "OPTIMIZE" in ops
+        assert sorted(r.v for r in lh.read(name).collect()) == [0, 1]
+    assert sorted(maintain_tables(lh)) == list_tables(lh)      # default: every table under the root
+    with pytest.raises(ValueError, match="no Delta table \\['nope'\\]"):
+        maintain_tables(lh, ["m_a", "nope"])

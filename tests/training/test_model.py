@@ -44,8 +44,8 @@ def _users_batch():
 def test_forward_shapes_and_unit_norm(model):
     users, hist, feats = _users_batch()
     items = torch.tensor([0, 5, 2])
-    u, v = model(users, hist, feats, items)
-    assert u.shape == (3, 8) and v.shape == (3, 8)
+    u, v, extra = model(users, hist, feats, items)
+    assert u.shape == (3, 8) and v.shape == (3, 8) and extra is None
     torch.testing.assert_close(u.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(v.norm(dim=1), torch.ones(3))
     allv = model.all_item_vectors()
@@ -60,9 +60,29 @@ def test_train_mode_shapes_and_unit_norm():
     m = TwoTower(_cfg(id_dropout=0.5, dropout=0.3), _meta(N_ITEMS))
     m.train()
     users, hist, feats = _users_batch()
-    u, v = m(users, hist, feats, torch.tensor([1, 2, 3]))
+    u, v, ev = m(users, hist, feats, torch.tensor([1, 2, 3]), torch.tensor([0, 4]))
     torch.testing.assert_close(u.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(v.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(ev.norm(dim=1), torch.ones(2))
+
+
+def test_training_forward_equals_the_separate_towers(model):
+    # forward computes every item vector in one pass over the distinct items of the histories, targets and
+    # negatives; without dropout that is exactly the towers applied one by one
+    users, hist, feats = _users_batch()
+    items, extra = torch.tensor([5, 1, 1]), torch.tensor([3, 0, 5, 2])
+    with torch.no_grad():
+        u, v, ev = model(users, hist, feats, items, extra)
+        torch.testing.assert_close(u, model.user_vectors(users, hist, feats))
+        torch.testing.assert_close(v, model.item_vectors(items))
+        torch.testing.assert_close(ev, model.item_vectors(extra))
+    # the user side's gradient reaches the item tower through the history items only (not the padding,
+    # which shares the pass as item 0)
+    u, v, _ = model(torch.tensor([0]), torch.tensor([[3, 0, 0, 0]]), feats[:1], torch.tensor([5]))
+    model.zero_grad()
+    u.sum().backward()
+    moved = (model.item_id.weight.grad.abs().sum(1) > 0).tolist()
+    assert moved == [False, False, True, False, False, False]
 
 
 def test_new_item_gets_vector_from_metadata_alone(model):
