@@ -24,6 +24,7 @@ from jobs.config import Config
 from jobs.errors import EmptyInputError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
+from jobs.tables import maintain_tables
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,7 @@ def build_features(spark: SparkSession, cfg: Config, run_date: date, maintain: b
                                  s.valid_days, s.test_days, s.random_test_fraction, s.random_seed)
     lh.replace(examples, "training_examples", {"as_of_date": run_date}, partition_by=["as_of_date"])
     if maintain:
-        for table in ("silver_interactions",) + GOLD_TABLES:
-            lh.maintain(table)
+        maintain_tables(lh, ("silver_interactions",) + GOLD_TABLES)
     rows = {t: (lh.read(t).filter(F.col("as_of_date") == d).count() if t not in ("user_index", "item_index")
                 else lh.read(t).count()) for t in GOLD_TABLES}
     # the key is the run date alone, so a rerun replaces its row; the silver version read

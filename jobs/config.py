@@ -179,7 +179,7 @@ class OrchestrationConfig(_Strict):
     # cron of the table maintenance (OPTIMIZE + VACUUM of every table), once a day after the nightly
     maintenance_schedule: str = "30 5 * * *"
     start_date: str = "2026-07-01"      # first data interval (backfills can start here)
-    pool: str = "reco_pipeline"         # one slot: nightly and hourly tasks never run at the same time
+    pool: str = "reco_pipeline"         # one slot: nightly, hourly and maintenance tasks never overlap
     pool_slots: int = Field(1, gt=0)
     retries: int = Field(2, ge=0)
     retry_delay_s: int = Field(30, ge=0)  # doubled on each retry (exponential backoff) ...
