@@ -410,6 +410,9 @@ class TrainingConfig(_Strict):
     blend_weights: List[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
     refit: bool = True                  # serving model: retrain on train + valid + test with the chosen epochs
     evaluate_test: bool = True          # refit on train + valid and report test metrics (the nightly skips it)
+    # `reco train`: search the optim settings on validation at most this often; runs in between reuse
+    # the settings and epochs the latest search kept (training/search.py); 0 = every run searches
+    search_every_days: int = Field(7, ge=0)
     gate: GateSection = Field(default_factory=GateSection)
     # petastorm cache, checkpoints and reports: a local folder; default <lakehouse.root>/_training
     work_dir: Optional[str] = None

@@ -90,11 +90,15 @@ def plan_window(lh: Lakehouse, source: str, start: datetime, end: datetime) -> T
     ``start``."""
     if not lh.exists(WATERMARKS):
         return start, end
-    marks = lh.read(WATERMARKS).filter(F.col("source") == source)
-    same = marks.filter(F.col("batch_id") == batch_id(end)).select("low", "high").collect()
-    if same:
-        return same[0]["low"].replace(tzinfo=timezone.utc), same[0]["high"].replace(tzinfo=timezone.utc)
-    prior = marks.filter(F.col("high") <= F.lit(_naive(start))).agg(F.max("high")).first()[0]
+    # one small Spark job: this window's own mark, if any, and the latest mark up to its start
+    marks = (lh.read(WATERMARKS).filter(F.col("source") == source)
+             .groupBy().agg(F.max_by(F.struct("low", "high"), F.col("batch_id") == batch_id(end)).alias("same"),
+                            F.max(F.when(F.col("batch_id") == batch_id(end), 1)).alias("has_same"),
+                            F.max(F.when(F.col("high") <= F.lit(_naive(start)), F.col("high"))).alias("prior"))
+             .first())
+    if marks is not None and marks["has_same"]:
+        return marks["same"]["low"].replace(tzinfo=timezone.utc), marks["same"]["high"].replace(tzinfo=timezone.utc)
+    prior = marks["prior"] if marks is not None else None
     if prior is not None:
         prior = prior.replace(tzinfo=timezone.utc)
         if start - prior <= timedelta(hours=MAX_CATCHUP_HOURS):

@@ -22,6 +22,7 @@ from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 from training.data import Catalog, pairs_from_examples
 from training.experiment import MODEL, ExperimentData, ExperimentResult, run_experiment
+from training.search import SearchPlan, plan_search, search_candidates, space_id
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,17 @@ def load_experiment_data(lh: Lakehouse, cfg: Config, run_date: date) -> Experime
               **{f"{k}_pairs": v for k, v in counts.items()}, "n_users": n_users, "n_items": n_items})
 
 
+def search_plan(cfg: Config, run_date: date) -> SearchPlan:
+    """Search the configured settings on validation, or reuse what the latest search within
+    ``training.search_every_days`` kept (``training.search``)."""
+    from training.tracking import last_search
+    candidates = search_candidates(cfg.training.optim)
+    every = cfg.training.search_every_days
+    found = last_search(cfg, run_date.isoformat(), space_id(candidates)) if every > 0 else None
+    run_id, params = found if found else ("", None)
+    return plan_search(candidates, run_date, every, params, run_id)
+
+
 def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = True, gate: bool = True) -> TrainResult:
     from training.tracking import log_training_run
 
@@ -77,7 +89,8 @@ def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = Tru
     t0 = time.time()
     data = load_experiment_data(lh, cfg, run_date)
     log.info("[train %s] inputs %s", run_date, data.info)
-    result = run_experiment(spark, data, cfg.training, cfg.training_dir, serve_refit=cfg.training.refit)
+    plan = search_plan(cfg, run_date) if register else None
+    result = run_experiment(spark, data, cfg.training, cfg.training_dir, serve_refit=cfg.training.refit, plan=plan)
     out = {"run_id": "", "version": "", "decision": None}
     if register:
         out = log_training_run(result, cfg, data.info, run_name=f"train-{run_date}",

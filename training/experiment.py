@@ -37,6 +37,7 @@ from training.interactions import Interactions
 from training.loader import PetastormSource
 from training.metrics import evaluate, format_metrics
 from training.model import ModelConfig, TwoTower
+from training.search import SearchPlan, candidate_label, search_candidates
 from training.trainer import EvalSet, TrainParams, TrainSpec, evaluate_model, load_model, score_fn, train
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class PhaseResult:
     n_fit_pairs: int
     n_eval_pairs: int
     params: Optional[TrainParams] = None   # the model's training parameters (others_share as chosen)
+    kept: Dict[str, object] = field(default_factory=dict)   # the kept candidate's overrides of the defaults
 
 
 @dataclass
@@ -84,6 +86,7 @@ class ExperimentResult:
     serve_model: TwoTower
     model_config: ModelConfig
     params: TrainParams
+    plan: Optional[SearchPlan] = None
 
 
 def launch(spark: SparkSession, spec: TrainSpec, processes: int, launcher: str, local_mode: bool = True) -> dict:
@@ -175,11 +178,13 @@ def blend_scorer(model_fn, buy_again: bl.BuyAgain, weight: float):
 def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataFrame, data: ExperimentData,
               tcfg, model_cfg: ModelConfig, params: TrainParams, work_dir: str,
               blend_weight: Optional[float] = None, candidates: Sequence[Dict[str, object]] = (),
-              on_chosen: Optional[Callable[[dict], None]] = None) -> PhaseResult:
+              on_chosen: Optional[Callable[[dict], None]] = None, monitor: Optional[bool] = None) -> PhaseResult:
     """Fit and evaluate the model and every baseline on one split. ``candidates``: overrides of
     ``params`` (e.g. ``{"others_share": 1.0, "batch_size": 512}``), each fitted; the best on this split's
     metric is kept. ``on_chosen``: called with the kept fit's result (``best_epoch``, ``params``) as soon
-    as it is known, before the baselines, so a later fit that needs only those can start."""
+    as it is known, before the baselines, so a later fit that needs only those can start. ``monitor``:
+    evaluate on this split after every epoch (default: only when early stopping, i.e. without
+    ``params.fixed_epochs``; a phase whose split is the test split must never set it)."""
     ks = tuple(tcfg.ks)
     fit = to_interactions(fit_df, data.n_users, data.n_items)
     truth = to_interactions(eval_df, data.n_users, data.n_items)
@@ -193,10 +198,11 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
 
     def fit_candidate(i: int) -> dict:
         p = replace(params, **overs[i])
+        watch = p.fixed_epochs is None if monitor is None else monitor
         r = fit_two_tower(spark, fit_df, fit, data.catalog, model_cfg, p, work_dir,
-                          ev if p.fixed_epochs is None else None, tcfg.processes, tcfg.launcher,
+                          ev if watch else None, tcfg.processes, tcfg.launcher,
                           tcfg.distributor_local_mode, f"{data.name}-{phase}-c{i}")
-        r["params"] = p
+        r["params"], r["kept"] = p, dict(overs[i])
         return r
 
     # candidates are independent fits: several at once keep every core busy (each rank of a small model
@@ -252,7 +258,7 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     return PhaseResult(phase=phase, metrics=metrics, timings=timings, topk=topk, skipped=skipped,
                        history=res["history"], best_epoch=res["best_epoch"], blend_weight=blend_weight,
                        model=model, train_result={k: v for k, v in res.items() if k not in ("state_dict", "model")},
-                       params=res["params"],
+                       params=res["params"], kept=res["kept"],
                        item_counts=np.bincount(fit.item, minlength=fit.n_items).astype(np.float64),
                        n_fit_pairs=len(fit), n_eval_pairs=len(truth))
 
@@ -265,16 +271,6 @@ def fit_all(fit_one: Callable[[int], dict], n: int, workers: int) -> List[dict]:
         return [fit_one(i) for i in range(n)]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fit") as pool:
         return list(pool.map(fit_one, range(n)))
-
-
-def candidate_label(over: Dict[str, object]) -> str:
-    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(over.items())) or "defaults"
-
-
-def search_candidates(optim) -> List[Dict[str, object]]:
-    """The settings the valid phase tries: every ``others_share`` under every ``search`` entry."""
-    return [{**over, "others_share": float(share)} for over in (optim.search or [{}])
-            for share in optim.others_share]
 
 
 def model_config(tcfg, n_users: int, n_items: int) -> ModelConfig:
@@ -290,29 +286,43 @@ def train_params(tcfg, **over) -> TrainParams:
 
 
 def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: str,
-                   serve_refit: bool = False, keep_work: bool = False) -> ExperimentResult:
+                   serve_refit: bool = False, keep_work: bool = False,
+                   plan: Optional[SearchPlan] = None) -> ExperimentResult:
     """The valid phase, the test phase (when ``data.test``) and, with ``serve_refit``, a final fit on
     every pair for serving. Returns the model to register (the last one fitted).
 
+    ``plan`` (``training.search.plan_search``): search the configured settings on validation (the
+    default), or reuse settings and epochs an earlier search kept: then the valid phase fits them for
+    exactly those epochs (evaluating on validation after each) and keeps that fit.
+
     The serve fit needs only the epochs and settings the valid phase keeps, so with TorchDistributor it
-    starts as soon as they are known and runs beside the rest of the experiment (the baselines, the
-    test phase): one single-threaded rank leaves a core free, which the baselines' Spark jobs and the
-    test fit use. In-process training shares this interpreter (and torch's global state), so there it
-    runs last, alone. Either way it is the same fit with the same inputs and seed.
+    starts as soon as they are known (at once when the plan reuses them) and runs beside the rest of
+    the experiment (the valid fit, the baselines, the test phase): one single-threaded rank leaves a
+    core free, which the baselines' Spark jobs and the other fits use. In-process training shares this
+    interpreter (and torch's global state), so there it runs last, alone. Either way it is the same fit
+    with the same inputs and seed.
     """
     mcfg = model_config(tcfg, data.n_users, data.n_items)
     params = train_params(tcfg)
+    candidates = search_candidates(tcfg.optim)
+    if plan is not None:
+        log.info("[%s] %s", data.name, plan.reason)
+        candidates = plan.candidates
+        if plan.reuses:
+            params = replace(params, fixed_epochs=plan.fixed_epochs)
     beside = serve_refit and tcfg.launcher == "distributor"
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-fit") as pool:
         serve_job: Dict[str, Future] = {}
 
         def start_serve_fit(chosen: dict) -> None:
-            if beside:
+            if beside and "fit" not in serve_job:
                 serve_job["fit"] = pool.submit(_serve_fit, spark, data, tcfg, mcfg, chosen["params"],
                                                chosen["best_epoch"], work_dir)
 
+        if plan is not None and plan.reuses:   # everything the serve fit needs is known already
+            start_serve_fit({"params": replace(params, **candidates[0]), "best_epoch": plan.fixed_epochs})
         valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir,
-                          candidates=search_candidates(tcfg.optim), on_chosen=start_serve_fit)
+                          candidates=candidates, on_chosen=start_serve_fit, monitor=True)
         epochs = max(1, valid.best_epoch)
         test = None
         serve_model = valid.model
@@ -330,7 +340,7 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
     if not keep_work:
         shutil.rmtree(os.path.join(work_dir, "petastorm"), ignore_errors=True)
     return ExperimentResult(valid=valid, test=test, serve_model=serve_model, model_config=mcfg,
-                            params=valid.params)
+                            params=valid.params, plan=plan)
 
 
 def _serve_fit(spark: SparkSession, data: ExperimentData, tcfg, mcfg: ModelConfig, params: TrainParams,

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from dataclasses import asdict
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")   # no usage data leaves the machine
 import mlflow  # noqa: E402
@@ -98,6 +98,9 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
                            "best_epoch": result.valid.best_epoch,
                            "gate": json.dumps(tcfg.gate.model_dump())})
         mlflow.log_params({f"input.{k}": v for k, v in inputs.items()})
+        if result.plan is not None:     # how later runs find this run's search (training.search)
+            mlflow.log_params(result.plan.params(result.valid.kept, result.valid.best_epoch))
+            mlflow.set_tag("search_reason", result.plan.reason[:500])
         mlflow.set_tags({"as_of_date": str(inputs.get("as_of_date", "")),
                          "device": result.valid.train_result.get("device", "cpu")})
         for row in result.valid.history:
@@ -149,6 +152,26 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
                                           gate_cfg.baselines, gate_cfg.margin, mkey)
     log.info("MLflow run %s, model %s v%s: %s", run_id, cfg.mlflow.registered_model, version, decision.reason)
     return {"run_id": run_id, "version": version, "decision": decision}
+
+
+def last_search(cfg, run_date: str, space: str) -> Optional[Tuple[str, Dict[str, str]]]:
+    """(run id, parameters) of the latest finished run that searched ``space`` and is dated (tag
+    ``as_of_date``) at or before ``run_date``; None when there is none (or no experiment yet)."""
+    from training.search import SEARCH_MODE, SEARCH_SPACE
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    if exp is None:
+        return None
+    runs = MlflowClient().search_runs(
+        [exp.experiment_id], filter_string=(f"params.`{SEARCH_MODE}` = 'search' and params.`{SEARCH_SPACE}` = "
+                                            f"'{space}' and attributes.status = 'FINISHED'"),
+        max_results=5000)
+    dated = [(r.data.tags.get("as_of_date", ""), r.info.start_time or 0, r) for r in runs
+             if "" < r.data.tags.get("as_of_date", "") <= run_date]
+    if not dated:
+        return None
+    _, _, run = max(dated, key=lambda t: (t[0], t[1]))
+    return run.info.run_id, dict(run.data.params)
 
 
 def gate_run_date(cfg, as_of_date: str):

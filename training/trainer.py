@@ -52,7 +52,8 @@ class TrainParams:
     use_gpu: bool = True              # use a GPU when one is visible
     cpu_threads: int = 1              # torch threads per process on CPU (0: cores / processes); small
                                       # models run fastest single-threaded, and DDP ranks share the cores
-    fixed_epochs: Optional[int] = None  # refit: exactly this many epochs, no validation
+    fixed_epochs: Optional[int] = None  # exactly this many epochs, no early stopping (the last is kept;
+                                        # validation, when given, is only recorded)
     others_share: float = 0.0         # share of examples whose history is the user's other items
                                       # (training.featurize.sequence_examples); chosen on validation
     repeat_weight: float = 1.0        # weight of examples whose target is already in their history
@@ -225,14 +226,14 @@ def train(spec: TrainSpec) -> dict:
         seconds = time.time() - t0
         row = {"epoch": epoch, "train_loss": train_loss, "epoch_s": seconds,
                "examples_per_s": steps * p.batch_size * world / max(seconds, 1e-9)}
-        if spec.valid is not None and p.fixed_epochs is None:
+        improved = True                  # fixed epochs (or no validation): the last epoch is the one kept
+        if spec.valid is not None:
             m = evaluate_model(model, spec.valid, ks=(p.eval_k,), device=device)
             row[f"valid_{metric_key}"] = m[metric_key]
             row[f"valid_recall@{p.eval_k}"] = m[f"recall@{p.eval_k}"]
             # a NaN metric (no countable validation user) never improves, but the first epoch is kept
-            improved = best["state"] is None or m[metric_key] > best["metric"] + 1e-6
-        else:
-            improved = True
+            if p.fixed_epochs is None:
+                improved = best["state"] is None or m[metric_key] > best["metric"] + 1e-6
         if distributed:  # every rank must take the same decision
             flag = torch.tensor([1 if improved else 0], device=device)
             dist.broadcast(flag, src=0)

@@ -69,6 +69,41 @@ def test_train_logs_registers_and_gates(spark, lake):
     assert {"report.html", "item_embeddings.npy", "metrics.json"} <= artifacts
 
 
+def test_a_later_run_reuses_the_search_and_refits_the_same_model(spark, lake, tmp_path):
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    cfg, run_date = lake
+    t = cfg.training
+    own = cfg.model_copy(update={   # its own MLflow: no earlier search; two settings to search
+        "mlflow": cfg.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+                                                "artifact_root": str(tmp_path / "mlartifacts")}),
+        "training": t.model_copy(update={"optim": t.optim.model_copy(update={"others_share": [0.0, 1.0]})})})
+    first = train(spark, own, run_date)
+    second = train(spark, own, run_date)     # a rerun of the date (or the next night): reuses that search
+    mlflow.set_tracking_uri(own.mlflow.tracking_uri)
+    p1, p2 = (MlflowClient().get_run(r.run_id).data.params for r in (first, second))
+    assert p1["search.mode"] == "search" and p2["search.mode"] == "reuse"
+    assert len(first.experiment.valid.train_result["candidates_tried"]) == 2
+    assert len(second.experiment.valid.train_result["candidates_tried"]) == 1
+    for key in ("search.date", "search.space", "search.kept", "search.epochs"):
+        assert p1[key] == p2[key], key
+    assert p1["search.date"] == run_date.isoformat()
+    assert json.loads(p2["search.kept"]) == second.experiment.valid.kept
+    assert int(p2["search.epochs"]) == first.experiment.valid.best_epoch == second.experiment.valid.best_epoch
+    # the kept settings for the kept epochs, with the same seed: the same model, metrics and serving weights
+    for phase in ("valid", "test"):
+        ma, mb = getattr(first.experiment, phase).metrics["two_tower"], getattr(second.experiment, phase).metrics["two_tower"]
+        for key in ("ndcg@10", "recall@20", "mrr"):
+            assert ma[key] == pytest.approx(mb[key], abs=1e-6), (phase, key)
+    with torch.no_grad():
+        assert torch.allclose(first.experiment.serve_model.all_item_vectors(),
+                              second.experiment.serve_model.all_item_vectors(), atol=1e-6)
+    # every search-less run can say where its settings came from
+    assert "reusing" in MlflowClient().get_run(second.run_id).data.tags["search_reason"]
+
+
 def test_benchmark_mode_from_files(spark, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RECO__LAKEHOUSE__ROOT", str(tmp_path / "lakehouse"))
     for k, v in {"MAX_EPOCHS": "2", "PATIENCE": "1", "BATCH_SIZE": "128"}.items():

@@ -1,17 +1,6 @@
 from jobs.config import load_config
-from training.experiment import candidate_label, search_candidates, train_params
-
-
-def test_search_candidates_cross_every_search_entry_with_every_history_mode():
-    optim = load_config(env="local", environ={}, overrides={"training": {"optim": {
-        "others_share": [0.0, 1.0], "search": [{}, {"batch_size": 512, "repeat_weight": 3.0}]}}}).training.optim
-    cands = search_candidates(optim)
-    assert cands == [{"others_share": 0.0}, {"others_share": 1.0},
-                     {"batch_size": 512, "repeat_weight": 3.0, "others_share": 0.0},
-                     {"batch_size": 512, "repeat_weight": 3.0, "others_share": 1.0}]
-    assert [candidate_label(c) for c in cands[1:3]] == ["others_share=1",
-                                                        "batch_size=512,others_share=0,repeat_weight=3"]
-    assert candidate_label({}) == "defaults"
+from training.experiment import train_params
+from training.search import candidate_label
 
 
 def test_train_params_takes_the_first_history_mode_and_ignores_search():
@@ -57,7 +46,7 @@ def test_fit_all_one_worker_is_sequential_and_failures_surface():
         fit_all(bad, 3, workers=2)
 
 
-def _serve_fit_order(monkeypatch, launcher: str):
+def _serve_fit_order(monkeypatch, launcher: str, plan=None):
     """What run_experiment does, in order, with the phases and the serve fit replaced by recorders."""
     import threading
     from types import SimpleNamespace
@@ -66,8 +55,11 @@ def _serve_fit_order(monkeypatch, launcher: str):
     tcfg = load_config(env="local", environ={}, overrides={"training": {"launcher": launcher}}).training
     events, serve_started = [], threading.Event()
 
-    def phase(spark, name, *args, on_chosen=None, **kwargs):
-        events.append(f"{name} fits")
+    def phase(spark, name, fit_df, eval_df, data, tcfg_, mcfg, params, work_dir, candidates=(), on_chosen=None,
+              **kwargs):
+        if launcher == "distributor" and plan is not None and plan.reuses:
+            assert serve_started.wait(30), "the serve fit did not start before the valid fit"
+        events.append(f"{name} fits {[candidate_label(c) for c in candidates]} fixed={params.fixed_epochs}")
         on_chosen({"params": "kept-params", "best_epoch": 3})
         if launcher == "distributor":   # the serve fit runs while the phase goes on to its baselines
             assert serve_started.wait(30), "the serve fit did not start when the settings were chosen"
@@ -76,22 +68,37 @@ def _serve_fit_order(monkeypatch, launcher: str):
 
     def serve_fit(spark, data, tcfg_, mcfg, params, best_epoch, work_dir):
         serve_started.set()
-        events.append(f"serve fit {params} {best_epoch} epochs")
+        label = params if isinstance(params, str) else f"others_share={params.others_share:g}"
+        events.append(f"serve fit {label} {best_epoch} epochs")
         return {"model": "serve-model"}
 
     monkeypatch.setattr(ex, "run_phase", phase)
     monkeypatch.setattr(ex, "_serve_fit", serve_fit)
     data = ex.ExperimentData(name="t", n_users=3, n_items=2, catalog=None, train=None, valid=None)
-    result = ex.run_experiment(None, data, tcfg, "/nonexistent", serve_refit=True, keep_work=True)
-    assert result.serve_model == "serve-model" and result.params == "kept-params"
+    result = ex.run_experiment(None, data, tcfg, "/nonexistent", serve_refit=True, keep_work=True, plan=plan)
+    assert result.serve_model == "serve-model" and result.params == "kept-params" and result.plan is plan
     return events
 
 
 def test_serve_fit_starts_beside_the_baselines_with_torch_distributor(monkeypatch):
     assert _serve_fit_order(monkeypatch, "distributor") == [
-        "valid fits", "serve fit kept-params 3 epochs", "valid baselines"]
+        "valid fits ['others_share=0', 'others_share=1'] fixed=None", "serve fit kept-params 3 epochs",
+        "valid baselines"]
 
 
 def test_serve_fit_runs_last_and_alone_in_process(monkeypatch):
     assert _serve_fit_order(monkeypatch, "inprocess") == [
-        "valid fits", "valid baselines", "serve fit kept-params 3 epochs"]
+        "valid fits ['others_share=0', 'others_share=1'] fixed=None", "valid baselines",
+        "serve fit kept-params 3 epochs"]
+
+
+def test_a_reusing_plan_fits_only_the_kept_settings_and_starts_the_serve_fit_first(monkeypatch):
+    from datetime import date
+
+    from training.search import SearchPlan
+    plan = SearchPlan([{"others_share": 1.0}], date(2026, 10, 22), "abc", 2, "reusing")
+    assert _serve_fit_order(monkeypatch, "distributor", plan) == [
+        "serve fit others_share=1 2 epochs", "valid fits ['others_share=1'] fixed=2", "valid baselines"]
+    # in-process: the same fits, the serve fit last
+    assert _serve_fit_order(monkeypatch, "inprocess", plan) == [
+        "valid fits ['others_share=1'] fixed=2", "valid baselines", "serve fit kept-params 3 epochs"]

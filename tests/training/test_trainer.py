@@ -177,11 +177,29 @@ def test_fixed_epochs_refit_runs_exactly_n_epochs_without_validation(monkeypatch
 
     monkeypatch.setattr(trainer, "evaluate_model", no_eval)
     params = TrainParams(lr=0.01, batch_size=16, max_epochs=20, patience=1, fixed_epochs=3, use_gpu=False)
-    res = train(_spec(fit, valid, params))
+    res = train(_spec(fit, None, params))
     assert [h["epoch"] for h in res["history"]] == [1, 2, 3]
     assert res["best_epoch"] == 3
     assert np.isnan(res["best_metric"])
     assert all("valid_ndcg@10" not in h for h in res["history"])
+
+
+def test_fixed_epochs_with_validation_record_it_but_never_stop_early_and_keep_the_last(monkeypatch, tmp_path):
+    fit, valid = _planted(40)
+    script = iter([0.30, 0.20, 0.10])          # worse every epoch: early stopping (patience 1) would stop at 2
+
+    def fake_evaluate(model, ev, ks=(10,), device="cpu", return_topk=False):
+        v = next(script)
+        return {f"ndcg@{ks[0]}": v, f"recall@{ks[0]}": v}
+
+    monkeypatch.setattr(trainer, "evaluate_model", fake_evaluate)
+    params = TrainParams(lr=0.01, batch_size=16, max_epochs=20, patience=1, fixed_epochs=3, use_gpu=False)
+    res = train(_spec(fit, valid, params, checkpoint_dir=str(tmp_path / "ckpt")))
+    assert [h["valid_ndcg@10"] for h in res["history"]] == [0.30, 0.20, 0.10]
+    assert res["best_epoch"] == 3 and res["best_metric"] == 0.10
+    ck3 = torch.load(tmp_path / "ckpt" / "epoch_003.pt", weights_only=False)["state_dict"]
+    for k, v in res["state_dict"].items():
+        assert torch.equal(v, ck3[k]), k
 
 
 def test_validation_without_countable_users_still_returns_weights():
