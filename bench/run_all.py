@@ -5,6 +5,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from typing import Dict
 
 from bench import gpu, ingest_features, models, pipeline, serving
 from bench.measure import ROOT, machine, run_measured
@@ -81,6 +82,41 @@ def _previous_section(heading: str, missing: str) -> str:
     if heading not in text:
         return missing
     return text.split(heading, 1)[1].split("\n## ", 1)[0].strip()
+
+
+def _split(text: str, marker: str) -> Dict[str, str]:
+    """``{heading line: its block}`` of ``text`` cut before every line starting with ``marker``; the text
+    before the first heading is under ``""``."""
+    out, head, block = {}, "", []
+    for line in text.splitlines():
+        if line.startswith(marker):
+            out[head] = "\n".join(block)
+            head, block = line, [line]
+        else:
+            block.append(line)
+    out[head] = "\n".join(block)
+    return out
+
+
+def keep_unmeasured(new: str, old: str, fresh: Dict[str, bool]) -> str:
+    """``new`` with every ``## `` section whose results are not stored here (``fresh[heading]`` false)
+    replaced by that section of ``old``, and the ``### `` parts of a fresh section that ``new`` lacks (an
+    ``--only`` run of one part on a machine without the others' results) taken from ``old``: re-rendering
+    never drops a measured number because bench/out (not versioned) is missing here."""
+    old_top, new_top = _split(old, "## "), _split(new, "## ")
+    for head, body in new_top.items():
+        if head not in old_top or head not in fresh:
+            continue
+        if not fresh[head]:
+            new_top[head] = old_top[head].rstrip() + "\n"
+            continue
+        old_sub, new_sub = _split(old_top[head], "### "), _split(body, "### ")
+        if any(h not in new_sub for h in old_sub if h):
+            merged = [new_sub.get("", "")] + [new_sub.get(h, old_sub[h]).rstrip() + "\n"
+                                              for h in old_sub if h] + [new_sub[h] for h in new_sub
+                                                                        if h and h not in old_sub]
+            new_top[head] = "\n".join(part.rstrip("\n") + "\n" for part in merged)
+    return "\n".join(v.rstrip("\n") + "\n" for v in new_top.values()).rstrip("\n") + "\n"
 
 
 def run_ingest(args) -> None:
@@ -182,7 +218,14 @@ multiply, publishing to Redis against `redis-benchmark`, and lookup latency at a
 
 {gpu_text}
 """
-    (ROOT / "BENCHMARKS.md").write_text(text)
+    old = ROOT / "BENCHMARKS.md"
+    text = keep_unmeasured(text, old.read_text() if old.exists() else "", {
+        "": ingest_store.exists(),      # the preamble names the machine and date of the ingest runs
+        "## Ingest + features cost curve": ingest_store.exists(),
+        "## Model quality: two-tower against the baselines": model_store.exists(),
+        "## Serving": serving_store.exists(),
+        "## Pipeline wall time through Airflow (`make run`, hourly DAG)": pipeline_store.exists()})
+    old.write_text(text)
     print(text)
 
 
