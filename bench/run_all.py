@@ -112,7 +112,16 @@ def keep_unmeasured(new: str, old: str, fresh: Dict[str, bool]) -> str:
             continue
         old_sub, new_sub = _split(old_top[head], "### "), _split(body, "### ")
         if any(h not in new_sub for h in old_sub if h):
-            merged = [new_sub.get("", "")] + [new_sub.get(h, old_sub[h]).rstrip() + "\n"
+            # a kept part says which run measured it (the old section's "Written by ..." line)
+            origin = next((ln for ln in old_sub.get("", "").splitlines() if ln.startswith("Written by") and "machine:" in ln), "")
+            origin = origin.split(" Every ratio")[0].rstrip(".")
+
+            def kept(h: str) -> str:
+                if "\n(Not re-measured" in old_sub[h]:    # kept before: it already names its run
+                    return old_sub[h]
+                first, _, rest = old_sub[h].partition("\n")
+                return f"{first}\n\n(Not re-measured in the latest run; as measured by this earlier one: {origin}.)\n{rest}"
+            merged = [new_sub.get("", "")] + [(new_sub[h] if h in new_sub else kept(h)).rstrip() + "\n"
                                               for h in old_sub if h] + [new_sub[h] for h in new_sub
                                                                         if h and h not in old_sub]
             new_top[head] = "\n".join(part.rstrip("\n") + "\n" for part in merged)

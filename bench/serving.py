@@ -397,7 +397,8 @@ async def _open_loop(send: Callable[[int], Any], rate: float, duration: float, c
                 if not ok:
                     errors["bad answer"] = errors.get("bad answer", 0) + 1
             except Exception as e:  # noqa: BLE001 -- every failure is counted by type, none is hidden
-                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                kind = getattr(e, "kind", type(e).__name__)
+                errors[kind] = errors.get(kind, 0) + 1
             lat[i] = (clock() - sched) * 1e3
 
     tasks = []
@@ -429,6 +430,14 @@ async def _open_loop(send: Callable[[int], Any], rate: float, duration: float, c
             "achieved_rate": round(answered / max(end - t0, 1e-9)),
             "errors": sum(errors.values()), "error_kinds": errors, **_percentiles(lat),
             "send_lag_p99_ms": round(float(np.percentile(lag, 99)), 2)}
+
+
+class _BadAnswer(Exception):
+    """An answer that is not the expected one; counted under its own description."""
+
+    @property
+    def kind(self) -> str:
+        return str(self)
 
 
 class _HttpConns:
@@ -499,7 +508,11 @@ async def _loadgen(spec: Dict[str, Any]) -> Dict[str, Any]:
         async def send(i: int) -> bool:
             # no timeout of its own: what is unanswered DRAIN_S after the last send counts as an error
             status, body = await pool.get(f"/v1/users/{users[i % len(users)]}/recommendations?k={LIST_K}")
-            return status == 200 and b'"source":"personal"' in body
+            if status != 200:
+                raise _BadAnswer(f"HTTP {status}")
+            if b'"source":"personal"' not in body:
+                raise _BadAnswer("not the personal list: " + body[:80].decode(errors="replace"))
+            return True
         try:
             if spec.get("warmup_s"):
                 await _open_loop(send, warm_rate, spec["warmup_s"], spec["conns"])
