@@ -71,6 +71,15 @@ def api(request, published, redis_server, ks) -> Iterator[TestClient]:
         client.portal.call(reader.aclose)  # its connections belong to the TestClient's event loop
 
 
+def test_startup_objects_are_frozen_out_of_the_gc_while_the_app_runs(published):
+    import gc
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(published)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() > 10_000      # the modules, routes and schemas alive at startup
+    assert gc.get_freeze_count() == 0              # stopping the app gives them back
+
+
 def titles(body: dict) -> List:
     return [p["title"] for p in body["items"]]
 
