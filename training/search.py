@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Dict, List, Mapping, Optional
 
-# the MLflow parameters a training run logs about its search (and the next run reads from the champion's)
+# the MLflow parameters a training run logs about its search (later runs read them from the latest search)
 SEARCH_DATE = "search.date"          # ISO date of the search whose settings the run used
 SEARCH_SPACE = "search.space"        # short hash of the search space (candidate list)
 SEARCH_KEPT = "search.kept"          # JSON of the kept candidate's overrides
