@@ -75,15 +75,6 @@ def run_gpu(required: bool) -> None:
     _run_module("bench.gpu", 3600)
 
 
-def _previous_section(heading: str, missing: str) -> str:
-    """The body of ``heading`` in the current BENCHMARKS.md (kept when its results are not stored here)."""
-    old = ROOT / "BENCHMARKS.md"
-    text = old.read_text() if old.exists() else ""
-    if heading not in text:
-        return missing
-    return text.split(heading, 1)[1].split("\n## ", 1)[0].strip()
-
-
 def _split(text: str, marker: str) -> Dict[str, str]:
     """``{heading line: its block}`` of ``text`` cut before every line starting with ``marker``; the text
     before the first heading is under ``""``."""
@@ -141,18 +132,6 @@ def run_ingest(args) -> None:
     store.write_text(json.dumps(results, indent=1))
 
 
-def _previous_table(section: str) -> str:
-    """The table of ``section`` in the current BENCHMARKS.md: kept when its results are not stored here
-    (bench/out is not versioned), so re-rendering other sections never drops measured numbers."""
-    missing = "Not run yet: `python -m bench.run_all --only ingest`."
-    lines = _previous_section(section, missing).splitlines()
-    start = next((i for i, l in enumerate(lines) if l.startswith("|")), None)
-    if start is None:
-        return missing
-    end = next((i for i in range(start, len(lines)) if lines[i].startswith("Reading it:")), len(lines))
-    return "\n".join(lines[start:end]).strip()
-
-
 def write_markdown() -> None:
     out = ROOT / "bench" / "out"
     ingest_store, model_store = out / "ingest_features.json", out / "models.json"
@@ -167,8 +146,8 @@ def write_markdown() -> None:
                      else "Not run yet: `python -m bench.run_all --only pipeline`.")
     gpu_store = out / "gpu.json"
     gpu_text = (gpu.to_markdown(json.loads(gpu_store.read_text())) if gpu_store.exists()
-                else _previous_section(GPU_HEADING, "Not run yet: `python -m bench.gpu` on a machine with a CUDA GPU."))
-    ingest_table = ingest_features.to_markdown(results) if results else _previous_table("## Ingest + features cost curve")
+                else "Not run yet: `python -m bench.gpu` on a machine with a CUDA GPU.")
+    ingest_table = ingest_features.to_markdown(results) if results else "Not run yet: `python -m bench.run_all --only ingest`."
     text = f"""# Benchmarks
 
 Written by `make bench` (`python -m bench.run_all`, default sizes 1M, 10M, 50M) on {dt.date.today().isoformat()};
@@ -233,7 +212,8 @@ multiply, publishing to Redis against `redis-benchmark`, and lookup latency at a
         "## Ingest + features cost curve": ingest_store.exists(),
         "## Model quality: two-tower against the baselines": model_store.exists(),
         "## Serving": serving_store.exists(),
-        "## Pipeline wall time through Airflow (`make run`, hourly DAG)": pipeline_store.exists()})
+        "## Pipeline wall time through Airflow (`make run`, hourly DAG)": pipeline_store.exists(),
+        GPU_HEADING: gpu_store.exists()})
     old.write_text(text)
     print(text)
 

@@ -458,19 +458,21 @@ class _HttpConns:
         conn = await self.free.get()
         try:
             request = f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode()
-            if conn is not None:
+            reused = conn is not None
+            while True:
+                if conn is None:
+                    conn = await asyncio.open_connection(self.host, self.port)
                 try:
                     conn[1].write(request)
                     head = await conn[0].readuntil(b"\r\n\r\n")
+                    break
                 except (asyncio.IncompleteReadError, ConnectionError):
+                    if not reused:
+                        raise
                     # the server closed an idle keep-alive connection (uvicorn: after 5 s): a GET is
-                    # safe to resend on a new one, as any HTTP client does
+                    # safe to resend once on a new one, as any HTTP client does
                     conn[1].close()
-                    conn = None
-            if conn is None:
-                conn = await asyncio.open_connection(self.host, self.port)
-                conn[1].write(request)
-                head = await conn[0].readuntil(b"\r\n\r\n")
+                    conn, reused = None, False
             reader, writer = conn
             status = int(head[9:12])
             lower = head.lower()

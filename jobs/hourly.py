@@ -92,13 +92,12 @@ def plan_window(lh: Lakehouse, source: str, start: datetime, end: datetime) -> T
         return start, end
     # one small Spark job: this window's own mark, if any, and the latest mark up to its start
     marks = (lh.read(WATERMARKS).filter(F.col("source") == source)
-             .groupBy().agg(F.max_by(F.struct("low", "high"), F.col("batch_id") == batch_id(end)).alias("same"),
-                            F.max(F.when(F.col("batch_id") == batch_id(end), 1)).alias("has_same"),
-                            F.max(F.when(F.col("high") <= F.lit(_naive(start)), F.col("high"))).alias("prior"))
-             .first())
-    if marks is not None and marks["has_same"]:
+             .agg(F.max(F.when(F.col("batch_id") == batch_id(end), F.struct("low", "high"))).alias("same"),
+                  F.max(F.when(F.col("high") <= F.lit(_naive(start)), F.col("high"))).alias("prior"))
+             .first())                  # a global aggregate: one row, nulls where nothing matched
+    if marks["same"] is not None:
         return marks["same"]["low"].replace(tzinfo=timezone.utc), marks["same"]["high"].replace(tzinfo=timezone.utc)
-    prior = marks["prior"] if marks is not None else None
+    prior = marks["prior"]
     if prior is not None:
         prior = prior.replace(tzinfo=timezone.utc)
         if start - prior <= timedelta(hours=MAX_CATCHUP_HOURS):
