@@ -209,11 +209,11 @@ def to_markdown(data: Dict[str, object]) -> str:
             lines.append(verdict + "\n")
     if data.get("uci"):
         p = data["uci"][0]["params"]
-        lines.append("Other hyperparameters (every case, `conf/base.yaml` `training:`; the searched ones are in "
-                     "each case's \"Chosen on validation\" line): "
+        lines.append("### Other hyperparameters\n")
+        lines.append("Every case (`conf/base.yaml` `training:`; the searched ones and the epoch budget are in each "
+                     "case's \"Chosen on validation\" line): "
                      + ", ".join(f"{k}={p[k]}" for k in ("dim", "hidden", "history_len", "loss", "temperature",
-                                                           "lr", "lr_decay", "id_dropout", "dropout", "seed")
-                                  if k in p) + " (the epoch budget is in each case's lines).\n")
+                                                           "lr", "id_dropout", "dropout", "seed")) + ".\n")
     tune = OUT / "tune.json"
     if tune.exists():
         from bench.tune import to_markdown as tune_markdown

@@ -511,8 +511,8 @@ async def _loadgen(spec: Dict[str, Any]) -> Dict[str, Any]:
         async def send(i: int) -> bool:
             # no timeout of its own: what is unanswered DRAIN_S after the last send counts as an error
             status, body = await pool.get(f"/v1/users/{users[i % len(users)]}/recommendations?k={LIST_K}")
-            if status != 200:
-                raise _BadAnswer(f"HTTP {status}")
+            if status != 200:   # the body's start says why (the service names the Redis error)
+                raise _BadAnswer(f"HTTP {status}: " + body[:90].decode(errors="replace"))
             if b'"source":"personal"' not in body:
                 raise _BadAnswer("not the personal list: " + body[:80].decode(errors="replace"))
             return True
@@ -656,6 +656,9 @@ def run_lookup(work: Path, redis_port: int, redis_pid: int, user_ids: List[str],
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+    # the service's own account of any failure (its warnings name the Redis error behind a 503)
+    problems = [ln for ln in (work / "app.log").read_text(errors="replace").splitlines()
+                if "WARNING" in ln or "ERROR" in ln or "Traceback" in ln]
     held = [r["rate"] for r in runs if r["http"]["holds"]]
     skipped = [r for r in rates if r not in {run["rate"] for run in runs}]
     return {"skipped_rates": skipped, "workers": workers, "server_command": " ".join(["python"] + server_cmd[1:]),
@@ -664,7 +667,8 @@ def run_lookup(work: Path, redis_port: int, redis_pid: int, user_ids: List[str],
                                "requests in flight, 2 s warm-up at <= 200 req/s; what is unanswered 5 s after the "
                                "last send counts as an error)",
             "path": f"/v1/users/{{id}}/recommendations?k={LIST_K}", "p99_target_ms": P99_TARGET_MS,
-            "runs": runs, "holds_at": max(held) if held else None}
+            "runs": runs, "holds_at": max(held) if held else None,
+            "service_warnings": {"count": len(problems), "first": problems[:5]}}
 
 
 # ============================================================================ markdown
@@ -766,6 +770,14 @@ def to_markdown(data: Dict[str, Any]) -> str:
             f"{run['redis_get']['cpu_ms_per_request'].get('redis-server')} / "
             f"{run['redis_get']['cpu_ms_per_request'].get('load generator', '-')}" for run in lk["runs"]
             if "cpu_ms_per_request" in run["http"]) + "."]
+        kinds = {f"{run['rate']} req/s {key}: {kind} x {n}" for run in lk["runs"] for key in ("http", "redis_get")
+                 for kind, n in run[key].get("error_kinds", {}).items()}
+        if kinds:
+            lines += ["", "Errors by kind: " + "; ".join(sorted(kinds)) + "."]
+        warned = lk.get("service_warnings") or {}
+        if warned.get("count"):
+            lines += ["", f"The service logged {warned['count']} warnings; the first: "
+                          + " / ".join(f"`{w[-160:]}`" for w in warned["first"][:2]) + "."]
         lines += ["", f"Highest rate tried where the HTTP p99 target holds: "
                       f"{lk['holds_at'] or 'none of the rates tried'}" + (" req/s." if lk["holds_at"] else "."), ""]
     return "\n".join(lines)
