@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--work", default=str(OUT / "models_work" / "uci"))
     ap.add_argument("--setting", action="append", default=[], help="run only this grid row (by label)")
     ap.add_argument("--out", default=str(OUT / "tune.json"))
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per fit (0: the trainer's default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per fit (0: every core; 1 lets two runs share the cores)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "great_expectations", "urllib3", "botocore"):
