@@ -117,7 +117,7 @@ def to_markdown(data: Dict[str, object]) -> str:
     lines = [f"UCI Online Retail, all items, validation split ({data['valid_users']} users), "
              f"`python -m bench.tune`, {data['date']}. ALS on the same split: ndcg@10 "
              f"{data['als']['ndcg@10']:.4f}, recall@20 {data['als']['recall@20']:.4f}.\n",
-             "(\"train s\" is wall time; rows run two at a time, single-threaded, take longer than alone.)\n",
+             "(\"train s\" is wall time; rows run two at a time, single-threaded, take longer than a row run alone.)\n",
              "| setting | epochs | valid ndcg@10 | valid recall@20 | train s |", "|---|---|---|---|---|"]
     for r in data["rows"]:
         lines.append(f"| {r['setting']} | {r['epochs']} | {r['ndcg@10']:.4f} | {r['recall@20']:.4f} | "
