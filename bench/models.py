@@ -38,8 +38,11 @@ SHARED = ROOT.parent / "shared" / "datasets"
 TUNED = {"batch_size": 512, "uniform_negatives": 512, "repeat_weight": 3.0}
 # UCI's epoch budget: with the default 20 epochs and patience 3, all-items validation recall was still
 # rising when training stopped (bench.tune, 2026-11-27: the tuned setting peaks at epoch 34 of 40,
-# valid recall@20 0.1453 against 0.1377 after 19 of 20; ALS 0.1353); early stopping still picks the epoch
-UCI_EPOCHS = {"max_epochs": 40, "patience": 5}
+# valid recall@20 0.1453 against 0.1377 after 19 of 20; ALS 0.1353); early stopping still picks the epoch.
+# With the raw weights, validation ndcg@10 jumps from epoch to epoch, and the petastorm run stopped on an
+# early lucky peak (epoch 10 of 15); a moving average of the weights rises smoothly (bench.tune: ndcg@10
+# 0.1924 at epoch 24, then flat), so early stopping follows the trend instead of the noise
+UCI_EPOCHS = {"max_epochs": 40, "patience": 5, "ema_decay": 0.999}
 SEARCHED = ("others_share", "batch_size", "uniform_negatives", "repeat_weight")
 KS = ("ndcg@10", "recall@20", "precision@10", "map@10", "hit@10", "mrr", "coverage@10")
 
@@ -196,12 +199,14 @@ def to_markdown(data: Dict[str, object]) -> str:
                                           "history mode fixed to others_share=[0.0]: 'items before' beat 'other "
                                           "items' on UCI validation in both variants in earlier runs; "
                                           f"max_epochs={case['params'].get('max_epochs')}, "
-                                          f"patience={case['params'].get('patience')})")
+                                          f"patience={case['params'].get('patience')}"
+                                          f"{_ema(case['params'], ', ema_decay=')})")
             lines.append(f"\nCommand: `{cmd}`.")
             b = case["best"]
             tried = "; ".join(f"{k}: {float(v):.4f}" for k, v in (b.get("tried") or {}).items())
             chosen = ", ".join(f"{k}={case['params'][k]}" for k in SEARCHED if k in case["params"])
-            budget = f" (of at most {case['params'].get('max_epochs')}, patience {case['params'].get('patience')})"
+            budget = (f" (of at most {case['params'].get('max_epochs')}, patience {case['params'].get('patience')}"
+                      f"{_ema(case['params'], ', weights averaged with EMA decay ')})")
             lines.append(f"\nChosen on validation: {b['epochs']} epochs{budget}, {chosen} (valid ndcg@10 of each setting "
                          f"tried: {tried}), buy-again blend weight {b['blend_weight']}. "
                          f"Skipped: {case['skipped'] or 'none'}.\n")
@@ -220,6 +225,11 @@ def to_markdown(data: Dict[str, object]) -> str:
         lines.append("### Tuning on UCI validation (`python -m bench.tune`)\n")
         lines.append(tune_markdown(json.loads(tune.read_text())))
     return "\n".join(lines)
+
+
+def _ema(params: Dict[str, object], prefix: str) -> str:
+    """``prefix`` + the weight average's decay, or nothing when the case trained without one."""
+    return f"{prefix}{params['ema_decay']}" if params.get("ema_decay") else ""
 
 
 def _verdict(models: Dict[str, dict], exclude_seen: bool) -> str:

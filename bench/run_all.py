@@ -89,6 +89,19 @@ def _split(text: str, marker: str) -> Dict[str, str]:
     return out
 
 
+def _origin(intro: str) -> str:
+    """The run a section's intro names: its "Written by ... machine: ..." paragraph (which may wrap over
+    several lines), up to the end of the machine's description."""
+    paras = [p for p in intro.split("\n\n") if p.startswith("Written by")]
+    para = next((p for p in paras if "machine:" in p), paras[0] if paras else "")
+    text = " ".join(para.split())
+    at = text.find("machine:")
+    if at < 0:
+        return text.rstrip(".")
+    end = text.find(". ", at)
+    return (text if end < 0 else text[:end]).rstrip(".")
+
+
 def keep_unmeasured(new: str, old: str, fresh: Dict[str, bool]) -> str:
     """``new`` with every ``## `` section whose results are not stored here (``fresh[heading]`` false)
     replaced by that section of ``old``, and the ``### `` parts of a fresh section that ``new`` lacks (an
@@ -104,8 +117,7 @@ def keep_unmeasured(new: str, old: str, fresh: Dict[str, bool]) -> str:
         old_sub, new_sub = _split(old_top[head], "### "), _split(body, "### ")
         if any(h not in new_sub for h in old_sub if h):
             # a kept part says which run measured it (the old section's "Written by ..." line)
-            origin = next((ln for ln in old_sub.get("", "").splitlines() if ln.startswith("Written by") and "machine:" in ln), "")
-            origin = origin.split(" Every ratio")[0].rstrip(".")
+            origin = _origin(old_sub.get("", ""))
 
             def kept(h: str) -> str:
                 if "\n(Not re-measured" in old_sub[h]:    # kept before: it already names its run

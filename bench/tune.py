@@ -49,6 +49,8 @@ GRID: List[tuple] = [
      {"batch_size": 512, "uniform_negatives": 512, "repeat_weight": 3.0, "model.history_len": 50, "model.dim": 128}),
     ("tuned, 40 epochs, patience 5", {"batch_size": 512, "uniform_negatives": 512, "repeat_weight": 3.0,
                                       "max_epochs": 40, "patience": 5}),
+    ("same + weight average (EMA 0.999)", {"batch_size": 512, "uniform_negatives": 512, "repeat_weight": 3.0,
+                                           "max_epochs": 40, "patience": 5, "ema_decay": 0.999}),
 ]
 
 

@@ -366,6 +366,8 @@ class OptimSection(_Strict):
     others_share: List[float] = Field(default_factory=lambda: [0.0, 1.0])
     # weight of "what comes next" examples whose item is already in the history (repeat purchases)
     repeat_weight: float = Field(1.0, gt=0.0)
+    # > 0: validate, early-stop on and keep a moving average of the weights (decay per step; 0 = off)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     # extra settings to try on validation: each entry overrides some of the fields above (not
     # others_share or search) and is tried with every others_share value; the best is kept
     search: List[Dict[str, Any]] = Field(default_factory=list)

@@ -10,7 +10,8 @@ from the environment those launchers set).
   hardware and process count.
 * After every epoch: validation NDCG@K (full ranking) computed identically on
   every rank, a checkpoint (rank 0), early stopping after ``patience`` epochs
-  without improvement; the best epoch's weights are returned.
+  without improvement; the best epoch's weights are returned (with
+  ``ema_decay``, those of the weights' moving average: see ``WeightAverage``).
 * Every rank returns the same result (TorchDistributor may hand back any
   rank's value).
 """
@@ -57,10 +58,14 @@ class TrainParams:
     others_share: float = 0.0         # share of examples whose history is the user's other items
                                       # (training.featurize.sequence_examples); chosen on validation
     repeat_weight: float = 1.0        # weight of examples whose target is already in their history
+    ema_decay: float = 0.0            # > 0: validate, early-stop on and keep an exponential moving
+                                      # average of the weights (decay per step) instead of the raw weights
 
     def __post_init__(self):
         if self.loss not in losses.LOSSES:
             raise ValueError(f"training loss must be one of {losses.LOSSES}, got {self.loss!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay}")
 
 
 @dataclass
@@ -149,6 +154,32 @@ def _batch_loss(ddp, model: TwoTower, spec: TrainSpec, b: Dict[str, torch.Tensor
     return losses.pointwise_mse(u, v, ev, b["weight"])
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights, updated after every optimiser step.
+
+    Under a constant learning rate the weights keep jumping around the optimum, and validation
+    metrics jump with them from epoch to epoch; the average sits nearer the middle, so its curve is
+    smoother and early stopping does not latch onto a lucky epoch. The decay warms up as
+    ``min(decay, (1 + t) / (10 + t))`` at step ``t``, so the random initial weights fade fast. Every
+    rank holds the same average: DDP keeps the weights themselves identical.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(False)
+        self.decay = decay
+        self.steps = 0
+        self._src = list(model.parameters())
+        self._dst = list(self.model.parameters())
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_(self._dst, self._src, 1.0 - d)
+
+
 class _Towers(torch.nn.Module):
     """DDP wrapper target: one forward computing every vector a loss needs."""
 
@@ -189,6 +220,8 @@ def train(spec: TrainSpec) -> dict:
     towers = _Towers(model)
     ddp = DDP(towers, device_ids=[local] if use_cuda else None) if distributed else towers
     opt = _adamw(model, p)
+    ema = WeightAverage(model, p.ema_decay) if p.ema_decay else None
+    kept = ema.model if ema else model     # the weights validated, early-stopped on and returned
     log_q = torch.as_tensor(spec.log_q, dtype=torch.float32, device=device)
 
     shard = spec.source.load_shard(rank, world)
@@ -221,6 +254,8 @@ def train(spec: TrainSpec) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema:
+                ema.update()
             total += loss.detach()
         train_loss = float(total) / steps
         seconds = time.time() - t0
@@ -228,7 +263,7 @@ def train(spec: TrainSpec) -> dict:
                "examples_per_s": steps * p.batch_size * world / max(seconds, 1e-9)}
         improved = True                  # fixed epochs (or no validation): the last epoch is the one kept
         if spec.valid is not None:
-            m = evaluate_model(model, spec.valid, ks=(p.eval_k,), device=device)
+            m = evaluate_model(kept, spec.valid, ks=(p.eval_k,), device=device)
             row[f"valid_{metric_key}"] = m[metric_key]
             row[f"valid_recall@{p.eval_k}"] = m[f"recall@{p.eval_k}"]
             # a NaN metric (no countable validation user) never improves, but the first epoch is kept
@@ -240,7 +275,7 @@ def train(spec: TrainSpec) -> dict:
             improved = bool(flag.item())
         if improved:
             best = {"metric": row.get(f"valid_{metric_key}", float("nan")), "epoch": epoch,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                    "state": {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}}
             bad_epochs = 0
         else:
             bad_epochs += 1
@@ -251,8 +286,11 @@ def train(spec: TrainSpec) -> dict:
                      row["examples_per_s"], " *" if improved else "")
             if spec.checkpoint_dir:
                 os.makedirs(spec.checkpoint_dir, exist_ok=True)
-                torch.save({"epoch": epoch, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                            "history": history}, os.path.join(spec.checkpoint_dir, f"epoch_{epoch:03d}.pt"))
+                ckpt = {"epoch": epoch, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                        "history": history}
+                if ema:
+                    ckpt.update(ema_state_dict=ema.model.state_dict(), ema_steps=ema.steps)
+                torch.save(ckpt, os.path.join(spec.checkpoint_dir, f"epoch_{epoch:03d}.pt"))
         if bad_epochs >= p.patience:
             break
     if distributed:

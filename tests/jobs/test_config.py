@@ -92,6 +92,11 @@ def test_training_search_entries_must_be_valid_optim_settings():
             "training": {"optim": {"search": [{}, {"batchsize": 512}]}}})
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{"batch_size": 0}]}}})
+    # a weight-average decay is an optim setting, searchable, and must lie in [0, 1)
+    ema = load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{"ema_decay": 0.999}]}}})
+    assert ema.training.optim.ema_decay == 0.0 and ema.training.optim.search == [{"ema_decay": 0.999}]
+    with pytest.raises(ConfigError, match="ema_decay"):
+        load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{"ema_decay": 1.0}]}}})
 
 
 def test_gx_pandas_row_limit_defaults_and_is_checked():

@@ -69,10 +69,12 @@ def _spec(fit: Interactions, valid_truth, params: TrainParams, exclude_seen=True
 
 # ------------------------------------------------------------------ planted preference
 
-def test_learns_planted_group_preference():
+@pytest.mark.parametrize("ema_decay", [0.0, 0.98])
+def test_learns_planted_group_preference(ema_decay):
     n_users = 200
     fit, valid = _planted(n_users)
-    params = TrainParams(lr=0.01, batch_size=64, max_epochs=15, patience=5, use_gpu=False, seed=3)
+    params = TrainParams(lr=0.01, batch_size=64, max_epochs=15, patience=5, use_gpu=False, seed=3,
+                         ema_decay=ema_decay)
     spec = _spec(fit, valid, params)
     res = train(spec)
 
@@ -200,6 +202,53 @@ def test_fixed_epochs_with_validation_record_it_but_never_stop_early_and_keep_th
     ck3 = torch.load(tmp_path / "ckpt" / "epoch_003.pt", weights_only=False)["state_dict"]
     for k, v in res["state_dict"].items():
         assert torch.equal(v, ck3[k]), k
+
+
+# ------------------------------------------------------------------ weight average (EMA)
+
+def test_weight_average_known_answer():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    avg = trainer.WeightAverage(model, decay=0.9)
+    expected = 0.0
+    for t, w in enumerate([1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0], start=1):
+        with torch.no_grad():
+            model.weight.fill_(w)            # what an optimiser step would have left
+        avg.update()
+        d = min(0.9, (1 + t) / (10 + t))     # warm-up: 0.18, 0.25, ... then 0.9 from step 80 on
+        expected = d * expected + (1 - d) * w
+        assert float(avg.model.weight) == pytest.approx(expected, rel=1e-6), t
+    assert float(model.weight) == 4.0        # the model itself is untouched
+    assert not avg.model.weight.requires_grad
+
+
+def test_weight_average_is_what_is_validated_kept_and_checkpointed(tmp_path):
+    fit, valid = _planted(40)
+    params = TrainParams(lr=0.01, batch_size=16, max_epochs=3, patience=5, use_gpu=False, seed=5, ema_decay=0.9)
+    res = train(_spec(fit, valid, params, checkpoint_dir=str(tmp_path / "ckpt")))
+    ck = torch.load(tmp_path / "ckpt" / f"epoch_{res['best_epoch']:03d}.pt", weights_only=False)
+    # the returned weights are the average's at the best epoch, not the raw weights ...
+    for k, v in res["state_dict"].items():
+        assert torch.equal(v, ck["ema_state_dict"][k]), k
+    assert not torch.equal(res["state_dict"]["item_id.weight"], ck["state_dict"]["item_id.weight"])
+    assert ck["ema_steps"] == res["best_epoch"] * res["steps_per_epoch"]
+    # ... and their validation metric is the one recorded for that epoch
+    spec = _spec(fit, valid, params)
+    model = load_model(spec.model, spec.meta, res["state_dict"])
+    assert trainer.evaluate_model(model, spec.valid, ks=(10,))["ndcg@10"] == pytest.approx(res["best_metric"], abs=1e-9)
+    # a refit for the last epoch count, without validation, reproduces that epoch's average exactly
+    refit = train(_spec(fit, None, TrainParams(lr=0.01, batch_size=16, fixed_epochs=3, use_gpu=False, seed=5,
+                                               ema_decay=0.9)))
+    last = torch.load(tmp_path / "ckpt" / "epoch_003.pt", weights_only=False)["ema_state_dict"]
+    for k, v in refit["state_dict"].items():
+        assert torch.equal(v, last[k]), k
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
+def test_weight_average_decay_out_of_range_rejected(bad):
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainParams(ema_decay=bad)
 
 
 def test_validation_without_countable_users_still_returns_weights():
