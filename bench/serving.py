@@ -28,6 +28,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -590,10 +591,26 @@ def _drive(work: Path, spec: Dict[str, Any], procs: Dict[str, Any]) -> Dict[str,
     (work / f"{name}.spec.json").write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "bench.serving", "--loadgen", str(work / f"{name}.spec.json")]
     _settle(procs)
-    before = _cpu_s(procs)
+    pauses = _service_pauses(spec["url"]) if spec["target"] == "http" else None
+    before, machine_before = _cpu_s(procs), psutil.cpu_times()
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=spec["duration"] + spec.get("warmup_s", 0) + 2 * DRAIN_S + 60)
-    after = _cpu_s(procs)
+    after, machine_after = _cpu_s(procs), psutil.cpu_times()
     out = json.loads(Path(spec["result"]).read_text())
+    # the whole machine's CPU during the run: idle, and stolen by the hypervisor (a VM's noisy neighbours)
+    spent = {f: getattr(machine_after, f, 0.0) - getattr(machine_before, f, 0.0) for f in machine_after._fields}
+    total = max(sum(spent.values()), 1e-9)
+    out["machine_cpu_share"] = {"idle": round(spent.get("idle", 0.0) / total, 3),
+                                "steal": round(spent.get("steal", 0.0) / total, 3)}
+    if pauses is not None:
+        now = _service_pauses(spec["url"])
+        # during the run: the service's own stalls (GC) against its event loop's late wake-ups (any cause)
+        out["service_pauses"] = {
+            "gc_collections": {g: now["gc_collections"].get(g, 0) - pauses["gc_collections"].get(g, 0)
+                               for g in now["gc_collections"]},
+            "gc_pause_ms": round(1e3 * (sum(now["gc_pause_s"].values()) - sum(pauses["gc_pause_s"].values())), 1),
+            "gc_pause_max_ms_since_start": round(1e3 * max(now["gc_pause_max_s"].values(), default=0.0), 1),
+            "loop_stalls": now["loop_stalls"] - pauses["loop_stalls"],
+            "loop_lag_max_ms_since_start": round(1e3 * now["loop_lag_max_s"], 1)}
     answered = out["requests"] - out["error_kinds"].get(f"unanswered {DRAIN_S:.0f} s after the last send", 0)
     n_total = max(answered + spec["warmup_s"] * min(spec["rate"], WARMUP_RATE), 1)
     out["cpu_ms_per_request"] = {k: round((after[k] - before[k]) * 1e3 / n_total, 2) for k in procs}
@@ -602,6 +619,28 @@ def _drive(work: Path, spec: Dict[str, Any], procs: Dict[str, Any]) -> Dict[str,
     out["holds"] = out["errors"] == 0 and out["p99_ms"] is not None and out["p99_ms"] <= P99_TARGET_MS
     print(f"  {spec['target']} at {spec['rate']} req/s: p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms, "
           f"max {out['max_ms']} ms, errors {out['errors']}", flush=True)
+    return out
+
+
+def _service_pauses(url: str) -> Dict[str, Any]:
+    """The service's GC and event-loop counters from its ``/metrics`` (serving.app.Metrics)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5.0) as resp:
+        text = resp.read().decode()
+    out: Dict[str, Any] = {"gc_collections": {}, "gc_pause_s": {}, "gc_pause_max_s": {}, "loop_stalls": 0,
+                           "loop_lag_max_s": 0.0}
+    names = {"reco_gc_collections_total": "gc_collections", "reco_gc_pause_seconds_total": "gc_pause_s",
+             "reco_gc_pause_max_seconds": "gc_pause_max_s"}
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)(?:\{generation="(\d+)"\})? (\S+)$', line)
+        if not m:
+            continue
+        name, gen, value = m.group(1), m.group(2), float(m.group(3))
+        if name in names and gen is not None:
+            out[names[name]][gen] = value
+        elif name == "reco_event_loop_stalls_total":
+            out["loop_stalls"] = value
+        elif name == "reco_event_loop_lag_max_seconds":
+            out["loop_lag_max_s"] = value
     return out
 
 
@@ -770,6 +809,21 @@ def to_markdown(data: Dict[str, Any]) -> str:
             f"{run['redis_get']['cpu_ms_per_request'].get('redis-server')} / "
             f"{run['redis_get']['cpu_ms_per_request'].get('load generator', '-')}" for run in lk["runs"]
             if "cpu_ms_per_request" in run["http"]) + "."]
+        paused = [(run["rate"], run["http"]["service_pauses"]) for run in lk["runs"] if "service_pauses" in run["http"]]
+        if paused:
+            lines += ["", "The service's own pauses during each HTTP run (its `/metrics`): " + "; ".join(
+                f"{rate} req/s: {p['gc_pause_ms']} ms of garbage collection in "
+                f"{int(sum(p['gc_collections'].values()))} collections "
+                f"({int(p['gc_collections'].get('2', 0))} full), {int(p['loop_stalls'])} event-loop wake-ups "
+                f"more than 20 ms late; longest since start: GC {p['gc_pause_max_ms_since_start']} ms, "
+                f"loop delay {p['loop_lag_max_ms_since_start']} ms" for rate, p in paused)
+                + ". A loop delay much longer than any GC pause is the process waiting for a core."]
+        shares = [f"{run['rate']} req/s {key}: idle {run[key]['machine_cpu_share']['idle']:.0%}, stolen "
+                  f"{run[key]['machine_cpu_share']['steal']:.1%}" for run in lk["runs"] for key in ("http", "redis_get")
+                  if "machine_cpu_share" in run[key]]
+        if shares:
+            lines += ["", "The machine's CPU during each run (both cores; \"stolen\": time the hypervisor gave "
+                          "this VM's cores to others): " + "; ".join(shares) + "."]
         kinds = {f"{run['rate']} req/s {key}: {kind} x {n}" for run in lk["runs"] for key in ("http", "redis_get")
                  for kind, n in run[key].get("error_kinds", {}).items()}
         if kinds:

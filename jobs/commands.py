@@ -172,7 +172,8 @@ def serve(cfg: Config, host: Optional[str], port: Optional[int]) -> int:
         ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
     kw = {"ssl_ca_certs": cfg.redis.ssl_ca_certs} if cfg.redis.ssl_ca_certs else {}
     app = create_app(lambda: AsyncLookupClient(
-        connect_async(cfg.redis.url, password=cfg.redis_password, socket_timeout=cfg.redis.socket_timeout_s, **kw),
+        connect_async(cfg.redis.url, password=cfg.redis_password, socket_timeout=cfg.redis.socket_timeout_s,
+                      max_connections=cfg.redis.max_connections, **kw),
         keyspace(cfg)))
     host, port = host or cfg.serving.host, port or cfg.serving.port
     print(f"lookup service and demo page: http://{host}:{port}/  (API schema: /openapi.json)")

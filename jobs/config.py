@@ -92,6 +92,7 @@ class RedisConfig(_Strict):
     keep_versions: int = Field(3, ge=2)  # complete versions kept for rollback (current included)
     batch_keys: int = Field(10000, gt=0)  # keys per MSET round trip when publishing
     socket_timeout_s: float = Field(5.0, gt=0)
+    max_connections: int = Field(256, gt=0)  # lookup service: connections per process (then requests wait)
     ssl_ca_certs: Optional[str] = None  # rediss:// only: CA bundle to verify the server
 
 

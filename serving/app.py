@@ -81,6 +81,8 @@ DEMO_USERS_MAX = 50
 
 # Seconds. Lookups are one Redis round trip, so most land in the first buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LOOP_CHECK_S = 0.01     # the event-loop monitor's sleep
+STALL_S = 0.02          # a wake-up later than this counts as a stall
 
 UNAVAILABLE = "recommendation store unavailable"
 NOTHING_PUBLISHED = "no recommendations published yet; run `reco publish`"
@@ -175,6 +177,9 @@ class Metrics:
         self._fallbacks: Dict[str, int] = {}
         self._redis_errors = 0
         self._version: Optional[str] = None
+        self._gc: Dict[int, List[float]] = {}   # generation -> [collections, seconds in all, longest]
+        self._gc_started: Optional[float] = None
+        self._loop_lag = [0, 0.0]               # [checks that overshot by > STALL_S, longest overshoot]
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, str(status))
@@ -197,6 +202,25 @@ class Metrics:
     def redis_error(self) -> None:
         with self._lock:
             self._redis_errors += 1
+
+    def on_gc(self, phase: str, info: Dict[str, int]) -> None:
+        """A ``gc.callbacks`` hook: times every collection (the interpreter stops while it runs)."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        if self._gc_started is None:
+            return
+        spent, self._gc_started = time.perf_counter() - self._gc_started, None
+        g = self._gc.setdefault(int(info.get("generation", -1)), [0, 0.0, 0.0])
+        g[0] += 1
+        g[1] += spent
+        g[2] = max(g[2], spent)
+
+    def loop_lag(self, seconds: float) -> None:
+        """How much later than asked the event-loop monitor woke up (see :func:`_watch_loop`)."""
+        if seconds > STALL_S:
+            self._loop_lag[0] += 1
+        self._loop_lag[1] = max(self._loop_lag[1], seconds)
 
     def seen_version(self, version: Optional[str]) -> None:
         if version and version != self._version:
@@ -234,6 +258,23 @@ class Metrics:
 
             family("reco_redis_errors_total", "counter", "Requests that failed on a Redis error.")
             out.append(f"reco_redis_errors_total {self._redis_errors}")
+
+            family("reco_gc_collections_total", "counter", "Python garbage collections, by generation.")
+            for gen, (n, _, _) in sorted(self._gc.items()):
+                out.append(f"reco_gc_collections_total{_labels((('generation', str(gen)),))} {int(n)}")
+            family("reco_gc_pause_seconds_total", "counter",
+                   "Time every request in flight stood still for garbage collection, by generation.")
+            for gen, (_, spent, _) in sorted(self._gc.items()):
+                out.append(f"reco_gc_pause_seconds_total{_labels((('generation', str(gen)),))} {_num(spent)}")
+            family("reco_gc_pause_max_seconds", "gauge", "The longest garbage collection, by generation.")
+            for gen, (_, _, longest) in sorted(self._gc.items()):
+                out.append(f"reco_gc_pause_max_seconds{_labels((('generation', str(gen)),))} {_num(longest)}")
+            family("reco_event_loop_stalls_total", "counter",
+                   f"Times the event loop answered its {LOOP_CHECK_S * 1000:g} ms check more than "
+                   f"{STALL_S * 1000:g} ms late (a blocked loop or a starved process).")
+            out.append(f"reco_event_loop_stalls_total {self._loop_lag[0]}")
+            family("reco_event_loop_lag_max_seconds", "gauge", "The longest such delay since start.")
+            out.append(f"reco_event_loop_lag_max_seconds {_num(float(self._loop_lag[1]))}")
 
             family("reco_published_version_info", "gauge",
                    "The published version this process last answered from (value is always 1).")
@@ -599,19 +640,45 @@ def _not_found_similar(item_id: str) -> JSONResponse:
                                    f"in the published version"}, status_code=404)
 
 
-@contextlib.asynccontextmanager
-async def _freeze_startup_objects(app: FastAPI):
-    """Move everything alive at startup (the modules, FastAPI's routes and schemas: hundreds of
-    thousands of objects) out of the garbage collector's reach with ``gc.freeze``. A full collection
-    otherwise walks them all and stalls every request in flight for tens of milliseconds: at 2,000
-    lookups per second such pauses decide the p99 (BENCHMARKS.md, lookup latency). Undone at
-    shutdown, so an app started and stopped inside a longer-lived process leaves it as it was."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+async def _watch_loop(metrics: Metrics) -> None:
+    """Sleep ``LOOP_CHECK_S`` again and again and record how late each wake-up is: a request that
+    arrives during a late wake-up waits as long, so the maximum bounds the stalls behind a p99."""
+    import asyncio
+    while True:
+        t0 = time.perf_counter()
+        await asyncio.sleep(LOOP_CHECK_S)
+        metrics.loop_lag(max(0.0, time.perf_counter() - t0 - LOOP_CHECK_S))
+
+
+def _lifespan(metrics: Metrics):
+    """Startup and shutdown of one app.
+
+    * Move everything alive at startup (the modules, FastAPI's routes and schemas: hundreds of
+      thousands of objects) out of the garbage collector's reach with ``gc.freeze``. A full collection
+      otherwise walks them all and stalls every request in flight for tens of milliseconds: at 2,000
+      lookups per second such pauses decide the p99 (BENCHMARKS.md, lookup latency).
+    * Time every collection and watch the event loop's delays (``/metrics``: ``reco_gc_*``,
+      ``reco_event_loop_*``), so a slow tail can be told apart: our own pauses or a starved process.
+
+    All undone at shutdown, so an app started and stopped inside a longer-lived process leaves it as
+    it was."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import asyncio
+        gc.collect()
+        gc.freeze()
+        gc.callbacks.append(metrics.on_gc)
+        watcher = asyncio.get_running_loop().create_task(_watch_loop(metrics))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(metrics.on_gc)
+            gc.unfreeze()
+    return lifespan
 
 
 def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup",
@@ -634,7 +701,7 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     metrics = Metrics()
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and this
     # service must work offline. The schema is at /openapi.json.
-    app = FastAPI(title=title, version="1", docs_url=None, redoc_url=None, lifespan=_freeze_startup_objects,
+    app = FastAPI(title=title, version="1", docs_url=None, redoc_url=None, lifespan=_lifespan(metrics),
                   description="Reads the recommendations the nightly job published to Redis.")
     app.state.metrics = metrics
 
@@ -791,6 +858,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--socket-timeout", type=float, default=1.0, help="seconds per Redis call (default: 1)")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="Redis connections per worker (default: 256); a request that finds all busy waits "
+                        "for one up to --socket-timeout, then gets 503")
     p.add_argument("--workers", type=int, default=1,
                    help="uvicorn worker processes (default: 1); each has its own Redis connections and "
                         "item cache, and /metrics counts the worker that answers it")
@@ -804,7 +874,7 @@ def _build_app(args: argparse.Namespace) -> FastAPI:
 
     def build() -> AsyncLookupClient:
         r = connect_async(args.redis_url, password=os.environ.get("REDIS_PASSWORD"),
-                          socket_timeout=args.socket_timeout)
+                          socket_timeout=args.socket_timeout, max_connections=args.max_connections)
         return AsyncLookupClient(r, ks)
 
     return create_app(build)

@@ -549,15 +549,27 @@ async def _send_gets(conn: Any, packed: bytes, n: int) -> Optional[List[Optional
 
 
 def connect_async(url: str, password: Optional[str] = None, socket_timeout: float = 2.0,
-                  retries: int = 2, **kw: Any) -> aredis.Redis:
+                  retries: int = 2, max_connections: int = 256, **kw: Any) -> aredis.Redis:
     """:func:`serving.connection.connect` for ``redis.asyncio``: the same url forms, timeouts and
-    retries (jittered backoff of at most 0.5 s). Connects lazily."""
+    retries (jittered backoff of at most 0.5 s). Connects lazily.
+
+    At most ``max_connections`` connections; a request that finds them all busy waits for one (up to
+    ``socket_timeout``, then a ``ConnectionError``: the service's 503). redis-py's default pool
+    instead fails at once beyond 100 connections ("Too many connections"), which a burst of lookups
+    after a scheduling hiccup reached: 503s at 2,000 req/s with Redis itself idle (BENCHMARKS.md).
+    """
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in SCHEMES:
         raise ValueError(f"redis url {redact(url)!r} must start with redis:// or rediss:// (TLS)")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, got {max_connections}")
     if password is not None:
         kw["password"] = password
     kw.setdefault("socket_connect_timeout", socket_timeout)
     kw.setdefault("retry", AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries))
     kw.setdefault("health_check_interval", 30)
-    return aredis.Redis.from_url(url, socket_timeout=socket_timeout, **kw)
+    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=socket_timeout,
+                                                  socket_timeout=socket_timeout, **kw)
+    client = aredis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True     # aclose() closes the pool too, as from_url's client does
+    return client

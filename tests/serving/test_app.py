@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
@@ -78,6 +79,41 @@ def test_startup_objects_are_frozen_out_of_the_gc_while_the_app_runs(published):
         assert client.get("/healthz").status_code == 200
         assert gc.get_freeze_count() > 10_000      # the modules, routes and schemas alive at startup
     assert gc.get_freeze_count() == 0              # stopping the app gives them back
+
+
+def test_metrics_time_gc_pauses_and_event_loop_stalls_while_the_app_runs(published):
+    import gc
+    callbacks = list(gc.callbacks)
+    with TestClient(create_app(published)) as client:
+        gc.collect()                                # a full collection, timed by the app's hook
+        # block the app's event loop for 60 ms: its watcher must see a stall of about that length
+        client.portal.call(lambda: time.sleep(0.06))
+        time.sleep(0.05)                            # let the watcher wake up late and record it
+        m = parse_prometheus(client.get("/metrics").text)
+        assert len(gc.callbacks) == len(callbacks) + 1
+    assert gc.callbacks == callbacks                # stopping the app removes its hook
+    gen2 = frozenset({("generation", "2")})
+    assert m[("reco_gc_collections_total", gen2)] >= 1
+    assert 0 < m[("reco_gc_pause_max_seconds", gen2)] <= m[("reco_gc_pause_seconds_total", gen2)]
+    assert m[("reco_event_loop_stalls_total", frozenset())] >= 1
+    assert 0.04 <= m[("reco_event_loop_lag_max_seconds", frozenset())] < 5
+
+
+def test_gc_hook_times_start_to_stop_per_generation():
+    from serving.app import Metrics
+    metrics = Metrics()
+    metrics.on_gc("stop", {"generation": 0})        # a stop without its start (hook added mid-collection)
+    metrics.on_gc("start", {"generation": 1})
+    time.sleep(0.01)
+    metrics.on_gc("stop", {"generation": 1})
+    metrics.loop_lag(0.001)                         # under the stall threshold: only the maximum moves
+    m = parse_prometheus(metrics.render())
+    g1 = frozenset({("generation", "1")})
+    assert m[("reco_gc_collections_total", g1)] == 1
+    assert 0.01 <= m[("reco_gc_pause_seconds_total", g1)] == m[("reco_gc_pause_max_seconds", g1)] < 1
+    assert ("reco_gc_collections_total", frozenset({("generation", "0")})) not in m
+    assert m[("reco_event_loop_stalls_total", frozenset())] == 0
+    assert m[("reco_event_loop_lag_max_seconds", frozenset())] == 0.001
 
 
 def titles(body: dict) -> List:

@@ -206,6 +206,27 @@ def test_the_asyncio_client_answers_like_the_blocking_one(published, ks, redis_s
     assert asyncio.run(answers()) == expected
 
 
+def test_a_burst_beyond_the_connection_limit_waits_for_a_connection_instead_of_failing(published, ks, redis_server):
+    async def burst():
+        r = connect_async(redis_server, max_connections=2)
+        c = AsyncLookupClient(r, ks)
+        try:
+            answers = await asyncio.gather(*[c.recommendations("u1", 3) for _ in range(40)])
+            pool = r.connection_pool
+            return answers, len(pool._available_connections) + len(pool._in_use_connections)
+        finally:
+            await c.aclose()
+
+    answers, opened = asyncio.run(burst())
+    assert answers == [published.recommendations("u1", 3)] * 40
+    assert opened <= 2
+
+
+def test_connection_limit_must_be_positive(redis_server):
+    with pytest.raises(ValueError, match="max_connections"):
+        connect_async(redis_server, max_connections=0)
+
+
 def test_the_asyncio_client_raises_what_the_blocking_one_raises(r, ks):
     async def lookup(url, **kw):
         c = AsyncLookupClient(connect_async(url, **kw), ks)
