@@ -17,6 +17,7 @@ from the environment those launchers set).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -165,7 +166,6 @@ class WeightAverage:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
-        import copy
         self.model = copy.deepcopy(model)
         self.model.requires_grad_(False)
         self.decay = decay
