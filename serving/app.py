@@ -38,6 +38,7 @@ answers, Redis errors and the published version as an info gauge.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import inspect
@@ -177,7 +178,10 @@ class Metrics:
         self._fallbacks: Dict[str, int] = {}
         self._redis_errors = 0
         self._version: Optional[str] = None
-        self._gc: Dict[int, List[float]] = {}   # generation -> [collections, seconds in all, longest]
+        # generation -> [collections, seconds in all, longest]. Every generation is there from the start:
+        # the hook runs inside any allocation, render's included, so it only updates lists in place (a
+        # key added while render iterates would break the iteration; the lock cannot be taken there)
+        self._gc: Dict[int, List[float]] = {g: [0, 0.0, 0.0] for g in range(3)}
         self._gc_started: Optional[float] = None
         self._loop_lag = [0, 0.0]               # [checks that overshot by > STALL_S, longest overshoot]
 
@@ -211,7 +215,9 @@ class Metrics:
         if self._gc_started is None:
             return
         spent, self._gc_started = time.perf_counter() - self._gc_started, None
-        g = self._gc.setdefault(int(info.get("generation", -1)), [0, 0.0, 0.0])
+        g = self._gc.get(info.get("generation", -1))
+        if g is None:             # CPython has generations 0-2 only
+            return
         g[0] += 1
         g[1] += spent
         g[2] = max(g[2], spent)
@@ -643,7 +649,6 @@ def _not_found_similar(item_id: str) -> JSONResponse:
 async def _watch_loop(metrics: Metrics) -> None:
     """Sleep ``LOOP_CHECK_S`` again and again and record how late each wake-up is: a request that
     arrives during a late wake-up waits as long, so the maximum bounds the stalls behind a p99."""
-    import asyncio
     while True:
         t0 = time.perf_counter()
         await asyncio.sleep(LOOP_CHECK_S)
@@ -664,7 +669,6 @@ def _lifespan(metrics: Metrics):
     it was."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        import asyncio
         gc.collect()
         gc.freeze()
         gc.callbacks.append(metrics.on_gc)

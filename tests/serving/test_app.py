@@ -111,7 +111,8 @@ def test_gc_hook_times_start_to_stop_per_generation():
     g1 = frozenset({("generation", "1")})
     assert m[("reco_gc_collections_total", g1)] == 1
     assert 0.01 <= m[("reco_gc_pause_seconds_total", g1)] == m[("reco_gc_pause_max_seconds", g1)] < 1
-    assert ("reco_gc_collections_total", frozenset({("generation", "0")})) not in m
+    assert m[("reco_gc_collections_total", frozenset({("generation", "0")}))] == 0   # the stop without a start
+    assert m[("reco_gc_collections_total", frozenset({("generation", "2")}))] == 0   # every generation is listed
     assert m[("reco_event_loop_stalls_total", frozenset())] == 0
     assert m[("reco_event_loop_lag_max_seconds", frozenset())] == 0.001
 
