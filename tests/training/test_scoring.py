@@ -219,6 +219,23 @@ def test_threshold_selection_equals_plain_topk_with_ties_and_heavy_rows():
         assert (c[1:][same] > c[:-1][same]).all()
 
 
+@pytest.mark.parametrize("groups_per_k", [2, 4, 8])
+def test_threshold_selection_on_embedding_scores(groups_per_k, monkeypatch):
+    # dot products with a popularity direction (the real case): a few leaves hold most of the best
+    rng = np.random.default_rng(11)
+    users = rng.normal(size=(64, 16)).astype(np.float32)
+    items = rng.normal(size=(8192, 16)).astype(np.float32)
+    items[:, 0] += np.linspace(3, 0, 8192, dtype=np.float32)
+    scores = torch.from_numpy(users @ items.T)
+    k = 40
+    monkeypatch.setattr(scoring, "GROUPS_PER_K", groups_per_k)
+    assert scoring._use_threshold(8192, k)
+    got_vals, got_cols = scoring._threshold_top_k(scores, k)
+    want_vals, want_cols = scoring._block_top_k(scores, k)
+    np.testing.assert_array_equal(got_vals.numpy(), want_vals.numpy())
+    np.testing.assert_array_equal(got_cols.numpy(), want_cols.numpy())
+
+
 @pytest.mark.parametrize("n_items", [2048, 2001])   # 2001: catalogue padded to a multiple of LEAF
 def test_large_catalog_matches_the_evaluator(n_items):
     # big enough for the threshold path and for several blocks on several threads
