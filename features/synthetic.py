@@ -91,6 +91,15 @@ WEEKDAY = (0.9, 0.88, 0.92, 0.97, 1.08, 1.3, 1.25)          # Monday .. Sunday
 HOUR = (0.3, 0.18, 0.12, 0.1, 0.1, 0.15, 0.3, 0.55, 0.8, 0.95, 1.0, 1.05,  # UTC, 00 .. 23
         1.15, 1.1, 1.0, 1.0, 1.05, 1.25, 1.55, 1.85, 2.0, 1.8, 1.25, 0.65)
 WEEKEND_DAYTIME = 1.3             # weekend shopping starts earlier: 09-17h boosted
+PACE_S = (20, 100)                # seconds between views: 20 + floor(u * 100)
+CHECKOUT_DELAY_S = (60, 240)      # checkout this long after the last view: 60 + floor(u * 240)
+CART_DELAY_S = (5, 55)            # a cart follows its view by 5 + floor(u * 55)
+RETURN_DELAY_DAYS = (2, 12)       # a return follows its purchase by 2 days + floor(u * 12 days)
+# The latest a session's events (returns aside) come after its start: its checkout, after the last view
+# of the longest session at the slowest pace (later than any view or cart: a view's jitter is under 0.8
+# pace, its cart under 60 s after it). A window's events come from sessions started at most this long before.
+SESSION_SPAN_S = MAX_VIEWS_PER_SESSION * (PACE_S[0] + PACE_S[1] - 1) + CHECKOUT_DELAY_S[0] + CHECKOUT_DELAY_S[1] - 1
+RETURN_SPAN_S = (RETURN_DELAY_DAYS[0] + RETURN_DELAY_DAYS[1]) * 86400   # a return's delay is under this
 
 _MASK53 = (1 << 53) - 1
 _PERM_PRIMES = (1_000_003, 998_244_353, 2_147_483_647)
@@ -410,19 +419,24 @@ def _sessions(spark: SparkSession, p: SyntheticParams, n_sessions: int, num_part
          .otherwise(_country(_uniform_sql(p.seed, _COUNTRY, "session_idx"), p.countries)).alias("country"),
         (F.lit(_start_epoch(p)) + slot * 3600 + F.floor(u(_SECOND) * 3600)).alias("t0"),
         F.date_add(F.lit(p.start_date).cast("date"), F.floor(slot / 24).cast("int")).alias("day"),
-        (20 + F.floor(u(_PACE) * 100)).alias("pace"),    # seconds between views
+        (PACE_S[0] + F.floor(u(_PACE) * PACE_S[1])).alias("pace"),    # seconds between views
         F.least(F.lit(MAX_VIEWS_PER_SESSION),
                 1 + F.floor(F.log(1.0 - u(_LENGTH)) / math.log(SESSION_CONTINUE))).cast("int").alias("n_views"),
-        (60 + F.floor(u(_CHECKOUT) * 240)).alias("checkout_delay"))
+        (CHECKOUT_DELAY_S[0] + F.floor(u(_CHECKOUT) * CHECKOUT_DELAY_S[1])).alias("checkout_delay"))
 
 
-def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: Optional[int] = None) -> DataFrame:
+def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: Optional[int] = None,
+                    window: Optional[Tuple[datetime, datetime]] = None) -> DataFrame:
     """Interaction events in the contract's column order (``features.contract.EVENT_SCHEMA``).
 
     Args:
         num_partitions: partitions of the generating ``spark.range``; the rows do
             not depend on it. Default: the cluster's parallelism, or more for big
             data sets (at most 200k sessions, ~1.3M events, per partition).
+        window: ``[start, end)`` (aware datetimes): only the events whose time falls in it, the very
+            rows the whole data set has there. Only the sessions that can have an event in it (started
+            before its end, at most :data:`SESSION_SPAN_S` before its start, or, when the data set has
+            returns, :data:`RETURN_SPAN_S` more) make views, so an hour costs a fraction of the whole.
     """
     n_sessions = _n_sessions(p)
     if num_partitions is None:
@@ -431,8 +445,13 @@ def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: 
     prefs = _segment_preferences(p)
     k_pref = len(prefs[0])
 
-    views = (_sessions(spark, p, n_sessions, num_partitions)
-             .withColumn("pos", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1))))
+    sessions = _sessions(spark, p, n_sessions, num_partitions)
+    if window is not None:
+        lo, hi = (int(t.timestamp()) if t.microsecond == 0 else t.timestamp() for t in window)
+        # a return comes 2+ days after its purchase: only a data set longer than 2 days keeps any
+        back = SESSION_SPAN_S + (RETURN_SPAN_S if p.days > RETURN_DELAY_DAYS[0] and p.return_rate > 0 else 0)
+        sessions = sessions.where((F.col("t0") >= F.lit(lo - back)) & (F.col("t0") < F.lit(hi)))
+    views = sessions.withColumn("pos", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1)))
     u_sql = lambda stream: _uniform_sql(p.seed, stream, "session_idx", "pos")  # noqa: E731
     u = lambda stream: F.expr(u_sql(stream))  # noqa: E731
     cat_idx = F.col("cat_idx")
@@ -473,11 +492,15 @@ def generate_events(spark: SparkSession, p: SyntheticParams, *, num_partitions: 
     # checkout after the last view: every purchase of a session shares its time, like an invoice
     t_buy = F.col("t0") + F.col("n_views") * F.col("pace") + F.col("checkout_delay")
     t = (F.when(k == 0, t_view)
-         .when(k == 1, t_view + 5 + F.floor(u(_CART_DELAY) * 55))
+         .when(k == 1, t_view + CART_DELAY_S[0] + F.floor(u(_CART_DELAY) * CART_DELAY_S[1]))
          .when(k == 2, t_buy)
-         .otherwise(t_buy + 2 * 86400 + F.floor(u(_RETURN_DELAY) * 12 * 86400))).cast("long")
+         .otherwise(t_buy + RETURN_DELAY_DAYS[0] * 86400
+                    + F.floor(u(_RETURN_DELAY) * RETURN_DELAY_DAYS[1] * 86400))).cast("long")
     end = _start_epoch(p) + p.days * 86400
-    out = events.where(t < end).select(
+    kept = t < end
+    if window is not None:
+        kept = kept & (t >= F.lit(lo)) & (t < F.lit(hi))
+    out = events.where(kept).select(
         F.when(F.col("user_idx").isNotNull(), _padded("U", F.col("user_idx"), p.n_users, 6)).alias("user_id"),
         _padded("SKU", F.col("item_idx"), p.n_items, 5).alias("item_id"),
         _lookup(["view", "cart", "purchase", "return"], k).alias("event_type"),

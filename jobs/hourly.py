@@ -269,7 +269,8 @@ def score_hour(spark: SparkSession, cfg: Config, source: Optional[str], start: d
     day = _day_of(end)
     fallback = (lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(_naive(end)))
                 .filter(F.col("list_name").startswith("popular:") | F.col("list_name").startswith("trending:")))
-    if fallback.limit(1).count() == 0:
+    fallback = fallback.toPandas()      # small (a few lists of fallback_k): one Spark job checks and reads it
+    if fallback.empty:
         raise EmptyInputError(f"no refreshed lists for the hour ending {end.isoformat()}: run `reco hourly refresh` "
                               "for the window first")
     ctx = scoring_context(cfg, lh, hi.base_date, day, hi.pairs, fallback)

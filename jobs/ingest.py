@@ -172,7 +172,8 @@ def ingest_catalog_file(spark: SparkSession, lh: Lakehouse, cfg: Config, source:
 def _live_synthetic(spark: SparkSession, cfg: Config, window: Tuple[datetime, datetime]) -> DataFrame:
     """Synthetic events of the days a window touches, as if they arrived live: the same users, items and
     behaviour as the built-in data set, at its average daily volume, drawn per day (seeded by the day),
-    so an hour's events do not depend on which window asked for them. Session ids carry the day."""
+    so an hour's events do not depend on which window asked for them. Session ids carry the day. Only the
+    window's events are drawn (``generate_events(window=...)``: the same rows, without the rest of the day)."""
     from dataclasses import replace
 
     from features.synthetic import generate_events
@@ -183,7 +184,7 @@ def _live_synthetic(spark: SparkSession, cfg: Config, window: Tuple[datetime, da
     while datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) < hi:
         p = replace(base, seed=base.seed + 7919 * day.toordinal() % 1_000_003, n_events=per_day,
                     start_date=day.isoformat(), days=1)
-        ev = generate_events(spark, p, num_partitions=2)
+        ev = generate_events(spark, p, num_partitions=2, window=window)
         frames.append(ev.withColumn("session_id", F.concat(F.lit(f"live{day:%Y%m%d}-"), F.col("session_id"))))
         day += timedelta(days=1)
     out = frames[0]

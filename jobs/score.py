@@ -81,8 +81,10 @@ def _index_of(item_index: DataFrame) -> Dict[str, int]:
     return dict(zip(pdf["item_id"], pdf["idx"].astype(np.int64)))
 
 
-def _lists_to_arrays(df: DataFrame, idx: Dict[str, int]) -> Dict[str, tuple]:
-    pdf = df.toPandas().sort_values(["list_name", "rank"])
+def _lists_to_arrays(df, idx: Dict[str, int]) -> Dict[str, tuple]:
+    """Each list of ``df`` (list_name, rank, item_id, score; a Spark or a pandas DataFrame) as (item
+    indices, scores) by rank; items without an index are left out."""
+    pdf = (df if isinstance(df, pd.DataFrame) else df.toPandas()).sort_values(["list_name", "rank"])
     out = {}
     for name, g in pdf.groupby("list_name", sort=True):
         ids = np.array([idx.get(i, -1) for i in g["item_id"]], np.int64)
@@ -125,7 +127,8 @@ def fallback_frame(events: DataFrame, catalog_df: DataFrame, as_of: date, L) -> 
 def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: date, pairs: DataFrame,
                     fallback: DataFrame, champion=None) -> ScoringContext:
     """Build the scoring inputs from the id maps and catalog, ``item_features`` as of ``features_date``,
-    item counts from ``pairs`` and the raw lists in ``fallback``; rules apply as of ``run_date``."""
+    item counts from ``pairs`` and the raw lists in ``fallback`` (a Spark DataFrame, or its rows already in
+    pandas); rules apply as of ``run_date``."""
     import torch
 
     from training.data import Catalog

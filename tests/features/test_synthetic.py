@@ -6,14 +6,15 @@ structure-free data would give (noted on each), so they fail when a feature is l
 """
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.contract import CATALOG_SCHEMA, EVENT_SCHEMA
-from features.synthetic import SyntheticParams, generate_catalog, generate_events, user_segments
+from features.synthetic import (SESSION_SPAN_S, SyntheticParams, generate_catalog, generate_events,
+                                user_segments)
 
 PARAMS = SyntheticParams(
     seed=7, n_users=2000, n_items=300, n_events=30_000, start_date="2026-07-01", days=60,
@@ -75,6 +76,46 @@ def test_other_seed_other_rows(spark, events, catalog):
     other = SyntheticParams(**{**PARAMS.__dict__, "seed": 8})
     assert checksum(generate_events(spark, other)) != checksum(events)
     assert checksum(generate_catalog(spark, other)) != checksum(catalog)
+
+
+def _in(df: DataFrame, lo: datetime, hi: datetime) -> DataFrame:
+    return df.filter((F.col("event_time") >= F.lit(lo).cast("timestamp"))
+                     & (F.col("event_time") < F.lit(hi).cast("timestamp")))
+
+
+@pytest.mark.parametrize("lo, hours", [
+    (datetime(2026, 7, 1, 0, tzinfo=timezone.utc), 1),             # the first hour: nothing before it
+    (datetime(2026, 7, 20, 19, tzinfo=timezone.utc), 1),           # a busy evening hour
+    (datetime(2026, 7, 20, 22, 30, tzinfo=timezone.utc), 50),      # over midnights, off the hour, with returns
+    (datetime(2026, 8, 29, 23, tzinfo=timezone.utc), 1),           # the last hour (late returns dropped)
+])
+def test_a_window_draws_the_very_rows_the_whole_set_has_there(spark, events, lo, hours):
+    hi = lo + timedelta(hours=hours)
+    windowed = generate_events(spark, PARAMS, window=(lo, hi))
+    expected = _in(events, lo, hi)
+    assert checksum(expected)[0] > 0
+    assert checksum(windowed) == checksum(expected)
+    if hours > 24:   # returns (2-14 days after their purchase) come from sessions long before the window
+        assert expected.filter(F.col("event_type") == "return").count() > 0
+
+
+def test_no_session_runs_longer_than_its_span_before_returns(events):
+    """SESSION_SPAN_S bounds a session's events (returns aside): the window's look-back relies on it."""
+    span = (events.filter(F.col("event_type") != "return").groupBy("session_id")
+            .agg((F.max("event_time").cast("long") - F.min("event_time").cast("long")).alias("s"))
+            .agg(F.max("s")).first()[0])
+    assert 0 < span <= SESSION_SPAN_S
+
+
+def test_a_short_data_set_has_no_returns_to_look_back_for(spark):
+    """Returns come 2+ days after their purchase: a one-day set has none, so its windows look back one
+    session span only (the live hourly feed draws one-day sets)."""
+    day = SyntheticParams(**{**PARAMS.__dict__, "days": 1, "n_events": 3000})
+    whole = generate_events(spark, day)
+    assert whole.filter(F.col("event_type") == "return").count() == 0
+    lo = datetime(2026, 7, 1, 18, tzinfo=timezone.utc)
+    assert checksum(generate_events(spark, day, window=(lo, lo + timedelta(hours=1)))) == \
+        checksum(_in(whole, lo, lo + timedelta(hours=1)))
 
 
 def test_item_popularity_is_heavy_tailed(events):

@@ -1,11 +1,12 @@
-"""The hourly path's pure parts and its ingest: windows, the watermark, new pairs, superseding."""
+"""The hourly path's pure parts, its ingest and its publish: windows, the watermark, new pairs, superseding, the
+patch."""
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.hourly import (WATERMARKS, WindowError, batch_id, ingest_hour, new_pairs, parse_window, plan_window,
-                         user_ids)
+from jobs.hourly import (HOURLY_LISTS, HOURLY_RECS, WATERMARKS, WindowError, batch_id, ingest_hour, new_pairs,
+                         parse_window, plan_window, user_ids)
 from jobs.ingest import ingest
 from jobs.lakehouse import Lakehouse
 from tests.conftest import make_config
@@ -95,3 +96,97 @@ def test_an_hour_keeps_its_window_and_the_nightly_supersedes_its_day(spark, tmp_
     silver = lh.read("silver_interactions")
     assert silver.filter(F.col("batch_id").startswith("hourly-")).count() == 0
     assert sorted(r[0] for r in silver.select("session_id").collect()) == ["600001", "600002", "600003", "600004"]
+
+
+# ---------------------------------------------------------------- publish
+
+def _hour(h):
+    return datetime(2026, 10, 29) + timedelta(hours=h)      # naive UTC, as the tables hold it
+
+
+def _hourly_tables(spark, lh):
+    """hourly_recommendations: u1 scored in the hours ending 01:00 and 02:00 (its latest list is 02:00's),
+    u2 at 01:00 only, u3 at 02:00 only; rows before the base's data ended (00:00) and after the hour (03:00)
+    do not belong to the patch. hourly_lists: the 02:00 hour's lists; items: new and old ones."""
+    recs = []
+    for hour, user, items, score_id in [(-1, "u1", ["old", "x"], "s0"), (1, "u1", ["a", "b"], "s1"),
+                                        (1, "u2", ["c", "i-new"], "s1"), (2, "u1", ["b", "d"], "s2"),
+                                        (2, "u3", ["a", "c"], "s2"), (3, "u2", ["z", "y"], "s3")]:
+        for rank, item in enumerate(items, 1):
+            recs.append((_hour(hour), user, rank, item, 1.0 / rank, "model", "1", "run", score_id,
+                         datetime(2026, 10, 28).date()))
+    lh.overwrite(spark.createDataFrame(recs, "hour_end timestamp, user_id string, rank int, item_id string, "
+                                             "score float, source string, model_version string, run_id string, "
+                                             "score_id string, base_date date"), HOURLY_RECS)
+    lists = [(_hour(2), name, rank, item, score, src, "1")
+             for name, items, src in [("global", ["a", "i-new"], "popular"), ("segment:DE", ["c", "b"], "popular"),
+                                      ("popular:global", ["i-unlisted"], "popular")]
+             for rank, (item, score) in enumerate(zip(items, [0.5, None]), 1)]
+    lh.overwrite(spark.createDataFrame(lists, "hour_end timestamp, list_name string, rank int, item_id string, "
+                                              "score float, source string, model_version string"), HOURLY_LISTS)
+    d = lambda s: datetime.fromisoformat(s).date()  # noqa: E731
+    items = [("a", "A", "kitchen", 1.5, True, d("2025-01-01")), ("i-new", "NEW", "toys", 2.99, True, d("2026-10-29")),
+             ("i-unlisted", "U", "toys", 3.0, True, d("2026-10-29"))]
+    lh.overwrite(spark.createDataFrame(items, "item_id string, title string, category string, price double, "
+                                              "available boolean, first_seen date"), "items")
+
+
+def _reference_records(lh, cutoff, end):
+    """The patch's records as publish_hour built them with one Spark job per count (kept as the reference)."""
+    from jobs.publish import _item_records, _ranked, _records
+    hourly = lh.read(HOURLY_RECS).filter((F.col("hour_end") > F.lit(cutoff)) & (F.col("hour_end") <= F.lit(end)))
+    latest = hourly.groupBy("user_id").agg(F.max("hour_end").alias("hour_end"))
+    users = hourly.join(latest, ["user_id", "hour_end"])
+    fallback = (lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(end))
+                .filter((F.col("list_name") == "global") | F.col("list_name").startswith("segment:")))
+    listed = users.select("item_id").union(fallback.select("item_id")).distinct()
+    items = (lh.read("items").filter(F.col("first_seen") >= F.lit(cutoff)).join(listed, "item_id")
+             .select("item_id", "title", "category", F.col("price").cast("double")))
+    chunks = [*_records("f", _ranked(fallback, "list_name", "item_id"), "list_name"), *_item_records(items),
+              *_records("u", _ranked(users, "user_id", "item_id"), "user_id")]
+    score_ids = sorted(r[0] for r in hourly.select("score_id").distinct().collect())
+    return sorted(rec for chunk in chunks for rec in chunk), score_ids
+
+
+def test_publish_hour_patches_the_latest_list_of_every_user(spark, tmp_path, redis_server, monkeypatch):
+    """The same records as the one-query-per-count implementation (the reference), the same version id."""
+    import serving.publish
+    from jobs.errors import EmptyInputError
+    from jobs.hourly import _patch_id, publish_hour
+    from jobs.publish import keyspace, redis_client
+    from serving.client import LookupClient
+    from serving.codec import encode_list
+    from serving.versions import current_version, read_meta
+
+    cfg = make_config(tmp_path, redis={"url": redis_server, "embedded": False, "namespace": "hourlypub"})
+    lh = Lakehouse(spark, cfg)
+    _hourly_tables(spark, lh)
+    r, ks = redis_client(cfg), keyspace(cfg)
+    serving.publish.publish_version(r, ks, "v1", [[("u", "u9", encode_list(["old"], [1.0], ["model"])),
+                                                  ("f", "global", encode_list(["old"], [1.0], ["popular"]))]],
+                                    {"run_date": "2026-10-28"})
+    written, publish = [], serving.publish.publish_version
+
+    def capture(r_, ks_, version, records, **kw):
+        chunks = [list(c) for c in records]
+        written.append(sorted(rec for c in chunks for rec in c))
+        return publish(r_, ks_, version, chunks, **kw)
+    monkeypatch.setattr(serving.publish, "publish_version", capture)
+    start, end = datetime(2026, 10, 29, 1, tzinfo=UTC), datetime(2026, 10, 29, 2, tzinfo=UTC)
+    res = publish_hour(spark, cfg, start, end)
+
+    want, score_ids = _reference_records(lh, _hour(0), _hour(2))
+    assert written[0] == want
+    assert score_ids == ["s1", "s2"] and res.version == _patch_id("v1", end, score_ids)
+    assert (res.counts, res.skipped, res.base) == ({"u": 3, "f": 2, "i": 1}, False, "v1")
+    assert read_meta(r, ks, res.version)["score_ids"] == "s1,s2" and current_version(r, ks) == res.version
+    client = LookupClient(r, ks)
+    assert client.recommendations("u1", 5).items == ["b", "d"]        # its latest hour's list
+    assert client.recommendations("u2", 5).items == ["c", "i-new"]    # not rescored since 01:00
+    assert client.recommendations("u9", 5).items == ["old"]           # from the base
+    assert client.item_details(["i-new"])["i-new"]["title"] == "NEW"
+
+    again = publish_hour(spark, cfg, start, end)
+    assert again.skipped and again.version == res.version and written[1] == written[0]
+    with pytest.raises(EmptyInputError, match="no hourly lists for the hour ending 2026-10-29T04:00"):
+        publish_hour(spark, cfg, end, end + timedelta(hours=2))
