@@ -188,8 +188,7 @@ def _dispatch(args, cfg) -> int:
 
     from jobs.spark import build_spark
     with ThreadPoolExecutor(1, thread_name_prefix="spark-start") as pool:
-        extra = cfg.spark.hourly_conf if args.command == "hourly" else None
-        spark_ready = pool.submit(build_spark, cfg, None, extra)
+        spark_ready = pool.submit(build_spark, cfg)
         from jobs import commands
         spark = spark_ready.result()
     t0 = time.time()

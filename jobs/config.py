@@ -62,11 +62,8 @@ class SparkConfig(_Strict):
     app_name: str = "retailreco"
     driver_memory: str = "4g"
     conf: Dict[str, str] = Field(default_factory=dict)
-    # added to ``conf`` when a process's first step is an hourly one (``reco hourly``, the hourly DAG):
-    # short runs on small data, where the JVM's start and warm-up are most of the time
-    hourly_conf: Dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("conf", "hourly_conf", mode="before")
+    @field_validator("conf", mode="before")
     @classmethod
     def _stringify(cls, v: Any) -> Any:
         if isinstance(v, dict):

@@ -73,23 +73,3 @@ def test_validate_checks_a_batch_and_writes_no_table(spark, env, capsys, monkeyp
     out = capsys.readouterr().out
     assert "checked (nothing written): 2 rows" in out and "quarantined by reason: unparseable_value: 1" in out
     assert not (env / "lakehouse").exists() or not any((env / "lakehouse").iterdir())
-
-
-@pytest.mark.parametrize("argv, hourly", [
-    (["hourly", "publish", "--start", "2026-10-29T00:00:00+00:00", "--end", "2026-10-29T01:00:00+00:00"], True),
-    (["sql", "customer_segments.sql"], False),
-])
-def test_hourly_steps_start_spark_with_the_hourly_conf(monkeypatch, argv, hourly):
-    # the hourly path's driver JVM gets spark.hourly_conf (C1 only); every other command the plain conf
-    import jobs.spark
-    from jobs import commands
-    from jobs.config import load_config
-
-    started = []
-    monkeypatch.setattr(jobs.spark, "build_spark", lambda cfg, app_name=None, extra_conf=None: started.append(extra_conf))
-    monkeypatch.setattr(commands, "hourly", lambda *a, **k: None)
-    monkeypatch.setattr(commands, "sql", lambda *a, **k: None)
-    assert main(argv) == 0
-    conf = load_config(environ={}).spark.hourly_conf
-    assert conf["spark.driver.extraJavaOptions"] == "-Duser.timezone=UTC -XX:TieredStopAtLevel=1"
-    assert started == [conf if hourly else None]
