@@ -156,8 +156,6 @@ GPU_VARIANTS = {"one stream": (False, 4), "copy stream": (True, 4), "copy stream
 
 def scoring_case(device: str, n_users: int, n_items: int, dim: int, k: int, rounds: int = 3,
                  block_users: int = 4096, variant: Optional[str] = None) -> Dict[str, Any]:
-    import torch
-    from bench.serving import _plain_top_k, _synthetic_vectors
     from training import scoring
     saved = scoring.GPU_COPY_STREAM, scoring.GROUPS_PER_K
     if variant is not None:
@@ -245,12 +243,17 @@ def run(quick: bool, cpu_procs: int, timeout_s: float, only: Optional[str] = Non
     return out
 
 
+def _variant(case: Dict[str, Any]) -> str:
+    """A scoring case's top_k variant; cases measured before variants were recorded ran "one stream"."""
+    return case.get("variant", "one stream" if case["device"] == "cuda" else "cpu")
+
+
 def merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
     """``new`` plus the cases of ``old`` it did not re-run (training by case name, scoring by device and
     shape); each case keeps the date it was measured on."""
     def key(section: str, c: Dict[str, Any]):
         return (c["case"] if section == "training" else
-                (c["device"], c.get("variant", "one stream" if c["device"] == "cuda" else "cpu"),
+                (c["device"], _variant(c),
                  c.get("block_users", 4096), c["users"], c["items"], c["dim"], c["k"]))
     out = dict(new)
     for section in ("training", "scoring"):
@@ -294,7 +297,7 @@ def to_markdown(data: Dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in data["scoring"]:
         block = "cache-sized" if s["device"] == "cpu" else f"{s.get('block_users', 4096):,}"
-        variant = s.get("variant", "one stream" if s["device"] == "cuda" else "cpu")
+        variant = _variant(s)
         if s.get("measured", data["date"]) != data["date"]:
             variant += f" ({s['measured']})"
         lines.append(f"| {s['device']} | {variant} | {block} | {s['users']:,} | {s['items']:,} | {s['dim']} | {s['k']} | {s['top_k_s']} | "
