@@ -276,6 +276,8 @@ def airflow_env(cfg: Config, base: Optional[Mapping[str, str]] = None) -> Dict[s
         "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "True",
         "AIRFLOW__LOGGING__COLORED_CONSOLE_LOG": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # the tasks' jobs hand Spark naive UTC datetimes (jobs.spark.use_utc); Airflow logs in UTC too
+        "TZ": "UTC",
         "PATH": os.pathsep.join([venv_bin, *path]),
         "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *pythonpath]),
     })

@@ -40,6 +40,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 from jobs.config import ConfigError, load_config
 from jobs.errors import RecoError
+from jobs.spark import use_utc
 
 
 def _date(text: str) -> date:
@@ -141,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    use_utc()   # before any clock is read or logged: the jobs' times are UTC (see jobs.spark.use_utc)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("py4j", "great_expectations", "urllib3", "botocore"):

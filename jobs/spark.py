@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Dict, Optional
 
 from jobs.config import Config
@@ -16,11 +17,27 @@ from jobs.config import Config
 _HADOOP_AWS = "org.apache.hadoop:hadoop-aws:3.4.1"
 
 
+def use_utc() -> None:
+    """Run this process (and what it starts: the JVM, Spark's Python workers) in UTC.
+
+    The pipeline hands Spark naive datetimes that mean UTC wall time (windows, cut-offs, audit rows),
+    and Spark's session time zone is UTC. PySpark, however, converts a naive ``datetime`` to and from a
+    timestamp with the *process's* local zone (``time.mktime`` / ``datetime.fromtimestamp``): under
+    ``TZ=America/New_York`` a ``F.lit(datetime(2026, 10, 29, 2))`` is 06:00 UTC, and an hourly run would
+    read the wrong hour. Pinning the process to UTC makes both sides agree wherever the job runs.
+    """
+    if os.environ.get("TZ") != "UTC":
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+
+
 def build_spark(cfg: Config, app_name: Optional[str] = None, extra_conf: Optional[Dict[str, str]] = None):
-    """Return a SparkSession with Delta enabled, configured from ``cfg.spark``."""
+    """Return a SparkSession with Delta enabled, configured from ``cfg.spark``; the process runs in UTC
+    from here on (:func:`use_utc`)."""
     from delta import configure_spark_with_delta_pip
     from pyspark.sql import SparkSession
 
+    use_utc()
     # Python workers must run the same interpreter as the driver (the venv's).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

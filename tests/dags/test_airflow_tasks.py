@@ -126,6 +126,7 @@ def test_airflow_env(tmp_path):
     assert env["AIRFLOW__CORE__PARALLELISM"] == "3"
     assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://127.0.0.1:")
+    assert env["TZ"] == "UTC"   # the tasks' jobs and Airflow's logs in UTC (jobs.spark.use_utc)
     # the default airflow_home: <lakehouse>/_airflow
     assert at.airflow_env(make_config(tmp_path))["AIRFLOW_HOME"] == str(tmp_path / "lakehouse" / "_airflow")
 
