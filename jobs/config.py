@@ -62,6 +62,10 @@ class SparkConfig(_Strict):
     app_name: str = "retailreco"
     driver_memory: str = "4g"
     conf: Dict[str, str] = Field(default_factory=dict)
+    # AppCDS: a local driver JVM maps the classes an archive holds instead of loading them one by one
+    # (see jobs/spark.py; `python -m jobs.spark class-archive` builds the archive, `make` runs it once)
+    class_archive: bool = True
+    class_archive_dir: str = "~/.cache/retailreco/jvm"
 
     @field_validator("conf", mode="before")
     @classmethod

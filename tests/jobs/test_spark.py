@@ -2,11 +2,14 @@
 import os
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
+from jobs import spark as js
 from jobs.spark import use_utc
+from tests.conftest import make_config
 
 
 @pytest.fixture
@@ -38,3 +41,66 @@ def test_build_spark_and_the_cli_run_in_utc(spark):
     # the session fixture went through build_spark; `reco` calls use_utc before anything else
     assert os.environ["TZ"] == "UTC"
     assert time.strftime("%z") == "+0000"
+
+
+# ------------------------------------------------------------------ the driver's class archive
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.delenv(js._DUMP_ENV, raising=False)
+    return make_config(tmp_path, spark={"class_archive_dir": str(tmp_path / "jvm")})
+
+
+def test_the_archive_is_named_by_the_jvm_jars_and_driver_settings(cfg):
+    path = js.class_archive_path(cfg)
+    assert path.parent == Path(cfg.spark.class_archive_dir)
+    assert path.name.startswith("spark-") and path.suffix == ".jsa"
+    assert js.class_archive_path(cfg) == path                      # stable
+    bigger = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"driver_memory": "40g"})})
+    assert js.class_archive_path(bigger) != path                   # another heap layout: another archive
+    opts = cfg.model_copy(update={"spark": cfg.spark.model_copy(
+        update={"conf": {**cfg.spark.conf, "spark.driver.extraJavaOptions": "-XX:+UseSerialGC"}})})
+    assert js.class_archive_path(opts) != path
+    home = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"class_archive_dir": "~/x"})})
+    assert js.class_archive_path(home).parent == Path.home() / "x"
+
+
+def _driver_opts(cfg, **kw):
+    return js.session_conf(cfg, **kw)["spark.driver.extraJavaOptions"]
+
+
+def test_a_local_driver_maps_the_archive_only_when_it_exists(cfg, monkeypatch):
+    assert _driver_opts(cfg) == "-Duser.timezone=UTC"              # none built yet
+    archive = js.class_archive_path(cfg)
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"x")
+    assert _driver_opts(cfg) == f"-Duser.timezone=UTC -XX:SharedArchiveFile={archive}"
+    assert _driver_opts(cfg, submitted=True) == "-Duser.timezone=UTC"   # spark-submit started the JVM
+    off = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"class_archive": False})})
+    assert _driver_opts(off) == "-Duser.timezone=UTC"
+    # the builder's warm-up JVM dumps instead of mapping
+    monkeypatch.setenv(js._DUMP_ENV, "/tmp/a.jsa.tmp")
+    assert _driver_opts(cfg) == "-Duser.timezone=UTC -XX:ArchiveClassesAtExit=/tmp/a.jsa.tmp"
+    # the config's own driver options are kept
+    mine = cfg.model_copy(update={"spark": cfg.spark.model_copy(
+        update={"conf": {**cfg.spark.conf, "spark.driver.extraJavaOptions": "-Dx=1"}})})
+    assert _driver_opts(mine).startswith("-Dx=1 -XX:ArchiveClassesAtExit=")
+
+
+def test_a_failed_build_leaves_no_archive_and_says_so(cfg, monkeypatch, capsys):
+    # the warm-up process exits 1 (here: the interpreter it runs is `false`)
+    monkeypatch.setattr(js.sys, "executable", "/bin/false")
+    assert js.build_class_archive(cfg) is None
+    assert "class archive NOT built (exit code 1)" in capsys.readouterr().err
+    assert list(Path(cfg.spark.class_archive_dir).iterdir()) == []   # no archive, no temporary file
+
+
+def test_prune_keeps_the_newest_archives(tmp_path):
+    for i in range(5):
+        p = tmp_path / f"spark-4-{i}.jsa"
+        p.write_bytes(b"x")
+        os.utime(p, (1000 + i, 1000 + i))
+    (tmp_path / "other.txt").write_text("kept")
+    js._prune(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.txt", "spark-4-2.jsa", "spark-4-3.jsa", "spark-4-4.jsa"]
