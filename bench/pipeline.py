@@ -8,7 +8,8 @@ another port), on the synthetic default data set:
 1. ``reco run``: ``airflow dags test reco_nightly`` for the synthetic data's last day, end to end
    (ingest, check, features, train, gate, score, publish, report);
 2. ``python -m jobs.airflow_tasks run-dag reco_hourly H`` for the first ``--hours`` hours after that day
-   (live synthetic events; each run patches the nightly's Redis version);
+   (live synthetic events; each run patches the nightly's Redis version), then the next hour with each
+   task in a process of its own (``run-task``), as a scheduler's workers run them;
 3. ``python -m jobs.airflow_tasks run-dag reco_maintenance D``: OPTIMIZE + VACUUM of every table, the daily
    job that keeps table maintenance off the nightly's critical path (reported; it has no target);
 4. ``python -m jobs.airflow_tasks run-dag reco_nightly D+1``: the next night, a steady-state nightly. Its
@@ -64,6 +65,27 @@ def _task_times(airflow_db: Path, dag_id: str) -> List[Dict[str, Any]]:
     return out
 
 
+# the hourly DAG's tasks in order (dags/hourly.py); a task id Airflow does not know fails the run
+HOURLY_TASKS = ("ingest", "refresh", "score", "publish")
+
+
+def _per_task_process(env: Dict[str, str], work: Path, hour: dt.datetime) -> Dict[str, Any]:
+    """The hourly DAG for ``hour`` with every task in a process of its own (``run-task``: ``airflow tasks
+    test``), one after the other, as a scheduler's workers run them: each task starts its own Spark driver.
+    The scheduler's own latency between tasks is not included."""
+    tasks = []
+    for task in HOURLY_TASKS:
+        m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-task", "reco_hourly", task,
+                          hour.isoformat()], env=env, log=work / f"hourly-task-{task}.log", timeout_s=3600)
+        tasks.append({"task": task, "wall_s": round(m.wall_s, 1), "rc": m.returncode,
+                      "peak_rss_mb": round(m.peak_rss_mb)})
+        if m.returncode != 0:
+            raise SystemExit(f"hourly task {task} for {hour} failed (exit {m.returncode}); see the log:\n"
+                             f"{m.output_tail}")
+    return {"hour": hour.isoformat(), "wall_s": round(sum(t["wall_s"] for t in tasks), 1),
+            "peak_rss_mb": max(t["peak_rss_mb"] for t in tasks), "tasks": tasks}
+
+
 def run(hours: int) -> Dict[str, Any]:
     from jobs.config import load_config
     from jobs.ingest import default_run_date
@@ -95,6 +117,9 @@ def run(hours: int) -> Dict[str, Any]:
         if m.returncode != 0:
             raise SystemExit(f"hourly {hour} failed (exit {m.returncode}); see the log:\n{m.output_tail}")
     result["hourly_tasks"] = _task_times(work / "airflow" / "airflow.db", "reco_hourly")
+    hour = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(hours))
+    print(f"hourly, one process per task: {hour.isoformat()}", flush=True)
+    result["hourly_per_task"] = _per_task_process(env, work, hour)
     print(f"maintenance: {day}", flush=True)
     m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-dag", "reco_maintenance", day.isoformat()],
                      env=env, log=work / "maintenance.log", timeout_s=3600)
@@ -131,6 +156,11 @@ def to_markdown(data: Dict[str, Any]) -> str:
     for h in data.get("hourly", []):
         lines.append(f"| hourly DAG, {h['hour']} | {h['wall_s']:.0f} | {t['hourly']} | "
                      f"{'yes' if h['wall_s'] < t['hourly'] else '**no**'} | {h['peak_rss_mb']} |")
+    pt = data.get("hourly_per_task")
+    if pt:
+        lines.append(f"| hourly DAG, {pt['hour']}, each task in its own process (as a scheduler's workers run "
+                     f"them; sum of the tasks) | {pt['wall_s']:.0f} | {t['hourly']} | "
+                     f"{'yes' if pt['wall_s'] < t['hourly'] else '**no**'} | {pt['peak_rss_mb']} |")
     nx = data.get("next_nightly")
     if nx:
         lines.append(f"| nightly DAG, next night ({nx['run_date']}: reuses the first night's search) | "
@@ -148,6 +178,11 @@ def to_markdown(data: Dict[str, Any]) -> str:
         for r in rows:
             secs = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
             lines.append(f"| {dag} | {r['interval'][:16]} | {r['task']} | {secs} |")
+    if pt:
+        lines += ["", f"The hourly DAG with each task in its own process (`python -m jobs.airflow_tasks run-task "
+                  f"reco_hourly TASK {pt['hour']}`, i.e. `airflow tasks test`; wall time of each process, its "
+                  "Python, Airflow and Spark driver start included):", "", "| task | s |", "|---|---:|"]
+        lines += [f"| {r['task']} | {r['wall_s']:.0f} |" for r in pt["tasks"]]
     return "\n".join(lines)
 
 

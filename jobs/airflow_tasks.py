@@ -21,6 +21,7 @@ The local harness (``make run``, ``make airflow``)::
 
     python -m jobs.airflow_tasks run-dag reco_nightly 2026-10-28        # covers the day 2026-10-28
     python -m jobs.airflow_tasks run-dag reco_hourly 2026-10-28T13:00   # covers [13:00, 14:00) UTC
+    python -m jobs.airflow_tasks run-task reco_hourly score 2026-10-28T13:00   # one task, its own process
     python -m jobs.airflow_tasks ui                                     # airflow standalone
 """
 from __future__ import annotations
@@ -455,13 +456,28 @@ def run_dag(cfg: Config, dag_id: str, run_date: Union[date, datetime, str], *, s
     if source is not None:
         cfg.source(source)  # an unknown name fails here, with the configured ones
         cfg = cfg.model_copy(update={"orchestration": cfg.orchestration.model_copy(update={"source": source})})
+    cmd = [str(Path(sys.prefix) / "bin" / "airflow"), "dags", "test", dag_id, logical.isoformat()]
+    log.info("%s  (covers %s)", shlex.join(cmd), run_date)
+    return _run_foreground(cmd, _run_env(cfg))
+
+
+def _run_env(cfg: Config) -> Dict[str, str]:
+    """The environment of an Airflow command that parses the DAGs and runs tasks with exactly ``cfg``."""
     home = ensure_airflow(cfg)
     # the snapshot is the whole config: RECO__* overrides were applied to cfg already (or not, by intent)
     env = {k: v for k, v in airflow_env(cfg).items() if not k.startswith("RECO__")}
     env.update(config_snapshot(cfg, home / "reco_conf"))
-    cmd = [str(Path(sys.prefix) / "bin" / "airflow"), "dags", "test", dag_id, logical.isoformat()]
+    return env
+
+
+def run_task(cfg: Config, dag_id: str, task_id: str, run_date: Union[date, datetime, str]) -> int:
+    """Run one task of a DAG run in a process of its own (``airflow tasks test``), as a scheduler's worker
+    runs each task, and return its exit code. ``run_date`` as for :func:`run_dag`. Nothing is recorded
+    in the metadata DB; the task's jobs write what they always write."""
+    logical = dag_test_date(cfg, dag_id, run_date)
+    cmd = [str(Path(sys.prefix) / "bin" / "airflow"), "tasks", "test", dag_id, task_id, logical.isoformat()]
     log.info("%s  (covers %s)", shlex.join(cmd), run_date)
-    return _run_foreground(cmd, env)
+    return _run_foreground(cmd, _run_env(cfg))
 
 
 def run_nightly(cfg: Config, source: Optional[str], run_date: Union[date, str]) -> int:
@@ -496,6 +512,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     sp.add_argument("dag_id", choices=[NIGHTLY_DAG_ID, HOURLY_DAG_ID, MAINTENANCE_DAG_ID])
     sp.add_argument("run_date", help="nightly, maintenance: the day it covers (YYYY-MM-DD); "
                                      "hourly: the hour it covers (2026-10-28T13:00, UTC)")
+    st = sub.add_parser("run-task", help="one task of a DAG run, in its own process (`airflow tasks test`)")
+    st.add_argument("dag_id", choices=[NIGHTLY_DAG_ID, HOURLY_DAG_ID, MAINTENANCE_DAG_ID])
+    st.add_argument("task_id")
+    st.add_argument("run_date", help="as for run-dag")
     sub.add_parser("init", help="migrate the metadata DB and set the pool (idempotent)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -506,6 +526,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.action == "init":
             print(ensure_airflow(cfg, force=True))
             return 0
+        if args.action == "run-task":
+            return run_task(cfg, args.dag_id, args.task_id, args.run_date)
         return run_dag(cfg, args.dag_id, args.run_date)
     except (ConfigError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

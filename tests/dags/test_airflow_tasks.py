@@ -198,3 +198,15 @@ def test_run_foreground_leaves_no_process_behind(tmp_path):
     stat = Path(f"/proc/{pid_file.read_text().strip()}/stat")
     state = stat.read_text().rsplit(")", 1)[1].split()[0] if stat.exists() else "gone"
     assert state in ("gone", "Z"), f"the background sleep is still alive (state {state})"
+
+
+def test_run_task_runs_one_task_in_its_own_airflow_process(migrated, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(at, "_run_foreground", lambda cmd, env: seen.update(cmd=cmd, env=env) or 0)
+    assert at.run_task(migrated, "reco_hourly", "score", "2026-10-28T13:00") == 0
+    assert seen["cmd"] == [str(Path(sys.prefix) / "bin" / "airflow"), "tasks", "test", "reco_hourly", "score",
+                           "2026-10-28T14:10:00+00:00"]   # the logical date run_dag gives the same hour
+    # the task parses the DAGs and runs with exactly this config, as run_dag's tasks do
+    snap = seen["env"]
+    assert load_config(env=snap["RECO_ENV"], conf_dir=Path(snap["RECO_CONF_DIR"]), environ={}) == migrated
+    assert not any(k.startswith("RECO__") for k in snap)
