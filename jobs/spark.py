@@ -201,11 +201,16 @@ def _dump(cfg: Config) -> int:
     """The warm-up process: its driver JVM dumps the classes it loaded when it exits."""
     with tempfile.TemporaryDirectory(prefix="reco-class-archive-") as tmp:
         spark = build_spark(cfg, app_name="retailreco-class-archive")
-        _warm_up(spark, Path(tmp))
         jvm = spark.sparkContext._gateway.proc   # the spark-submit JVM PySpark started (stdin: a pipe)
-        spark.stop()
-        jvm.stdin.close()                        # on EOF the gateway exits: the dump is written then
-        return jvm.wait(timeout=600)
+        try:
+            _warm_up(spark, Path(tmp))
+        finally:
+            # on EOF the gateway exits and writes the dump: wait for it, even when the warm-up failed, so
+            # that no JVM is still writing the file when the builder looks at (or removes) it
+            spark.stop()
+            jvm.stdin.close()
+            code = jvm.wait(timeout=600)
+        return code
 
 
 def build_class_archive(cfg: Config, force: bool = False) -> Optional[Path]:
