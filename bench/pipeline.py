@@ -65,18 +65,20 @@ def _task_times(airflow_db: Path, dag_id: str) -> List[Dict[str, Any]]:
     return out
 
 
-# the hourly DAG's tasks in order (dags/hourly.py); a task id Airflow does not know fails the run
-HOURLY_TASKS = ("ingest", "refresh", "score", "publish")
-
-
-def _per_task_process(env: Dict[str, str], work: Path, hour: dt.datetime) -> Dict[str, Any]:
+def _per_task_process(env: Dict[str, str], work: Path, hour: dt.datetime, one_task: bool = False) -> Dict[str, Any]:
     """The hourly DAG for ``hour`` with every task in a process of its own (``run-task``: ``airflow tasks
     test``), one after the other, as a scheduler's workers run them: each task starts its own Spark driver.
+    ``one_task``: the DAG as ``orchestration.hourly_tasks: one`` builds it (a single task, ``update``).
     The scheduler's own latency between tasks is not included."""
+    if one_task:
+        env, names, tag = {**env, "RECO__ORCHESTRATION__HOURLY_TASKS": "one"}, ["update"], "one-task"
+    else:
+        from jobs.hourly import HOURLY_STEPS   # the DAG's task ids (dags/hourly.py): one task per step
+        names, tag = HOURLY_STEPS, "task"
     tasks = []
-    for task in HOURLY_TASKS:
+    for task in names:
         m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-task", "reco_hourly", task,
-                          hour.isoformat()], env=env, log=work / f"hourly-task-{task}.log", timeout_s=3600)
+                          hour.isoformat()], env=env, log=work / f"hourly-{tag}-{task}.log", timeout_s=3600)
         tasks.append({"task": task, "wall_s": round(m.wall_s, 1), "rc": m.returncode,
                       "peak_rss_mb": round(m.peak_rss_mb)})
         if m.returncode != 0:
@@ -120,6 +122,9 @@ def run(hours: int) -> Dict[str, Any]:
     hour = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(hours))
     print(f"hourly, one process per task: {hour.isoformat()}", flush=True)
     result["hourly_per_task"] = _per_task_process(env, work, hour)
+    hour += dt.timedelta(hours=1)
+    print(f"hourly as one task (orchestration.hourly_tasks: one), in its own process: {hour.isoformat()}", flush=True)
+    result["hourly_one_task"] = _per_task_process(env, work, hour, one_task=True)
     print(f"maintenance: {day}", flush=True)
     m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-dag", "reco_maintenance", day.isoformat()],
                      env=env, log=work / "maintenance.log", timeout_s=3600)
@@ -161,6 +166,11 @@ def to_markdown(data: Dict[str, Any]) -> str:
         lines.append(f"| hourly DAG, {pt['hour']}, each task in its own process (as a scheduler's workers run "
                      f"them; sum of the tasks) | {pt['wall_s']:.0f} | {t['hourly']} | "
                      f"{'yes' if pt['wall_s'] < t['hourly'] else '**no**'} | {pt['peak_rss_mb']} |")
+    one = data.get("hourly_one_task")
+    if one:
+        lines.append(f"| hourly DAG, {one['hour']}, as one task (`orchestration.hourly_tasks: one`) in its own "
+                     f"process | {one['wall_s']:.0f} | {t['hourly']} | "
+                     f"{'yes' if one['wall_s'] < t['hourly'] else '**no**'} | {one['peak_rss_mb']} |")
     nx = data.get("next_nightly")
     if nx:
         lines.append(f"| nightly DAG, next night ({nx['run_date']}: reuses the first night's search) | "
@@ -183,6 +193,10 @@ def to_markdown(data: Dict[str, Any]) -> str:
                   f"reco_hourly TASK {pt['hour']}`, i.e. `airflow tasks test`; wall time of each process, its "
                   "Python, Airflow and Spark driver start included):", "", "| task | s |", "|---|---:|"]
         lines += [f"| {r['task']} | {r['wall_s']:.0f} |" for r in pt["tasks"]]
+    if one:
+        lines += ["", f"With `orchestration.hourly_tasks: one` the DAG is a single task, `update` (`reco hourly all`: "
+                  "the four steps in one process and one Spark driver; `run-task reco_hourly update "
+                  f"{one['hour']}`): {one['wall_s']:.0f} s."]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """reco_hourly: keep the served lists fresh between nightly runs (wiring only; see docs/AIRFLOW.md).
 
-    ingest >> refresh >> score >> publish
+    ingest >> refresh >> score >> publish          (orchestration.hourly_tasks: steps, the default)
+    update: the same four steps in one task        (orchestration.hourly_tasks: one)
 
 The run fires at ``orchestration.hourly_schedule`` (UTC) and covers the clock hour its data interval
 starts in: every job gets ``--start H:00 --end H+1:00`` as ISO timestamps with their time zone.
@@ -30,13 +31,19 @@ with DAG(
     tags=["retailreco", "hourly"],
     doc_md=__doc__,
 ) as dag:
-    steps = [
-        reco_task("ingest", ["hourly", "ingest", "--source", SOURCE, *WINDOW], cfg=cfg,
-                  outlets=[asset("silver_interactions")]),
-        reco_task("refresh", ["hourly", "refresh", *WINDOW], cfg=cfg, inlets=[asset("silver_interactions")]),
-        reco_task("score", ["hourly", "score", *WINDOW], cfg=cfg, inlets=[asset("champion")]),
-        reco_task("publish", ["hourly", "publish", *WINDOW], cfg=cfg, inlets=[asset("nightly_lists")],
-                  outlets=[asset("hourly_lists")]),
-    ]
-    for upstream, downstream in zip(steps, steps[1:]):
-        upstream >> downstream
+    if orch.hourly_tasks == "one":
+        # one process, one Spark driver for the four steps (a scheduler starts a process per task)
+        reco_task("update", ["hourly", "all", "--source", SOURCE, *WINDOW], cfg=cfg,
+                  inlets=[asset("champion"), asset("nightly_lists")],
+                  outlets=[asset("silver_interactions"), asset("hourly_lists")])
+    else:
+        steps = [
+            reco_task("ingest", ["hourly", "ingest", "--source", SOURCE, *WINDOW], cfg=cfg,
+                      outlets=[asset("silver_interactions")]),
+            reco_task("refresh", ["hourly", "refresh", *WINDOW], cfg=cfg, inlets=[asset("silver_interactions")]),
+            reco_task("score", ["hourly", "score", *WINDOW], cfg=cfg, inlets=[asset("champion")]),
+            reco_task("publish", ["hourly", "publish", *WINDOW], cfg=cfg, inlets=[asset("nightly_lists")],
+                      outlets=[asset("hourly_lists")]),
+        ]
+        for upstream, downstream in zip(steps, steps[1:]):
+            upstream >> downstream

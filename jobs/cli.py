@@ -13,7 +13,7 @@
     reco serve    [--host H] [--port P]                  (HTTP lookup service and demo page)
     reco redis    start | stop | status                  (the embedded local redis-server)
     reco report   [--date D]                             (the run's summary: tables, model, Redis, lookup)
-    reco hourly   ingest|refresh|score|publish --start T --end T [--source S]   (the hourly path, one step)
+    reco hourly   ingest|refresh|score|publish|all --start T --end T [--source S]   (the hourly path: a step, or all)
     reco run      [--source S] [--date D] [--no-airflow] (the nightly pipeline end to end, through Airflow)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
@@ -40,6 +40,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 from jobs.config import ConfigError, load_config
 from jobs.errors import RecoError
+from jobs.hourly import HOURLY_STEPS
 from jobs.spark import use_utc
 
 
@@ -94,8 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("report", help="print the run's summary (tables, MLflow, Redis, a sample lookup)")
     sp.add_argument("--date", type=_date)
     sp.add_argument("--source", help="source whose default run date to use (synthetic)")
-    sp = sub.add_parser("hourly", help="one step of the hourly path for a data interval [start, end)")
-    sp.add_argument("step", choices=["ingest", "refresh", "score", "publish"])
+    sp = sub.add_parser("hourly", help="one step of the hourly path for a data interval [start, end), "
+                                       "or all four in order")
+    sp.add_argument("step", choices=[*HOURLY_STEPS, "all"],
+                    help="all: ingest, refresh, score and publish in this process (one Spark session)")
     sp.add_argument("--start", required=True, help="interval start, ISO timestamp (UTC when no offset)")
     sp.add_argument("--end", required=True, help="interval end, ISO timestamp")
     sp.add_argument("--source", help="source name from conf (default: orchestration.source or default_source)")

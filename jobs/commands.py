@@ -89,7 +89,11 @@ def check(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date
 
 
 def hourly(spark: SparkSession, cfg: Config, step: str, source: str, start: str, end: str):
+    """One step of the hourly path for the window, or ``all``: the four in order in this Spark session
+    (each step idempotent, so a retry of the whole runs them again to the same result)."""
     from jobs import hourly as h
+    if step == "all":
+        return [hourly(spark, cfg, s, source, start, end) for s in h.HOURLY_STEPS]
     lo, hi = h.parse_window(start, end)
     if step == "ingest":
         res = h.ingest_hour(spark, cfg, source, lo, hi)

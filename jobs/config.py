@@ -181,6 +181,10 @@ class OrchestrationConfig(_Strict):
     source: Optional[str] = None        # source the DAGs ingest (default: default_source)
     nightly_schedule: str = "0 2 * * *"  # cron; each run covers the day before (its data interval)
     hourly_schedule: str = "10 * * * *"  # cron; each run covers the hour before
+    # the hourly DAG's tasks: "steps" = ingest >> refresh >> score >> publish, a task (a process, a Spark
+    # driver) each; "one" = one task `reco hourly all` running the four in one process. Under a scheduler
+    # each task starts its own driver: on a small machine "one" saves those starts (docs/AIRFLOW.md)
+    hourly_tasks: Literal["steps", "one"] = "steps"
     # cron of the table maintenance (OPTIMIZE + VACUUM of every table), once a day after the nightly
     maintenance_schedule: str = "30 5 * * *"
     start_date: str = "2026-07-01"      # first data interval (backfills can start here)

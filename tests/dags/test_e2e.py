@@ -141,12 +141,11 @@ def test_hourly_refreshes_the_active_customers_only(lake, spark, nightly):
         hit, served = _served(client, user)
         assert hit.layer == "base" and served == before[user], user
 
-    # the same hour again (its steps in this process: the Airflow path ran above): identical tables, the same
+    # the same hour again, all four steps in one call (`reco hourly all`, what orchestration.hourly_tasks=one
+    # runs as its single task; the Airflow path above ran them as four tasks): identical tables, the same
     # patch, readers untouched. `ingested_at` is the audit time of the watermark's latest write.
     sums = _checksums(lh)
-    window = ["--start", hour.isoformat(), "--end", end.isoformat()]
-    for step in ("ingest", "refresh", "score", "publish"):
-        assert main(["hourly", step, *window]) == 0, step
+    assert main(["hourly", "all", "--start", hour.isoformat(), "--end", end.isoformat()]) == 0
     assert _checksums(lh) == sums
     assert current_version(r, ks) == patch
 

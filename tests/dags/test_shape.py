@@ -198,3 +198,38 @@ def test_spark_submit_executor_builds_spark_submit_operators(cfg, airflow_home):
         long = key in (f"{NIGHTLY_DAG_ID}.train", f"{NIGHTLY_DAG_ID}.gate")
         assert t["timeout_s"] == 60 * (orch.train_timeout_min if long else orch.task_timeout_min), key
         assert t["callbacks"] == ["log_failure"], key
+
+
+ONE_TASK_HOURLY = textwrap.dedent("""
+    import json
+    from airflow.dag_processing.dagbag import DagBag
+    from jobs.airflow_tasks import DAGS_FOLDER, run_reco
+    from tests.dags.conftest import rendered_args
+    from tests.dags.test_shape import HOURLY_INTERVAL, edges
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    dag = bag.dags["reco_hourly"]
+    out = {"errors": {k: str(v)[-800:] for k, v in bag.import_errors.items()}, "edges": sorted(edges(dag)),
+           "nightly": sorted(bag.dags["reco_nightly"].task_ids), "tasks": {}}
+    for t in dag.tasks:
+        out["tasks"][t.task_id] = dict(
+            in_process=t.python_callable is run_reco, args=rendered_args(t, *HOURLY_INTERVAL), pool=t.pool,
+            retries=t.retries, timeout_s=t.execution_timeout.total_seconds(),
+            callbacks=[c.__name__ for c in t.on_failure_callback],
+            inlets=sorted(a.uri for a in t.inlets), outlets=sorted(a.uri for a in t.outlets))
+    print(json.dumps(out))
+""")
+
+
+def test_hourly_as_one_task_runs_every_step_in_one_process(cfg, airflow_home):
+    """RECO__ORCHESTRATION__HOURLY_TASKS=one: a single guarded task `reco hourly all` for the same window,
+    holding every asset the four steps read and write; the nightly is unchanged."""
+    out = run_python(ONE_TASK_HOURLY, env={"RECO__ORCHESTRATION__HOURLY_TASKS": "one"})
+    assert out["errors"] == {}
+    assert out["edges"] == [] and sorted(out["nightly"]) == sorted(NIGHTLY_CHAIN)
+    assert list(out["tasks"]) == ["update"]
+    t, orch, steps = out["tasks"]["update"], cfg.orchestration, expected_hourly(_source(cfg))
+    assert t["args"] == ["hourly", "all", *steps["ingest"][2:]]
+    assert t["in_process"] and t["callbacks"] == ["log_failure"]
+    assert (t["pool"], t["retries"], t["timeout_s"]) == (orch.pool, orch.retries, 60 * orch.task_timeout_min)
+    assert t["inlets"] == sorted([ASSET_URIS["champion"], ASSET_URIS["nightly_lists"]])
+    assert t["outlets"] == sorted([ASSET_URIS["silver_interactions"], ASSET_URIS["hourly_lists"]])
