@@ -149,6 +149,12 @@ def run(hours: int) -> Dict[str, Any]:
     return result
 
 
+def _row(label: str, run: Dict[str, Any], target_s: Any = None) -> str:
+    """A row of the runs table: wall time against the target (none: "-"), and peak memory."""
+    met = "-" if target_s is None else ("yes" if run["wall_s"] < target_s else "**no**")
+    return f"| {label} | {run['wall_s']:.0f} | {'-' if target_s is None else target_s} | {met} | {run['peak_rss_mb']} |"
+
+
 def to_markdown(data: Dict[str, Any]) -> str:
     n = data["nightly"]
     t = data["targets_s"]
@@ -156,30 +162,24 @@ def to_markdown(data: Dict[str, Any]) -> str:
              f"data set (conf/base.yaml `synthetic:`), nightly run date {data['run_date']}, everything embedded "
              "(Spark local, Delta on disk, MLflow and Airflow on sqlite, redis-server started by the run).", "",
              "| run | wall s | target s | met | peak RSS MB |", "|---|---:|---:|---|---:|",
-             f"| nightly DAG (`reco run`) | {n['wall_s']:.0f} | {t['nightly']} | "
-             f"{'yes' if n['wall_s'] < t['nightly'] else '**no**'} | {n['peak_rss_mb']} |"]
-    for h in data.get("hourly", []):
-        lines.append(f"| hourly DAG, {h['hour']} | {h['wall_s']:.0f} | {t['hourly']} | "
-                     f"{'yes' if h['wall_s'] < t['hourly'] else '**no**'} | {h['peak_rss_mb']} |")
+             _row("nightly DAG (`reco run`)", n, t["nightly"])]
+    lines += [_row(f"hourly DAG, {h['hour']}", h, t["hourly"]) for h in data.get("hourly", [])]
     pt = data.get("hourly_per_task")
     if pt:
-        lines.append(f"| hourly DAG, {pt['hour']}, each task in its own process (as a scheduler's workers run "
-                     f"them; sum of the tasks) | {pt['wall_s']:.0f} | {t['hourly']} | "
-                     f"{'yes' if pt['wall_s'] < t['hourly'] else '**no**'} | {pt['peak_rss_mb']} |")
+        lines.append(_row(f"hourly DAG, {pt['hour']}, each task in its own process (as a scheduler's workers run "
+                          "them; sum of the tasks)", pt, t["hourly"]))
     one = data.get("hourly_one_task")
     if one:
-        lines.append(f"| hourly DAG, {one['hour']}, as one task (`orchestration.hourly_tasks: one`) in its own "
-                     f"process | {one['wall_s']:.0f} | {t['hourly']} | "
-                     f"{'yes' if one['wall_s'] < t['hourly'] else '**no**'} | {one['peak_rss_mb']} |")
+        lines.append(_row(f"hourly DAG, {one['hour']}, as one task (`orchestration.hourly_tasks: one`) in its own "
+                          "process", one, t["hourly"]))
     nx = data.get("next_nightly")
     if nx:
-        lines.append(f"| nightly DAG, next night ({nx['run_date']}: reuses the first night's search) | "
-                     f"{nx['wall_s']:.0f} | {t['nightly']} | {'yes' if nx['wall_s'] < t['nightly'] else '**no**'} | "
-                     f"{nx['peak_rss_mb']} |")
+        lines.append(_row(f"nightly DAG, next night ({nx['run_date']}: reuses the first night's search)", nx,
+                          t["nightly"]))
     mt = data.get("maintenance")
     if mt:
-        lines.append(f"| maintenance DAG (OPTIMIZE + VACUUM of every table, daily, off the nightly's path), "
-                     f"{data['run_date']} | {mt['wall_s']:.0f} | - | - | {mt['peak_rss_mb']} |")
+        lines.append(_row("maintenance DAG (OPTIMIZE + VACUUM of every table, daily, off the nightly's path), "
+                          f"{data['run_date']}", mt))
     lines += ["", "Time per task (from the Airflow metadata DB; the rest of a run's wall time is Airflow's own "
               "start, DAG parsing and the Spark session start):", "", "| DAG | interval | task | s |", "|---|---|---|---:|"]
     first = [r for r in n.get("tasks", []) if not nx or r["interval"][:10] != nx["run_date"]]
