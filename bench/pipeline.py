@@ -73,7 +73,7 @@ def _per_task_process(env: Dict[str, str], work: Path, hour: dt.datetime, one_ta
     if one_task:
         env, names, tag = {**env, "RECO__ORCHESTRATION__HOURLY_TASKS": "one"}, ["update"], "one-task"
     else:
-        from jobs.hourly import HOURLY_STEPS   # the DAG's task ids (dags/hourly.py): one task per step
+        from jobs.airflow_tasks import HOURLY_STEPS   # the DAG's task ids (dags/hourly.py): one task per step
         names, tag = HOURLY_STEPS, "task"
     tasks = []
     for task in names:

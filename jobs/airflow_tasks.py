@@ -49,6 +49,9 @@ CLI_PATH = PROJECT_ROOT / "jobs" / "cli.py"
 NIGHTLY_DAG_ID = "reco_nightly"
 HOURLY_DAG_ID = "reco_hourly"
 MAINTENANCE_DAG_ID = "reco_maintenance"
+# the hourly path's steps in order: `reco hourly all` runs them, and with orchestration.hourly_tasks: steps
+# they are the hourly DAG's task ids (here, not in jobs/hourly.py, so that the CLI needs no pyspark to parse)
+HOURLY_STEPS = ("ingest", "refresh", "score", "publish")
 # Modules a DAG file must never import at parse time (tests/dags/test_dagbag.py checks it).
 HEAVY_MODULES = ("pyspark", "torch", "mlflow", "redis", "great_expectations", "delta")
 

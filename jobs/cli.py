@@ -40,7 +40,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 from jobs.config import ConfigError, load_config
 from jobs.errors import RecoError
-from jobs.hourly import HOURLY_STEPS
+from jobs.airflow_tasks import HOURLY_STEPS
 from jobs.spark import use_utc
 
 

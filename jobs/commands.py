@@ -92,8 +92,9 @@ def hourly(spark: SparkSession, cfg: Config, step: str, source: str, start: str,
     """One step of the hourly path for the window, or ``all``: the four in order in this Spark session
     (each step idempotent, so a retry of the whole runs them again to the same result)."""
     from jobs import hourly as h
+    from jobs.airflow_tasks import HOURLY_STEPS
     if step == "all":
-        return [hourly(spark, cfg, s, source, start, end) for s in h.HOURLY_STEPS]
+        return [hourly(spark, cfg, s, source, start, end) for s in HOURLY_STEPS]
     lo, hi = h.parse_window(start, end)
     if step == "ingest":
         res = h.ingest_hour(spark, cfg, source, lo, hi)

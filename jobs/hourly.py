@@ -44,7 +44,6 @@ WATERMARKS = "watermarks"
 HOURLY_LISTS = "hourly_lists"
 HOURLY_RECS = "hourly_recommendations"
 MAX_CATCHUP_HOURS = 24
-HOURLY_STEPS = ("ingest", "refresh", "score", "publish")   # in this order; `reco hourly all` runs them
 
 
 class WindowError(RecoError):
