@@ -76,11 +76,6 @@ def _require(lh: Lakehouse, run_date: date, *tables: str) -> None:
                                   f"`reco features --date {run_date}` first")
 
 
-def _index_of(item_index: DataFrame) -> Dict[str, int]:
-    pdf = item_index.select("item_id", "idx").toPandas()
-    return dict(zip(pdf["item_id"], pdf["idx"].astype(np.int64)))
-
-
 def _lists_to_arrays(df, idx: Dict[str, int]) -> Dict[str, tuple]:
     """Each list of ``df`` (list_name, rank, item_id, score; a Spark or a pandas DataFrame) as (item
     indices, scores) by rank; items without an index are left out."""
@@ -140,9 +135,9 @@ def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: d
     rules = load_rules(sc.rules_path)                       # a bad rule file fails before any work
     make_index(sc.index)                                    # so does a missing faiss
     model, model_version, model_run_id = champion or load_champion(cfg)
-    item_index = lh.read("item_index")
     items = lh.read("items") if lh.exists("items") else None
-    idx = _index_of(item_index)
+    catalog = Catalog.from_spark(lh.read("item_index"), items)      # one read of the id map serves both
+    idx = dict(zip(catalog.frame["item_id"], catalog.frame["idx"].to_numpy(np.int64)))
     n_items = max(idx.values()) + 1
     item_feats = lh.read("item_features").filter(F.col("as_of_date") == F.lit(features_date).cast("date")).toPandas()
     if item_feats.empty:
@@ -153,7 +148,6 @@ def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: d
     counts_pdf = pairs.groupBy("item").count().toPandas()
     counts = np.zeros(n_items, np.float64)
     counts[counts_pdf["item"].to_numpy(np.int64)] = counts_pdf["count"].to_numpy(np.float64)
-    catalog = Catalog.from_spark(item_index, items)
     item_vecs = None
     if model is not None:
         model.set_item_meta(catalog.item_meta(n_items, counts, model.cfg))

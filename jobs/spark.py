@@ -135,12 +135,21 @@ def _java() -> Optional[Path]:
     return Path(found).resolve() if found and os.path.exists(found) else None
 
 
+def _spark_jars() -> Path:
+    """The folder of the jars a local driver JVM puts on its class path (pyspark's own)."""
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "jars"
+
+
 def class_archive_path(cfg: Config) -> Path:
     """Where the class archive of this JVM, these jars and this driver's settings is (or would be).
 
-    The key covers what the JVM checks before it maps an archive (the JDK build, the class path) and what
-    changes the heap layout (the driver's memory and options): a change of any of them names another
-    file, so a stale archive is never offered to a JVM that would refuse it.
+    The key covers what the JVM checks before it maps an archive (the JDK build, the class path: the
+    jars' folder and names) and what changes the heap layout (the driver's memory and options): a
+    change of any of them names another file, so a stale archive is never offered to a JVM that would
+    refuse it. Two checkouts with their own virtual environments share the archive folder but not
+    the jars' folder, so each gets its own archive.
     """
     from importlib.metadata import version
 
@@ -148,10 +157,11 @@ def class_archive_path(cfg: Config) -> Path:
 
     java = _java()
     jvm_files = [java, *(java.parent.parent / "lib" / "server").glob("libjvm.*")] if java else []
-    jars = Path(pyspark.__file__).parent / "jars"
+    jars = _spark_jars()
     key = {
         "jvm": [(str(f), f.stat().st_size, int(f.stat().st_mtime)) for f in jvm_files],
         "spark": pyspark.__version__,
+        "jars_dir": str(jars.resolve()),
         "jars": sorted(p.name for p in jars.glob("*.jar")),
         "delta": version("delta-spark"),
         "memory": cfg.spark.driver_memory,

@@ -59,7 +59,7 @@ from urllib.parse import parse_qsl
 import redis
 import redis.asyncio as aredis
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 from fastapi.staticfiles import StaticFiles
@@ -302,21 +302,25 @@ def _route_label(scope: dict) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
+def _internal_error(scope: dict) -> JSONResponse:
+    """The generic 500 of an exception nothing handled: logged with an id, the id in the body, no traceback."""
+    request_id = uuid.uuid4().hex[:12]
+    log.exception("unhandled error on %s %s (request_id=%s)", scope["method"], scope["path"], request_id)
+    return JSONResponse(ErrorBody(detail="internal server error", request_id=request_id).model_dump(), status_code=500)
+
+
 class _ObserveMiddleware:
-    """Times every HTTP request, counts it by route and status, and turns an
-    exception nothing else handled into a generic 500 (logged with an id).
+    """Times every HTTP request the app's routing answers, counts it by route and status, and
+    turns an exception nothing else handled into a generic 500 (logged with an id).
 
-    Catching here rather than in an ``Exception`` handler keeps the 500 in the
-    metrics and stops Starlette from re-raising it to the server.
-
-    ``fast``: the lookup routes' fast path (:class:`_FastLookups`), tried before the app's
-    own routing; what it does not answer goes to the app.
+    Catching here rather than in an ``Exception`` handler keeps the 500 in the metrics and stops
+    Starlette from re-raising it to the server. (The lookups' fast path, ahead of all this, counts
+    its own answers: :class:`_FastLookups`.)
     """
 
-    def __init__(self, app, metrics: Metrics, fast: Optional["_FastLookups"] = None):
+    def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
-        self.fast = fast
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -333,18 +337,27 @@ class _ObserveMiddleware:
             await send(message)
 
         try:
-            if self.fast is None or not await self.fast(scope, receive, send_observed):
-                await self.app(scope, receive, send_observed)
+            await self.app(scope, receive, send_observed)
         except Exception:
             if started[0]:  # too late for a clean error response; the server closes the connection
                 raise
-            request_id = uuid.uuid4().hex[:12]
-            log.exception("unhandled error on %s %s (request_id=%s)", scope["method"], scope["path"], request_id)
-            body = ErrorBody(detail="internal server error", request_id=request_id)
-            await JSONResponse(body.model_dump(), status_code=500)(scope, receive, send_observed)
+            await _internal_error(scope)(scope, receive, send_observed)
         finally:
             self.metrics.observe_request(_route_label(scope), _method_label(scope), status[0],
                                          time.perf_counter() - start)
+
+
+class _LookupApp(FastAPI):
+    """FastAPI with the lookups' fast path (:class:`_FastLookups`) tried before anything else:
+    a plain lookup never enters Starlette's middleware stack or routing."""
+
+    fast: Optional["_FastLookups"] = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        fast = self.fast
+        if fast is not None and scope["type"] == "http" and await fast(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 # --------------------------------------------------------------------------- the app
@@ -517,15 +530,9 @@ def _fast_query(scope: dict, segment: bool) -> Optional[Tuple[int, Optional[str]
     return k, seg
 
 
-async def _send_json(send, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", str(len(body)).encode("latin-1"))] + _JSON_HEADERS})
-    await send({"type": "http.response.body", "body": body})
-
-
 class _FastLookups:
-    """The two lookup routes as plain ASGI handlers, called by :class:`_ObserveMiddleware` ahead of
-    Starlette's routing and FastAPI's request handling (exception middleware, parameter validation,
+    """The two lookup routes as plain ASGI handlers, called by the app (:class:`_LookupApp`) ahead of
+    Starlette's middleware and routing and FastAPI's request handling (exception middleware, parameter validation,
     dependency solving, response building), which cost more CPU than the lookup itself.
 
     A request answers here only when it matches one of the routes (Starlette's own matching) and
@@ -533,8 +540,8 @@ class _FastLookups:
     characters, ``k`` plain digits in 1..100, each parameter at most once); anything else goes to
     the app, so every 422 is FastAPI's own. The answer is the same JSON, byte for byte, as the
     endpoint's JSONResponse; an exception goes to the app's exception handlers (503 for Redis,
-    422 for a ValueError), as the route's would, and one they do not handle to the middleware's
-    generic 500. The metrics count it under the route. FastAPI still documents both routes in
+    422 for a ValueError), as the route's would, and one they do not handle to the same generic 500
+    as the middleware's. The metrics count it under the route. FastAPI still documents both routes in
     /openapi.json, and still answers them when called through the router.
     """
 
@@ -546,7 +553,8 @@ class _FastLookups:
         self.routes: List[Tuple[APIRoute, Callable]] = []
 
     def add(self, path: str, handler: Callable) -> None:
-        """Answer the app's GET route ``path`` with ``handler(scope, path_params, send) -> answered``.
+        """Answer the app's GET route ``path`` with ``handler(scope, path_params) -> (status, JSON body)``
+        (None: not a plain request; the app answers it).
         No route before it may match what it matches (it is tried first)."""
         [route] = [r for r in self.app.router.routes if isinstance(r, APIRoute) and r.path == path]
         self.routes.append((route, handler))
@@ -559,18 +567,34 @@ class _FastLookups:
                 break
         else:
             return False
+        start = time.perf_counter()
         try:
-            if not await handler(scope, child["path_params"], send):
+            answer = await handler(scope, child["path_params"])
+            if answer is None:
                 return False
         except Exception as exc:
-            handler = self._exception_handler(exc)
-            if handler is None:
-                raise
-            response = await handler(Request(scope, receive, send), exc)
+            response = await self._error_response(exc, scope, receive, send)
             await response(scope, receive, send)
-        finally:
-            scope["route"] = route   # what the metrics label it with (the router sets it when it answers)
+            status = response.status_code
+        else:
+            status, body = answer
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-length", str(len(body)).encode("latin-1"))] + _JSON_HEADERS})
+            await send({"type": "http.response.body", "body": body})
+        self.metrics.observe_request(route.path, _method_label(scope), status, time.perf_counter() - start)
         return True
+
+    async def _error_response(self, exc: Exception, scope: dict, receive, send) -> Response:
+        """What the app's handler of ``exc`` answers (503 for Redis, 422 for a ValueError), as the
+        route's would; the generic 500 where none handles it (or the handler raises)."""
+        handler = self._exception_handler(exc)
+        if handler is not None:
+            scope.setdefault("app", self.app)
+            try:
+                return await handler(Request(scope, receive, send), exc)
+            except Exception:
+                pass
+        return _internal_error(scope)
 
     def _exception_handler(self, exc: Exception) -> Optional[Callable]:
         """The app's handler of ``exc``: the one registered for its nearest class, as Starlette looks it up."""
@@ -591,11 +615,11 @@ class _FastLookups:
         details = await self._details(client, found)
         return _items_json(found, details, self.tails), details
 
-    async def recommendations(self, scope: dict, params: dict, send) -> bool:
+    async def recommendations(self, scope: dict, params: dict) -> Optional[Tuple[int, bytes]]:
         user_id = params.get("user_id")
         query = _fast_query(scope, segment=True) if isinstance(user_id, str) and _fast_id(user_id) else None
         if query is None:
-            return False
+            return None
         k, segment = query
         client = self.get_client()
         found = await client.recommendations(user_id, k, segment=segment)
@@ -612,20 +636,18 @@ class _FastLookups:
             body = (f'{{"user_id":{_json_str(user_id)},"k":{k},"source":{_json_str(found.source)},'
                     f'"fallback":{"true" if found.fallback else "false"},"version":{_json_str(found.version)},'
                     f'"items":{items}}}')
-        await _send_json(send, body.encode("utf-8"))
-        return True
+        return 200, body.encode("utf-8")
 
-    async def similar(self, scope: dict, params: dict, send) -> bool:
+    async def similar(self, scope: dict, params: dict) -> Optional[Tuple[int, bytes]]:
         item_id = params.get("item_id")
         query = _fast_query(scope, segment=False) if isinstance(item_id, str) and _fast_id(item_id) else None
         if query is None:
-            return False
+            return None
         k = query[0]
         client = self.get_client()
         found = await client.similar(item_id, k)
         if found is None:
-            await _not_found_similar(item_id)(scope, _no_receive, send)
-            return True
+            return 404, _not_found_similar(item_id).body
         self.metrics.seen_version(found.version)
         items, details = await self._items(client, found)
         if items is None or not isinstance(found.version, str):
@@ -633,12 +655,7 @@ class _FastLookups:
                           "items": _products(found.items, found.scores, found.tags, details)})
         else:
             body = f'{{"item_id":{_json_str(item_id)},"k":{k},"version":{_json_str(found.version)},"items":{items}}}'
-        await _send_json(send, body.encode("utf-8"))
-        return True
-
-
-async def _no_receive() -> dict:   # a JSONResponse never reads the request
-    return {"type": "http.disconnect"}
+        return 200, body.encode("utf-8")
 
 
 def _not_found_similar(item_id: str) -> JSONResponse:
@@ -705,7 +722,7 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     metrics = Metrics()
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and this
     # service must work offline. The schema is at /openapi.json.
-    app = FastAPI(title=title, version="1", docs_url=None, redoc_url=None, lifespan=_lifespan(metrics),
+    app = _LookupApp(title=title, version="1", docs_url=None, redoc_url=None, lifespan=_lifespan(metrics),
                   description="Reads the recommendations the nightly job published to Redis.")
     app.state.metrics = metrics
 
@@ -840,12 +857,11 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    fast = None
     if fast_lookups:
-        fast = _FastLookups(app, get_client, metrics)
-        fast.add("/v1/users/{user_id}/recommendations", fast.recommendations)
-        fast.add("/v1/items/{item_id}/similar", fast.similar)
-    app.add_middleware(_ObserveMiddleware, metrics=metrics, fast=fast)
+        app.fast = _FastLookups(app, get_client, metrics)
+        app.fast.add("/v1/users/{user_id}/recommendations", app.fast.recommendations)
+        app.fast.add("/v1/items/{item_id}/similar", app.fast.similar)
+    app.add_middleware(_ObserveMiddleware, metrics=metrics)
     return app
 
 

@@ -51,6 +51,7 @@ from jobs.errors import RecoError
 from serving.codec import decode_item, decode_list, decode_meta, maybe_decode_str
 from serving.connection import SCHEMES, describe, redact
 from serving.keys import MAX_ID_LENGTH, KeySpace, check_id
+from serving.pipelined import PipelinedGets
 
 MAX_K = 1000
 MAX_ITEMS_PER_DETAILS = 1000
@@ -421,8 +422,9 @@ class AsyncLookupClient(_Reader):
 
     def __init__(self, r: aredis.Redis, ks: KeySpace, item_cache: Optional[ItemCache] = None) -> None:
         super().__init__(r, ks, item_cache)
-        # GETs straight on a pooled connection (see _get); other clients (a cluster, a stand-in) pipeline
-        self._lean = isinstance(r, aredis.Redis)
+        # lookups' GETs share one pipelined connection (see _get); other clients (TLS, a cluster, a
+        # stand-in) read through redis-py's pipeline
+        self._pipelined = PipelinedGets.for_client(r)
 
     async def current_version(self) -> Optional[str]:
         return maybe_decode_str(await self.r.get(self.ks.current))
@@ -476,22 +478,11 @@ class AsyncLookupClient(_Reader):
         return self._pick(names, values, k, version, base)
 
     async def _get(self, keys: List[str]) -> List[Optional[bytes]]:
-        """GET of each key, in one round trip.
-
-        What a non-transactional pipeline sends and reads, on one of the pool's connections with
-        its retry policy (a connection error or timeout: disconnect, back off, send again), without
-        the pipeline's per-command bookkeeping, which cost more CPU than the round trip. An error
-        reply (a key of another type) is left to the pipeline to raise as it does.
-        """
-        if self._lean:
-            pool = self.r.connection_pool
-            packed = _pack_gets(keys)
-            conn = await pool.get_connection()
-            try:
-                values = await conn.retry.call_with_retry(lambda: _send_gets(conn, packed, len(keys)),
-                                                          lambda error: conn.disconnect())
-            finally:
-                await pool.release(conn)
+        """GET of each key, in one round trip: on the pipelined reader's shared connection
+        (:mod:`serving.pipelined`) where there is one, else in a redis-py pipeline. An error reply
+        (a key of another type) is left to the pipeline to raise as it does."""
+        if self._pipelined is not None:
+            values = await self._pipelined.get_many(keys)
             if values is not None:
                 return values
         pipe = self.r.pipeline(transaction=False)
@@ -522,30 +513,9 @@ class AsyncLookupClient(_Reader):
         return self._details(version, ids, hits, groups, replies, copy)
 
     async def aclose(self) -> None:
+        if self._pipelined is not None:
+            await self._pipelined.aclose()
         await self.r.aclose()
-
-
-def _pack_gets(keys: List[str]) -> bytes:
-    """``GET key`` for each key in the Redis protocol, as redis-py packs it (keys in UTF-8)."""
-    out = []
-    for key in keys:
-        raw = key.encode("utf-8")
-        out.append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
-
-
-async def _send_gets(conn: Any, packed: bytes, n: int) -> Optional[List[Optional[bytes]]]:
-    """Send ``n`` packed GETs and read every reply (all of them, so the connection stays in step);
-    None when one was an error reply."""
-    await conn.send_packed_command(packed)
-    values: List[Optional[bytes]] = []
-    failed = False
-    for _ in range(n):
-        try:
-            values.append(await conn.read_response())
-        except redis.ResponseError:
-            failed = True
-    return None if failed else values
 
 
 def connect_async(url: str, password: Optional[str] = None, socket_timeout: float = 2.0,

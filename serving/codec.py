@@ -21,6 +21,7 @@ import math
 import re
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
+import msgspec
 import numpy as np
 
 LIST_FORMAT = 1
@@ -37,7 +38,9 @@ CODE_TAGS: Dict[str, str] = {c: t for t, c in TAG_CODES.items()}
 INT_META_FIELDS = ("keys", "bytes", "n_shards", "count_u", "count_s", "count_i", "count_f", "complete")
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_loads = json.loads
+# msgspec's decoder: the same values as json.loads for what encode_list / encode_item write (UTF-8,
+# finite floats), at a fifth of the CPU; a lookup decodes a whole list to answer its first k
+_loads = msgspec.json.Decoder().decode
 _JSON_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # what JSON escapes in a string when ensure_ascii is off
 
 
@@ -136,7 +139,7 @@ def decode_list(data: Union[bytes, str], limit: Optional[int] = None) -> RankedL
         obj = _loads(data)
         fmt = obj.get("v")
         items, scores, t = obj["i"], obj["s"], obj["t"]
-    except (ValueError, TypeError, AttributeError, KeyError) as e:
+    except (ValueError, TypeError, AttributeError, KeyError) as e:   # msgspec.DecodeError is a ValueError
         raise ValueError(f"not an encoded ranked list ({e}): {data[:80]!r}") from None
     if fmt != LIST_FORMAT:
         raise ValueError(f"ranked list format v{fmt} is unknown to this reader (knows v{LIST_FORMAT}); "

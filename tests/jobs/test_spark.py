@@ -66,6 +66,19 @@ def test_the_archive_is_named_by_the_jvm_jars_and_driver_settings(cfg):
     assert js.class_archive_path(home).parent == Path.home() / "x"
 
 
+def test_another_checkouts_jars_get_another_archive(cfg, monkeypatch, tmp_path):
+    # a second virtual environment: the same jar names in another folder (the JVM checks the class
+    # path and refuses an archive dumped with the first folder's jars)
+    ours = js.class_archive_path(cfg)
+    other = tmp_path / "venv2" / "pyspark" / "jars"
+    other.mkdir(parents=True)
+    for jar in js._spark_jars().glob("*.jar"):
+        (other / jar.name).touch()
+    monkeypatch.setattr(js, "_spark_jars", lambda: other)
+    assert js.class_archive_path(cfg) != ours
+    assert js.class_archive_path(cfg).parent == ours.parent          # the same folder, another name
+
+
 def _driver_opts(cfg, **kw):
     return js.session_conf(cfg, **kw)["spark.driver.extraJavaOptions"]
 
