@@ -50,7 +50,7 @@ STORE = OUT / "serving.json"
 THREADS = 2                       # torch threads for top_k and every matmul baseline
 P99_TARGET_MS = 5.0
 DRAIN_S = 5.0                     # seconds an open-loop run waits for answers after its last send
-WARMUP_RATE = 200                 # requests/s of the 2 s warm-up before each measured run
+WARMUP_RATE = 200                 # requests/s the 2 s warm-up before each measured run ramps up from
 LIST_K = 20                       # items per lookup
 NAMESPACE, N_SHARDS = "reco", 256  # the product's defaults (conf/base.yaml)
 CHUNK = 20_000                    # records per chunk, as jobs/publish.py hands them over
@@ -381,12 +381,25 @@ def _percentiles(lat_ms: np.ndarray) -> Dict[str, float]:
             "max_ms": round(float(lat_ms.max()), 2)}
 
 
-async def _open_loop(send: Callable[[int], Any], rate: float, duration: float, conns: int) -> Dict[str, Any]:
-    """Send request i at t0 + i / rate whatever earlier ones are doing (open loop); a request's
-    latency runs from its scheduled time, so a stalled generator or server counts against it.
-    Times come from perf_counter (uvloop's loop.time() has millisecond steps)."""
+def send_times(rate: float, duration: float, ramp_from: Optional[float] = None) -> np.ndarray:
+    """When (seconds from the start) each request of a run goes out: ``rate`` per second for
+    ``duration``; with ``ramp_from``, a rate rising linearly from it to ``rate`` instead (request i
+    at the t where the ramp's integral reaches i)."""
+    if ramp_from is None or ramp_from >= rate:
+        return np.arange(int(rate * duration)) / rate
+    slope = (rate - ramp_from) / duration
+    i = np.arange(int((ramp_from + rate) / 2 * duration))
+    return (np.sqrt(ramp_from ** 2 + 2 * slope * i) - ramp_from) / slope
+
+
+async def _open_loop(send: Callable[[int], Any], rate: float, duration: float, conns: int,
+                     ramp_from: Optional[float] = None) -> Dict[str, Any]:
+    """Send request i at its time from :func:`send_times` whatever earlier ones are doing (open
+    loop); a request's latency runs from its scheduled time, so a stalled generator or server
+    counts against it. Times come from perf_counter (uvloop's loop.time() has millisecond steps)."""
     clock = time.perf_counter
-    n = int(rate * duration)
+    at = send_times(rate, duration, ramp_from)
+    n = len(at)
     lat = np.full(n, np.nan)
     lag = np.zeros(n)
     errors: Dict[str, int] = {}
@@ -408,15 +421,15 @@ async def _open_loop(send: Callable[[int], Any], rate: float, duration: float, c
     i = 0
     while i < n:
         now = clock()
-        while i < n and t0 + i / rate <= now:
-            lag[i] = (now - (t0 + i / rate)) * 1e3
-            tasks.append(asyncio.create_task(one(i, t0 + i / rate)))
+        while i < n and t0 + at[i] <= now:
+            lag[i] = (now - (t0 + at[i])) * 1e3
+            tasks.append(asyncio.create_task(one(i, t0 + at[i])))
             i += 1
         if i < n:
             # at least 1 ms (the loop's timer resolution): a shorter sleep returns at once, and the
             # generator would spin on a core the server needs; what is due meanwhile goes out together,
             # its lateness counted in its latency
-            await asyncio.sleep(max(0.001, t0 + i / rate - clock()))
+            await asyncio.sleep(max(0.001, t0 + at[i] - clock()))
     # an overloaded target is not waited for: what is unanswered DRAIN_S after the last send
     # counts as an error, with its latency so far (a lower bound) in the percentiles
     _, pending = await asyncio.wait(tasks, timeout=DRAIN_S) if tasks else (set(), set())
@@ -426,7 +439,7 @@ async def _open_loop(send: Callable[[int], Any], rate: float, duration: float, c
     unanswered = np.isnan(lat)
     if unanswered.any():
         errors[f"unanswered {DRAIN_S:.0f} s after the last send"] = int(unanswered.sum())
-        lat[unanswered] = (end - (t0 + np.flatnonzero(unanswered) / rate)) * 1e3
+        lat[unanswered] = (end - (t0 + at[unanswered])) * 1e3
     answered = n - int(unanswered.sum())
     return {"rate": rate, "duration_s": duration, "requests": n,
             "achieved_rate": round(answered / max(end - t0, 1e-9)),
@@ -501,8 +514,20 @@ class _HttpConns:
                 conn[1].close()
 
 
+async def _warm_then_measure(send: Callable[[int], Any], spec: Dict[str, Any]) -> Dict[str, Any]:
+    """A warm-up ramping from WARMUP_RATE to the run's rate over ``warmup_s`` (the generator's
+    connections open and the target warms up as the load rises, as a real load does, not in a
+    tenfold step at the first measured request), then the measured run at the rate."""
+    warm: Dict[str, Any] = {"requests": 0}
+    if spec.get("warmup_s"):
+        warm = await _open_loop(send, spec["rate"], spec["warmup_s"], spec["conns"],
+                                ramp_from=min(spec["rate"], WARMUP_RATE))
+    return {**await _open_loop(send, spec["rate"], spec["duration"], spec["conns"]),
+            "warmup_requests": warm["requests"],
+            "warmup": {k: warm.get(k) for k in ("p99_ms", "max_ms", "errors")}}   # reported, not judged
+
+
 async def _loadgen(spec: Dict[str, Any]) -> Dict[str, Any]:
-    warm_rate = min(spec["rate"], WARMUP_RATE)
     if spec["target"] == "http":
         from urllib.parse import urlsplit
         users = spec["users"]
@@ -518,9 +543,7 @@ async def _loadgen(spec: Dict[str, Any]) -> Dict[str, Any]:
                 raise _BadAnswer("not the personal list: " + body[:80].decode(errors="replace"))
             return True
         try:
-            if spec.get("warmup_s"):
-                await _open_loop(send, warm_rate, spec["warmup_s"], spec["conns"])
-            return await _open_loop(send, spec["rate"], spec["duration"], spec["conns"])
+            return await _warm_then_measure(send, spec)
         finally:
             pool.close()
     import redis.asyncio as aredis
@@ -530,9 +553,7 @@ async def _loadgen(spec: Dict[str, Any]) -> Dict[str, Any]:
     async def send(i: int) -> bool:
         return (await r.get(keys[i % len(keys)])) is not None
     try:
-        if spec.get("warmup_s"):
-            await _open_loop(send, warm_rate, spec["warmup_s"], spec["conns"])
-        return await _open_loop(send, spec["rate"], spec["duration"], spec["conns"])
+        return await _warm_then_measure(send, spec)
     finally:
         await r.aclose()
 
@@ -612,7 +633,7 @@ def _drive(work: Path, spec: Dict[str, Any], procs: Dict[str, Any]) -> Dict[str,
             "loop_stalls": now["loop_stalls"] - pauses["loop_stalls"],
             "loop_lag_max_ms_since_start": round(1e3 * now["loop_lag_max_s"], 1)}
     answered = out["requests"] - out["error_kinds"].get(f"unanswered {DRAIN_S:.0f} s after the last send", 0)
-    n_total = max(answered + spec["warmup_s"] * min(spec["rate"], WARMUP_RATE), 1)
+    n_total = max(answered + out.get("warmup_requests", 0), 1)
     out["cpu_ms_per_request"] = {k: round((after[k] - before[k]) * 1e3 / n_total, 2) for k in procs}
     if "loadgen_cpu_s" in out:
         out["cpu_ms_per_request"]["load generator"] = round(out["loadgen_cpu_s"] * 1e3 / n_total, 2)
@@ -703,7 +724,7 @@ def run_lookup(work: Path, redis_port: int, redis_pid: int, user_ids: List[str],
     return {"skipped_rates": skipped, "workers": workers, "server_command": " ".join(["python"] + server_cmd[1:]),
             "loadgen_command": "python -m bench.serving --loadgen SPEC.json (HTTP/1.1 keep-alive connections "
                                "(bench.serving._HttpConns) / redis.asyncio, on uvloop, cyclic GC off, open loop, at most 256 "
-                               "requests in flight, 2 s warm-up at <= 200 req/s; what is unanswered 5 s after the "
+                               "requests in flight, 2 s warm-up ramping from 200 req/s to the rate; what is unanswered 5 s after the "
                                "last send counts as an error)",
             "path": f"/v1/users/{{id}}/recommendations?k={LIST_K}", "p99_target_ms": P99_TARGET_MS,
             "runs": runs, "holds_at": max(held) if held else None,
@@ -801,6 +822,11 @@ def to_markdown(data: Dict[str, Any]) -> str:
         if lk.get("skipped_rates"):
             lines += ["", f"Not run: {', '.join(map(str, lk['skipped_rates']))} req/s (above what the service "
                           "answered at a higher offered rate, or below a rate that held)."]
+        ramps = [f"{run['rate']} req/s: HTTP p99 {run['http']['warmup']['p99_ms']} ms (max "
+                 f"{run['http']['warmup']['max_ms']}, {run['http']['warmup']['errors']} errors), GET p99 "
+                 f"{run['redis_get']['warmup']['p99_ms']} ms" for run in lk["runs"] if run["http"].get("warmup")]
+        if ramps:
+            lines += ["", "During each warm-up ramp (not measured against the target): " + "; ".join(ramps) + "."]
         lines += ["", "CPU per request (ms, service process / redis-server / load generator; the generator runs on "
                       "the same 2 cores): " + "; ".join(
             f"{run['rate']} req/s: HTTP {run['http']['cpu_ms_per_request'].get('service')} / "
