@@ -166,6 +166,8 @@ class PipelinedGets:
 
     async def get_many(self, keys: Sequence[str]) -> Optional[List[Optional[bytes]]]:
         """Each key's value (None: no such key), in one round trip; None when a reply was an error."""
+        if not keys:
+            return []
         packed = pack_gets(keys)
         for attempt in (1, 2):
             conn = self._conn if self._conn is not None and self._conn.usable else await self._connect()

@@ -39,8 +39,13 @@ def test_concurrent_lookups_each_get_their_own_replies(r, redis_server):
             await g.aclose()
 
     asks, answers = run(lookups())
+    assert len(answers) == 300
     for keys, values in zip(asks, answers):
         assert values == [None if k.startswith("missing") else f"value-{k[1:]}".encode() for k in keys]
+
+
+def test_no_keys_no_round_trip():
+    assert run(PipelinedGets(port=free_port()).get_many([])) == []     # nothing listens there: not contacted
 
 
 def test_a_cancelled_lookup_leaves_the_connection_in_step(r, redis_server):
