@@ -723,9 +723,9 @@ def run_lookup(work: Path, redis_port: int, redis_pid: int, user_ids: List[str],
     skipped = [r for r in rates if r not in {run["rate"] for run in runs}]
     return {"skipped_rates": skipped, "workers": workers, "server_command": " ".join(["python"] + server_cmd[1:]),
             "loadgen_command": "python -m bench.serving --loadgen SPEC.json (HTTP/1.1 keep-alive connections "
-                               "(bench.serving._HttpConns) / redis.asyncio, on uvloop, cyclic GC off, open loop, at most 256 "
-                               "requests in flight, 2 s warm-up ramping from 200 req/s to the rate; what is unanswered 5 s after the "
-                               "last send counts as an error)",
+                               "(bench.serving._HttpConns) / redis.asyncio, on uvloop, cyclic GC off, open loop, "
+                               "at most 256 requests in flight, 2 s warm-up ramping from 200 req/s to the rate; what "
+                               "is unanswered 5 s after the last send counts as an error)",
             "path": f"/v1/users/{{id}}/recommendations?k={LIST_K}", "p99_target_ms": P99_TARGET_MS,
             "runs": runs, "holds_at": max(held) if held else None,
             "service_warnings": {"count": len(problems), "first": problems[:5]}}

@@ -531,9 +531,10 @@ def _fast_query(scope: dict, segment: bool) -> Optional[Tuple[int, Optional[str]
 
 
 class _FastLookups:
-    """The two lookup routes as plain ASGI handlers, called by the app (:class:`_LookupApp`) ahead of
-    Starlette's middleware and routing and FastAPI's request handling (exception middleware, parameter validation,
-    dependency solving, response building), which cost more CPU than the lookup itself.
+    """The two lookup routes as plain ASGI handlers, called by the app (:class:`_LookupApp`) ahead
+    of Starlette's middleware and routing and FastAPI's request handling (exception middleware,
+    parameter validation, dependency solving, response building), which cost more CPU than the
+    lookup itself.
 
     A request answers here only when it matches one of the routes (Starlette's own matching) and
     the route's checks would pass as they are (ids of 1..256 characters without control
