@@ -254,10 +254,15 @@ def raw_fallbacks(fallback: DataFrame) -> DataFrame:
 EXECUTION_SETTINGS = frozenset({"user_buckets", "driver_max_users"})
 
 
+# where the rules file is, not what it says (its content's digest is in the key): a retry on another
+# worker, or another checkout, with the same file must find the same id (and so publish nothing new)
+LOCATION_SETTINGS = frozenset({"rules_path"})
+
+
 def score_id_for(cfg: Config, run_date: date, ctx: ScoringContext, *extra: str) -> str:
     sc = cfg.scoring
-    return _score_id(run_date, ctx.model_version, sc.model_dump_json(exclude=set(EXECUTION_SETTINGS)), ctx.rules.source,
-                     _file_digest(sc.rules_path), *extra)
+    settings = sc.model_dump_json(exclude=set(EXECUTION_SETTINGS | LOCATION_SETTINGS))
+    return _score_id(run_date, ctx.model_version, settings, _file_digest(sc.rules_path), *extra)
 
 
 def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:

@@ -7,7 +7,7 @@ import yaml
 from pyspark.sql import functions as F
 
 from jobs.lakehouse import Lakehouse
-from jobs.score import score
+from jobs.score import score, score_id_for
 from jobs.tables import content_checksum
 from training.rules import RulesError
 
@@ -131,3 +131,25 @@ def test_without_a_champion_the_lists_come_from_the_other_sources(spark, champio
     assert (recs.groupby("user_id").size() == cfg.scoring.k).all()
     assert "personal" not in set(recs["source"]) and "explore" not in set(recs["source"])
     assert {"buy_again", "trending"} <= set(recs["source"])
+
+
+def test_the_score_id_is_the_rules_content_not_where_the_file_lies(cfg, tmp_path):
+    from datetime import date
+    from pathlib import Path
+    from types import SimpleNamespace
+    text = Path(cfg.scoring.rules_path).read_text()
+    here, there = tmp_path / "a" / "rules.yaml", tmp_path / "b" / "rules.yaml"
+    for path in (here, there):
+        path.parent.mkdir()
+        path.write_text(text)
+    ctx = SimpleNamespace(model_version="3")
+
+    def key(path, **changes):
+        scoring = cfg.scoring.model_copy(update={"rules_path": str(path), **changes})
+        return score_id_for(cfg.model_copy(update={"scoring": scoring}), date(2026, 10, 28), ctx)
+
+    assert key(here) == key(there)                              # another checkout, the same file
+    assert key(here, driver_max_users=0) == key(here)           # how users are grouped is not content
+    there.write_text(text + "\n# a comment is a change of file\n")
+    assert key(there) != key(here)                              # another rules file
+    assert key(here, k=cfg.scoring.k + 1) != key(here)          # another setting
