@@ -24,7 +24,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 from urllib.parse import urlsplit
 
 from jobs.errors import RecoError
@@ -58,10 +58,12 @@ def redis_server_binary() -> str:
                              "install redis-server, or set RECO_REDIS_SERVER to its path")
 
 
-def _resp(*args: str) -> bytes:
-    out = [f"*{len(args)}\r\n".encode()]
+def pack_command(*args: Union[str, bytes]) -> bytes:
+    """One command in the Redis protocol (an array of bulk strings; str arguments in UTF-8). Here, for
+    the raw-socket checks of this module, and :mod:`serving.pipelined`, without importing redis-py."""
+    out = [b"*%d\r\n" % len(args)]
     for a in args:
-        b = a.encode("utf-8")
+        b = a.encode("utf-8") if isinstance(a, str) else a
         out.append(b"$%d\r\n%s\r\n" % (len(b), b))
     return b"".join(out)
 
@@ -142,7 +144,7 @@ class EmbeddedRedis:
         except OSError:
             return "absent"
         n_replies = 2 if self.password else 1
-        request = (_resp("AUTH", self.password) if self.password else b"") + _resp("PING")
+        request = (pack_command("AUTH", self.password) if self.password else b"") + pack_command("PING")
         data = b""
         with sock:
             try:
@@ -296,8 +298,8 @@ class EmbeddedRedis:
                                  f"see {self.logfile}")
 
     def _send_shutdown(self, save: bool) -> None:
-        request = (_resp("AUTH", self.password) if self.password else b"") + \
-            _resp("SHUTDOWN", "SAVE" if save else "NOSAVE")
+        request = (pack_command("AUTH", self.password) if self.password else b"") + \
+            pack_command("SHUTDOWN", "SAVE" if save else "NOSAVE")
         reply = b""
         try:
             with socket.create_connection((self.host, self.port), timeout=2.0) as sock:

@@ -35,17 +35,15 @@ import hiredis
 import redis
 import redis.asyncio as aredis
 
+from serving.embedded import pack_command
+
 # at most this often (seconds) the oldest waiting lookup's age is checked against the timeout
 _WATCH_S = 0.1
 
 
-def pack_command(*args: bytes) -> bytes:
-    """One command in the Redis protocol (RESP arrays of bulk strings)."""
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
 def pack_gets(keys: Sequence[str]) -> bytes:
-    """``GET key`` for each key, as redis-py packs it (keys in UTF-8)."""
+    """``GET key`` for each key, as redis-py packs it (keys in UTF-8): :func:`pack_command`'s bytes,
+    written out for the hot path."""
     out = []
     for key in keys:
         raw = key.encode("utf-8")
@@ -210,12 +208,12 @@ class PipelinedGets:
     async def _hello(self, conn: _Connection) -> None:
         """AUTH and SELECT, where the URL asks for them."""
         if self.password is not None:
-            auth = [b"AUTH"] + ([self.username.encode()] if self.username else []) + [self.password.encode()]
+            auth = ["AUTH", *([self.username] if self.username else []), self.password]
             [reply] = await asyncio.wait_for(conn.request(pack_command(*auth), 1), self.connect_timeout)
             if isinstance(reply, hiredis.ReplyError):
                 raise redis.AuthenticationError(f"Redis at {self.where} refused the credentials: {reply}")
         if self.db:
-            [reply] = await asyncio.wait_for(conn.request(pack_command(b"SELECT", b"%d" % self.db), 1),
+            [reply] = await asyncio.wait_for(conn.request(pack_command("SELECT", str(self.db)), 1),
                                              self.connect_timeout)
             if isinstance(reply, hiredis.ReplyError):
                 error = redis.AuthenticationError if str(reply).startswith(("NOAUTH", "WRONGPASS")) \
