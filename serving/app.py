@@ -571,18 +571,20 @@ class _FastLookups:
         start = time.perf_counter()
         try:
             answer = await handler(scope, child["path_params"])
-            if answer is None:
-                return False
         except Exception as exc:
-            response = await self._error_response(exc, scope, receive, send)
-            await response(scope, receive, send)
-            status = response.status_code
-        else:
-            status, body = answer
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-length", str(len(body)).encode("latin-1"))] + _JSON_HEADERS})
-            await send({"type": "http.response.body", "body": body})
-        self.metrics.observe_request(route.path, _method_label(scope), status, time.perf_counter() - start)
+            answer = await self._error_response(exc, scope, receive, send)
+        if answer is None:
+            return False
+        status = answer.status_code if isinstance(answer, Response) else answer[0]
+        try:   # a send that fails (the client went away) goes on to the server, and is counted all the same
+            if isinstance(answer, Response):
+                await answer(scope, receive, send)
+            else:
+                await send({"type": "http.response.start", "status": status,
+                            "headers": [(b"content-length", str(len(answer[1])).encode("latin-1"))] + _JSON_HEADERS})
+                await send({"type": "http.response.body", "body": answer[1]})
+        finally:
+            self.metrics.observe_request(route.path, _method_label(scope), status, time.perf_counter() - start)
         return True
 
     async def _error_response(self, exc: Exception, scope: dict, receive, send) -> Response:

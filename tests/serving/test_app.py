@@ -530,6 +530,41 @@ def test_the_fast_path_counts_in_the_metrics_under_the_route(api):
     assert m[("reco_http_request_duration_seconds_count", frozenset({("route", route)}))] == 4
 
 
+class OneList:
+    """A client that knows one list and no item details."""
+
+    def recommendations(self, user_id, k, segment=None):
+        from serving.client import Lookup
+        return Lookup(["a", "b"][:k], [2.0, 1.0][:k], ["model", "model"][:k], "personal", False, "v1")
+
+    def item_details(self, item_ids, version=None):
+        return {}
+
+
+def test_a_fast_answer_the_client_hung_up_on_still_counts_and_the_error_reaches_the_server():
+    import asyncio
+    app = create_app(lambda: OneList())
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/v1/users/u1/recommendations", "raw_path": b"/v1/users/u1/recommendations",
+             "query_string": b"k=2", "root_path": "", "headers": [], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 2)}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message["type"])
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("client gone")
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(app(scope, receive, send))
+    assert sent == ["http.response.start", "http.response.body"]      # answered on the fast path
+    m = parse_prometheus(app.state.metrics.render())
+    assert m[("reco_http_requests_total", frozenset({("route", USERS_ROUTE), ("method", "GET"), ("status", "200")}))] == 1
+
+
 def test_items_json_leaves_what_it_cannot_write_to_the_encoder():
     from serving.app import _DetailsJson, _items_json
     from serving.client import Lookup
