@@ -95,6 +95,9 @@ class RedisConfig(_Strict):
     n_shards: int = Field(256, gt=0)    # hash-tag groups per version (Redis Cluster slots)
     keep_versions: int = Field(3, ge=2)  # complete versions kept for rollback (current included)
     batch_keys: int = Field(10000, gt=0)  # keys per MSET round trip when publishing
+    # seconds the publish lock outlives a publisher that died holding it (a heartbeat renews it every
+    # third of this while a publish runs, however long its first chunk takes)
+    publish_lock_ttl_s: float = Field(120.0, gt=0)
     socket_timeout_s: float = Field(5.0, gt=0)
     max_connections: int = Field(256, gt=0)  # lookup service: connections per process (then requests wait)
     ssl_ca_certs: Optional[str] = None  # rediss:// only: CA bundle to verify the server

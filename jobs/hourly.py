@@ -377,7 +377,8 @@ def publish_hour(spark: SparkSession, cfg: Config, start: datetime, end: datetim
     res = publish_version(r, ks, version, records(), base=base,
                           metadata={"run_date": _day_of(end).isoformat(), "hour_end": end.isoformat(),
                                     "hour_start": start.isoformat(), "score_ids": ",".join(score_ids)},
-                          expected=expected, batch_keys=cfg.redis.batch_keys, keep=cfg.redis.keep_versions)
+                          expected=expected, batch_keys=cfg.redis.batch_keys, keep=cfg.redis.keep_versions,
+                          lock_ttl=cfg.redis.publish_lock_ttl_s)
     seconds = time.time() - t0
     record_run(lh, "hourly_publish", "all", batch_id(end), _day_of(end), "skipped" if res.skipped else "succeeded",
                {"version": version, "base": base, **{f"count_{k}": v for k, v in expected.items()}}, seconds)

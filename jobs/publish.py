@@ -216,7 +216,7 @@ def publish(spark: SparkSession, cfg: Config, run_date: date) -> PublishSummary:
                                     "run_id": run_id, "score_id": score_id, "list_length": int(k[1]),
                                     "sample_users": ",".join(sample_users)},
                           expected=expected, batch_keys=cfg.redis.batch_keys, keep=cfg.redis.keep_versions,
-                          progress=progress)
+                          progress=progress, lock_ttl=cfg.redis.publish_lock_ttl_s)
     if k[0] != k[1]:
         log.warning("[publish %s] user lists have %d to %d items (the rules promise one length)", score_id, k[0], k[1])
     log.info("[publish %s] %s: %s keys in %.1f s; readers on %s (was %s)", run_date,

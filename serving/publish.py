@@ -231,6 +231,8 @@ class _Loader:
             if legacy_checksum:
                 self._legacy_sum(chunk)
             if prepared is not None:
+                if self.lock is not None:
+                    self.lock.check()   # the heartbeat found the lock lost: write nothing more
                 self._write(prepared)
                 if self.progress is not None:
                     self.progress(self.keys_written)
@@ -491,7 +493,10 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
         sample: keys kept by reservoir sampling and read back before the switch.
         verify_fn: ``fn(r, ks, version)`` returning a problem description or
             None; called after loading, before the switch.
-        lock_ttl: seconds the publish lock lives without a refresh (one per chunk).
+        lock_ttl: seconds the publish lock outlives a publisher that died without releasing it;
+            while this one runs, a heartbeat thread refreshes it every ``lock_ttl / 3`` seconds
+            (however long ``records`` takes to yield a chunk), and a lock found taken by another
+            owner stops the publish before anything more is written or switched.
         base: publish a *patch* over this complete full version: ``records`` are
             only what changed (any kind may have none), and readers fall back to
             ``base`` for every record the patch lacks. ``keep`` counts patches
@@ -529,6 +534,7 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
                         f"version {version} is already published on {where} with other content (checksum "
                         f"{stored} there, {loader.checksum_like(stored)} now); publish under a new version id, "
                         f"or delete_version {version} first (not possible while readers use it)")
+                lock.refresh()       # still ours, or stop here: never switch under another publisher
                 switched = True
                 mark_current(r, ks, version)
                 deleted = prune(r, ks, keep)
@@ -566,6 +572,7 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
                 "checksum": loader.checksum, "keys": loader.keys_written, "bytes": loader.n_bytes,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 **{f"count_{k}": n for k, n in loader.counts.items()}, "complete": 1}))
+            lock.refresh()           # still ours, or stop here: never switch under another publisher
             switched = True
             mark_current(r, ks, version)
             deleted = prune(r, ks, keep)

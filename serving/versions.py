@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -59,17 +60,30 @@ class PublishLock:
     """One publisher (or rollback/delete) at a time per namespace.
 
     The lock key holds the owner (host, pid, token) and expires after ``ttl``
-    seconds unless refreshed; the publisher refreshes it after every chunk. A
-    lock left by a process on this host that no longer runs (or by this very
+    seconds unless refreshed. While it is held, a daemon thread (the heartbeat)
+    refreshes it every ``ttl / 3`` seconds, so a publisher that computes for
+    minutes before its first chunk (a Spark shuffle) keeps it; the publisher also
+    refreshes it after every chunk and calls :meth:`check` before writing and
+    before switching, which raise once the lock is lost. So ``ttl`` is only how
+    long a lock outlives a holder that died without releasing it.
+
+    A lock left by a process on this host that no longer runs (or by this very
     process: one publish per process at a time) is taken over at once, so a
     rerun after a killed publish does not wait for the expiry.
     """
 
-    def __init__(self, r: redis.Redis, ks: KeySpace, purpose: str, ttl: float = 120.0) -> None:
-        self.r, self.ks, self.ttl_ms = r, ks, int(ttl * 1000)
+    def __init__(self, r: redis.Redis, ks: KeySpace, purpose: str, ttl: float = 120.0,
+                 heartbeat: bool = True) -> None:
+        if not ttl > 0:
+            raise ValueError(f"the publish lock's ttl must be positive, got {ttl!r}")
+        self.r, self.ks, self.ttl_ms = r, ks, max(int(ttl * 1000), 1)
         self.value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
                                  "purpose": purpose, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self.held = False
+        self.heartbeat = heartbeat
+        self.lost: Optional[str] = None        # set by the heartbeat when another owner holds the key
+        self._stop = threading.Event()
+        self._beat: Optional[threading.Thread] = None
 
     def _stale(self, raw: bytes) -> bool:
         try:
@@ -85,8 +99,7 @@ class PublishLock:
         key = self.ks.publish_lock
         for _ in range(3):
             if self.r.set(key, self.value, nx=True, px=self.ttl_ms):
-                self.held = True
-                return self
+                return self._held()
             raw = self.r.get(key)
             if raw is None:
                 continue
@@ -94,8 +107,7 @@ class PublishLock:
                 if self.r.eval(_TAKEOVER_LUA, 1, key, raw, self.value, self.ttl_ms):
                     log.warning("took over the publish lock %s left by a process that is gone: %s",
                                 key, raw.decode(errors="replace"))
-                    self.held = True
-                    return self
+                    return self._held()
                 continue
             ttl = self.r.pttl(key)
             raise PublishError(
@@ -104,7 +116,44 @@ class PublishLock:
                 f"finish; if it is surely dead, `redis-cli DEL {key}` and rerun")
         raise PublishError(f"could not take the publish lock {key} on {describe(self.r)}; rerun")
 
+    def _held(self) -> "PublishLock":
+        self.held, self.lost = True, None
+        if self.heartbeat:
+            self._stop.clear()
+            # its own client on the same pool: a command takes a connection of its own from the pool
+            # (thread-safe), never the one a single-connection client or a pipeline is using
+            client = redis.Redis(connection_pool=self.r.connection_pool)
+            self._beat = threading.Thread(target=self._beat_loop, args=(client,), daemon=True,
+                                          name=f"publish-lock-heartbeat {self.ks.publish_lock}")
+            self._beat.start()
+        return self
+
+    def _beat_loop(self, client: redis.Redis) -> None:
+        """Refresh the lock every third of its ttl until released; stop when another owner holds it."""
+        key = self.ks.publish_lock
+        while not self._stop.wait(self.ttl_ms / 3000):
+            try:
+                if client.eval(_REFRESH_LUA, 1, key, self.value, self.ttl_ms):
+                    continue
+                raw = client.get(key)
+            except redis.RedisError as e:   # the publisher's own commands fail too, and say so
+                log.warning("publish lock heartbeat: could not refresh %s (%s); trying again", key, e)
+                continue
+            if self._stop.is_set():          # released meanwhile: the key is gone because we deleted it
+                return
+            self.lost = (f"lost the publish lock {key} on {describe(self.r)}: "
+                         + (f"another process holds it now ({raw.decode(errors='replace')})" if raw is not None
+                            else "it expired") + "; stopped before switching. Rerun when no other publish runs")
+            log.error("%s", self.lost)
+            return
+
+    def check(self) -> None:
+        """Raise :class:`PublishError` if the heartbeat found the lock lost (no round trip)."""
+        if self.lost:
+            raise PublishError(self.lost)
+
     def refresh(self) -> None:
+        self.check()
         if not self.r.eval(_REFRESH_LUA, 1, self.ks.publish_lock, self.value, self.ttl_ms):
             raise PublishError(f"lost the publish lock {self.ks.publish_lock} (it expired or another process "
                                "took it); stopped before switching. Rerun when no other publish runs")
@@ -113,6 +162,10 @@ class PublishLock:
         if not self.held:
             return
         self.held = False
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5.0)   # a refresh in flight ends within the socket timeout
+            self._beat = None
         try:
             self.r.eval(_RELEASE_LUA, 1, self.ks.publish_lock, self.value)
         except (redis.ConnectionError, redis.TimeoutError) as e:

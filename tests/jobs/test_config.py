@@ -1,4 +1,5 @@
 """Config: layers, environment overrides, and clear errors at start-up."""
+import ast
 import shutil
 from pathlib import Path
 
@@ -63,6 +64,21 @@ def test_secret_in_yaml_is_refused(tmp_path):
     (conf / "local.yaml").write_text((conf / "local.yaml").read_text() + "\n  password: hunter2\n")
     with pytest.raises(ConfigError, match="redis.password is a secret"):
         load_config(env="local", conf_dir=conf, environ={})
+
+
+def test_the_publish_lock_ttl_is_a_setting_both_publishers_pass():
+    assert load_config(env="local", environ={}).redis.publish_lock_ttl_s == 120.0
+    cfg = load_config(env="local", environ={"RECO__REDIS__PUBLISH_LOCK_TTL_S": "600"})
+    assert cfg.redis.publish_lock_ttl_s == 600.0
+    with pytest.raises(ConfigError, match="redis.publish_lock_ttl_s"):
+        load_config(env="local", environ={"RECO__REDIS__PUBLISH_LOCK_TTL_S": "0"})
+    for module in ("jobs/publish.py", "jobs/hourly.py"):   # the nightly's and the hourly patch's publish
+        calls = [node for node in ast.walk(ast.parse((PROJECT_ROOT / module).read_text()))
+                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "publish_version"]
+        assert calls, module
+        for call in calls:
+            passed = {kw.arg: ast.unparse(kw.value) for kw in call.keywords}
+            assert passed.get("lock_ttl") == "cfg.redis.publish_lock_ttl_s", (module, passed)
 
 
 def test_vacuum_retention_must_outlive_pinned_versions():

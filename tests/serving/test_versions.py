@@ -1,0 +1,83 @@
+"""The publish lock (heartbeat, takeover of a gone owner) and the switch of readers, against a real
+redis-server."""
+import json
+import threading
+import time
+
+import pytest
+import redis
+
+from serving.publish import PublishError, publish_version
+from tests.serving.records import chunks, expected
+
+META = {"model_version": "3", "run_id": "run-1"}
+THIEF = json.dumps({"host": "other-host", "pid": 1, "token": "thief"})
+
+
+def publish(r, ks, version, records=None, **kw):
+    return publish_version(r, ks, version, chunks(version) if records is None else records, META,
+                           expected=expected(), **kw)
+
+
+def data_keys(r, ks, version):
+    return [k for k in r.scan_iter(match=ks.version_pattern(version)) if not k.endswith(b":meta")]
+
+
+def heartbeats():
+    return [t for t in threading.enumerate() if t.name.startswith("publish-lock-heartbeat")]
+
+
+def after_a_pause(tag, pause_s, first=None):
+    """The chunks of ``tag``, the first one ``pause_s`` seconds late (a Spark shuffle before it);
+    ``first()`` runs as the wait begins."""
+    if first is not None:
+        first()
+    time.sleep(pause_s)
+    yield from chunks(tag)
+
+
+# ---- the lock lives as long as the publish (issue 22, defect 4) -------------------------------------
+
+def test_a_first_chunk_slower_than_the_lock_ttl_keeps_the_lock(r, ks):
+    publish(r, ks, "v1")
+    res = publish(r, ks, "v2", after_a_pause("v2", 3.0), lock_ttl=1.0)   # 3 ttls before the first chunk
+    assert (res.skipped, res.previous_version, r.get(ks.current)) == (False, "v1", b"v2")
+    assert r.get(ks.publish_lock) is None                               # released
+    assert heartbeats() == []                                           # and its heartbeat stopped
+
+
+def test_a_lock_taken_over_while_the_first_chunk_computes_stops_before_writing(r, ks):
+    publish(r, ks, "v1")
+
+    def steal():                   # another publisher takes the key (say our ttl lapsed in a Redis outage)
+        r.set(ks.publish_lock, THIEF, px=60_000)
+
+    with pytest.raises(PublishError, match="lost the publish lock reco:publish_lock"):
+        publish(r, ks, "v2", after_a_pause("v2", 1.5, first=steal), lock_ttl=0.6)
+    assert r.get(ks.current) == b"v1"                                   # never switched
+    assert data_keys(r, ks, "v2") == []                                 # nothing written under another's lock
+    assert r.get(ks.publish_lock) == THIEF.encode()                     # and the other's lock left alone
+    assert heartbeats() == []
+
+
+def test_a_lock_taken_over_after_the_last_chunk_stops_before_switching(r, ks):
+    publish(r, ks, "v1")
+
+    def verify(r_, ks_, version):  # runs after loading, before the switch
+        r.set(ks.publish_lock, THIEF, px=60_000)
+
+    with pytest.raises(PublishError, match="lost the publish lock"):
+        publish(r, ks, "v2", verify_fn=verify)
+    assert r.get(ks.current) == b"v1"
+    assert r.get(ks.publish_lock) == THIEF.encode()
+
+
+def test_the_heartbeat_uses_a_connection_of_its_own(r, ks, redis_server):
+    """A single-connection client (commands on one socket) publishes with a heartbeat beating
+    every 0.1 s: their replies never mix."""
+    single = redis.Redis.from_url(redis_server, single_connection_client=True)
+    try:
+        res = publish(single, ks, "v1", after_a_pause("v1", 0.5), lock_ttl=0.3)
+        assert (res.keys_written, single.get(ks.current)) == (92, b"v1")
+    finally:
+        single.close()
