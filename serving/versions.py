@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -32,9 +30,9 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import redis
 
 from jobs.errors import RecoError
+from serving import lock_owner
 from serving.codec import decode_meta, maybe_decode_str
 from serving.connection import describe
-from serving.embedded import pid_alive
 from serving.keys import KeySpace, check_version
 
 log = logging.getLogger(__name__)
@@ -59,17 +57,20 @@ class PublishError(RecoError):
 class PublishLock:
     """One publisher (or rollback/delete) at a time per namespace.
 
-    The lock key holds the owner (host, pid, token) and expires after ``ttl``
-    seconds unless refreshed. While it is held, a daemon thread (the heartbeat)
-    refreshes it every ``ttl / 3`` seconds, so a publisher that computes for
-    minutes before its first chunk (a Spark shuffle) keeps it; the publisher also
-    refreshes it after every chunk and calls :meth:`check` before writing and
-    before switching, which raise once the lock is lost. So ``ttl`` is only how
-    long a lock outlives a holder that died without releasing it.
+    The lock key holds the owner (see :mod:`serving.lock_owner`: host, pid, pid
+    namespace, boot, start time) and a token, and expires after ``ttl`` seconds
+    unless refreshed. While it is held, a daemon thread (the heartbeat) refreshes
+    it every ``ttl / 3`` seconds, so a publisher that computes for minutes before
+    its first chunk (a Spark shuffle) keeps it; the publisher also refreshes it
+    after every chunk and calls :meth:`check` before writing and before switching,
+    which raise once the lock is lost. So ``ttl`` is only how long a lock outlives
+    a holder that died without releasing it.
 
-    A lock left by a process on this host that no longer runs (or by this very
-    process: one publish per process at a time) is taken over at once, so a
-    rerun after a killed publish does not wait for the expiry.
+    A lock whose owner surely no longer runs (a process of this very pid
+    namespace that is gone, or this very process: one publish per process at a
+    time) is taken over at once, so a rerun after a killed publish does not wait
+    for the expiry; any other (another host, another container, an owner that
+    cannot be told apart) is waited for.
     """
 
     def __init__(self, r: redis.Redis, ks: KeySpace, purpose: str, ttl: float = 120.0,
@@ -77,8 +78,8 @@ class PublishLock:
         if not ttl > 0:
             raise ValueError(f"the publish lock's ttl must be positive, got {ttl!r}")
         self.r, self.ks, self.ttl_ms = r, ks, max(int(ttl * 1000), 1)
-        self.value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
-                                 "purpose": purpose, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.value = json.dumps({**lock_owner.identity(), "token": uuid.uuid4().hex, "purpose": purpose,
+                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self.held = False
         self.heartbeat = heartbeat
         self.lost: Optional[str] = None        # set by the heartbeat when another owner holds the key
@@ -90,10 +91,7 @@ class PublishLock:
             owner = json.loads(raw)
         except ValueError:
             return False
-        if owner.get("host") != socket.gethostname():
-            return False
-        pid = int(owner.get("pid", -1))
-        return pid == os.getpid() or not pid_alive(pid)
+        return isinstance(owner, dict) and lock_owner.owner_gone(owner)
 
     def acquire(self) -> "PublishLock":
         key = self.ks.publish_lock

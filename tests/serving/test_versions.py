@@ -1,13 +1,18 @@
 """The publish lock (heartbeat, takeover of a gone owner) and the switch of readers, against a real
 redis-server."""
 import json
+import os
+import socket
+import subprocess
 import threading
 import time
 
 import pytest
 import redis
 
+from serving import lock_owner
 from serving.publish import PublishError, publish_version
+from serving.versions import PublishLock
 from tests.serving.records import chunks, expected
 
 META = {"model_version": "3", "run_id": "run-1"}
@@ -81,3 +86,68 @@ def test_the_heartbeat_uses_a_connection_of_its_own(r, ks, redis_server):
         assert (res.keys_written, single.get(ks.current)) == (92, b"v1")
     finally:
         single.close()
+
+
+# ---- takeover only of an owner surely gone from this pid namespace (issue 22, defect 9d) ------------
+
+def _proc_start(pid):
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
+
+
+def _owner(**fields):
+    """An owner record as this process would write it, with ``fields`` changed."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "pidns": os.readlink("/proc/self/ns/pid"),
+          "boot_id": open("/proc/sys/kernel/random/boot_id").read().strip(), "start": _proc_start(os.getpid()),
+          "token": "t"}
+    return json.dumps({**me, **fields}).encode()
+
+
+@pytest.fixture
+def pids():
+    """(a live pid and its start time, a pid that is gone): children of this test."""
+    live = subprocess.Popen(["sleep", "60"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        yield live.pid, _proc_start(live.pid), dead.pid
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_an_owner_in_another_pid_namespace_is_never_taken_for_gone(r, ks, pids):
+    live, live_start, dead = pids
+    stale = PublishLock(r, ks, "test")._stale
+    other_ns = "pid:[4026500001]"
+    # another container with the same host name: its pid numbers are not ours
+    assert not stale(_owner(pidns=other_ns))                            # the same pid as ours (pid 1 in both)
+    assert not stale(_owner(pidns=other_ns, pid=dead, start="1"))       # a pid free here, maybe not there
+    assert not stale(_owner(pidns=other_ns, pid=live, start=live_start))
+    assert not stale(_owner(boot_id="00000000-0000-0000-0000-000000000000", pid=dead, start="1"))  # before a reboot
+    # a record that cannot tell (written without a pid namespace): wait for the expiry
+    assert not stale(json.dumps({"host": socket.gethostname(), "pid": dead, "token": "t"}).encode())
+
+
+def test_an_owner_of_this_pid_namespace_is_gone_when_its_pid_is_free_or_reused(r, ks, pids):
+    live, live_start, dead = pids
+    stale = PublishLock(r, ks, "test")._stale
+    assert stale(_owner(pid=dead, start="12345"))                       # a killed publish: take over at once
+    assert not stale(_owner(pid=live, start=live_start))                # it still runs: wait
+    assert stale(_owner(pid=live, start=str(int(live_start) - 1)))      # the pid now names a later process
+    assert stale(_owner())                                              # this very process
+
+
+def test_without_proc_nothing_is_taken_over(r, ks, pids, tmp_path, monkeypatch):
+    live, live_start, dead = pids
+    owner = _owner(pid=dead, start="12345")
+    monkeypatch.setattr(lock_owner, "PROC", tmp_path / "no-proc")
+    lock = PublishLock(r, ks, "test")
+    assert json.loads(lock.value)["pidns"] is None
+    assert not lock._stale(owner)
+
+
+def test_a_live_lock_of_another_container_with_our_host_name_and_pid_is_waited_for(r, ks):
+    r.set(ks.publish_lock, _owner(pidns="pid:[4026500001]", token="theirs"), px=60_000)
+    with pytest.raises(PublishError, match="another publish holds the lock reco:publish_lock"):
+        publish(r, ks, "v1")
+    assert r.get(ks.current) is None and json.loads(r.get(ks.publish_lock))["token"] == "theirs"
