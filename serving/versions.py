@@ -273,11 +273,24 @@ def prune(r: redis.Redis, ks: KeySpace, keep: int) -> List[str]:
 
 
 def mark_current(r: redis.Redis, ks: KeySpace, version: str) -> None:
-    """Switch readers to ``version`` (one SET) and put it at the head of the versions list."""
-    r.set(ks.current, version)
-    r.lrem(ks.versions, 0, version)
-    r.lpush(ks.versions, version)
-    r.lrem(ks.rolled_back, 0, version)
+    """Switch readers to ``version`` (one SET) and put it at the head of the versions list, all or nothing.
+
+    One MULTI/EXEC transaction: a crash or a lost connection leaves the old state or the new one,
+    never readers on a version missing from ``{ns}:versions`` (the next publish's prune would delete
+    it, and with it the version to roll back to). The commands are also ordered so that each prefix
+    is safe on its own (listed at the head first, its older entries removed after, then the pointer):
+    on Redis Cluster the control keys lie in different slots, no transaction can span them, and the
+    commands go one by one. Call it holding the publish lock (it reads the list first)."""
+    listed = _lrange(r, ks.versions).count(version)
+    cluster = isinstance(r, redis.RedisCluster)
+    pipe = r if cluster else r.pipeline(transaction=True)
+    pipe.lpush(ks.versions, version)
+    if listed:
+        pipe.lrem(ks.versions, -listed, version)   # the older entries: nearer the tail than the new head
+    pipe.set(ks.current, version)
+    pipe.lrem(ks.rolled_back, 0, version)
+    if not cluster:
+        pipe.execute()
 
 
 def rollback(r: redis.Redis, ks: KeySpace) -> Tuple[str, str]:

@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from serving import lock_owner
+from serving.keys import KeySpace
 from serving.publish import PublishError, publish_version
-from serving.versions import PublishLock
+from serving.versions import PublishLock, list_versions, mark_current
 from tests.serving.records import chunks, expected
 
 META = {"model_version": "3", "run_id": "run-1"}
@@ -151,3 +152,60 @@ def test_a_live_lock_of_another_container_with_our_host_name_and_pid_is_waited_f
     with pytest.raises(PublishError, match="another publish holds the lock reco:publish_lock"):
         publish(r, ks, "v1")
     assert r.get(ks.current) is None and json.loads(r.get(ks.publish_lock))["token"] == "theirs"
+
+
+# ---- the switch is all or nothing (issue 22, defect 9c) ---------------------------------------------
+
+class _Crash(Exception):
+    """The process dies: nothing more reaches Redis."""
+
+
+def _dying_client(url, sends):
+    """A client whose process dies at its ``sends``-th write to Redis from now on."""
+    budget = [None]
+
+    class DyingConnection(redis.Connection):
+        def send_packed_command(self, command, check_health=True):
+            if budget[0] is not None:
+                if budget[0] <= 0:
+                    raise _Crash()
+                budget[0] -= 1
+            super().send_packed_command(command, check_health)
+
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(url, connection_class=DyingConnection))
+    client.ping()                  # the handshake's writes do not count
+    budget[0] = sends
+    return client
+
+
+@pytest.mark.parametrize("sends", range(6))
+def test_a_crash_inside_the_switch_never_leaves_the_live_version_unlisted(r, redis_server, sends):
+    ks = KeySpace(f"crash{sends}", n_shards=4)
+    for v in ("A", "B", "C"):
+        publish(r, ks, v)                                   # readers on C; B and A kept for rollback
+    dying = _dying_client(redis_server, sends)
+    try:
+        mark_current(dying, ks, "B")                        # e.g. republishing B's lists ...
+    except _Crash:
+        pass                                                # ... and the process dies somewhere inside
+    finally:
+        dying.close()
+    live = r.get(ks.current).decode()
+    assert live in ("C", "B")
+    assert live in [v.decode() for v in r.lrange(ks.versions, 0, -1)], r.lrange(ks.versions, 0, -1)
+    # the next publish must keep the version readers were on until then (its rollback target)
+    res = publish(r, ks, "D")
+    assert res.previous_version == live
+    assert {v["version"]: v["status"] for v in list_versions(r, ks)}[live] == "complete"
+    assert data_keys(r, ks, live)
+
+
+def test_the_switch_lists_the_version_once_at_the_head(r, ks):
+    for v in ("A", "B", "C"):
+        publish(r, ks, v)
+    r.lpush(ks.rolled_back, "B")
+    mark_current(r, ks, "B")
+    assert (r.get(ks.current), r.lrange(ks.versions, 0, -1)) == (b"B", [b"B", b"C", b"A"])
+    assert r.lrange(ks.rolled_back, 0, -1) == []
+    mark_current(r, ks, "D")                                # not listed before
+    assert r.lrange(ks.versions, 0, -1) == [b"D", b"B", b"C", b"A"]
