@@ -28,6 +28,8 @@ Errors map to status codes a caller can act on:
 * nothing published yet     -> 503 ``{detail, retry: false}``
 * bad ``k`` or id           -> 422
 * unknown item              -> 404
+* a stored value it cannot read (corrupt, or a newer format) -> 500 naming the key and
+  version, logged (the stored data is at fault, not the request; see :class:`StoredValueError`)
 * anything else             -> 500 with a generic body; the traceback is logged,
   never returned.
 
@@ -66,7 +68,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving.codec import maybe_decode_str
+from serving.codec import StoredValueError, maybe_decode_str
 from serving.client import AsyncLookupClient, Lookup, LookupClient, NoPublishedVersion, connect_async
 from serving.keys import KeySpace, glob_escape
 
@@ -87,6 +89,8 @@ STALL_S = 0.02          # a wake-up later than this counts as a stall
 
 UNAVAILABLE = "recommendation store unavailable"
 NOTHING_PUBLISHED = "no recommendations published yet; run `reco publish`"
+STORED_VALUE_UNREADABLE = ("the published recommendations hold a value this service cannot read (corrupt, or "
+                           "written in a newer format); republish the version, or upgrade the service")
 
 
 # --------------------------------------------------------------------------- response models
@@ -145,7 +149,8 @@ class ErrorBody(BaseModel):
 
 
 ERRORS = {503: {"model": ErrorBody, "description": "Redis unreachable, or nothing published yet"},
-          500: {"model": ErrorBody, "description": "unexpected error (logged under request_id)"}}
+          500: {"model": ErrorBody, "description": "a stored value that cannot be read, or an unexpected error "
+                                                   "(logged under request_id)"}}
 
 
 # --------------------------------------------------------------------------- metrics
@@ -541,8 +546,9 @@ class _FastLookups:
     characters, ``k`` plain digits in 1..100, each parameter at most once); anything else goes to
     the app, so every 422 is FastAPI's own. The answer is the same JSON, byte for byte, as the
     endpoint's JSONResponse; an exception goes to the app's exception handlers (503 for Redis,
-    422 for a ValueError), as the route's would, and one they do not handle to the same generic 500
-    as the middleware's. The metrics count it under the route. FastAPI still documents both routes in
+    500 for a stored value it cannot read, 422 for another ValueError), as the route's would, and
+    one they do not handle to the same generic 500 as the middleware's. The metrics count it under
+    the route. FastAPI still documents both routes in
     /openapi.json, and still answers them when called through the router.
     """
 
@@ -588,7 +594,7 @@ class _FastLookups:
         return True
 
     async def _error_response(self, exc: Exception, scope: dict, receive, send) -> Response:
-        """What the app's handler of ``exc`` answers (503 for Redis, 422 for a ValueError), as the
+        """What the app's handler of ``exc`` answers (503 for Redis, 422 for a ValueError, ...), as the
         route's would; the generic 500 where none handles it (or the handler raises)."""
         handler = self._exception_handler(exc)
         if handler is not None:
@@ -759,6 +765,13 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     @app.exception_handler(ValueError)
     async def on_bad_value(request: Request, exc: ValueError):
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(StoredValueError)   # a ValueError, but the stored data's fault: never 422
+    async def on_bad_stored_value(request: Request, exc: StoredValueError):
+        request_id = uuid.uuid4().hex[:12]
+        log.error("unreadable stored value on %s (request_id=%s): %s", request.url.path, request_id, exc)
+        body = ErrorBody(detail=f"{STORED_VALUE_UNREADABLE}: {exc}", request_id=request_id)
+        return JSONResponse(body.model_dump(), status_code=500)
 
     # ---- lookups ------------------------------------------------------------------------
 

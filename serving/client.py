@@ -48,7 +48,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from jobs.errors import RecoError
-from serving.codec import decode_item, decode_list, decode_meta, maybe_decode_str
+from serving.codec import StoredValueError, decode_item, decode_list, decode_meta, maybe_decode_str
 from serving.connection import SCHEMES, describe, redact
 from serving.keys import MAX_ID_LENGTH, KeySpace, check_id
 from serving.pipelined import PipelinedGets
@@ -219,15 +219,21 @@ class _Reader:
         return [self.ks.user(v, user_id) if name == "personal" else self.ks.fallback(v, name)
                 for name in names for v in layers]
 
-    @staticmethod
-    def _pick(names: List[str], values: List[Optional[bytes]], k: int, version: str,
+    def _pick(self, user_id: str, names: List[str], values: List[Optional[bytes]], k: int, version: str,
               base: Optional[str] = None) -> Lookup:
-        """The first list found, in the order of :meth:`_list_keys`."""
+        """The first list found, in the order of :meth:`_list_keys`.
+
+        Raises:
+            StoredValueError: that list cannot be decoded; the message names its key and version."""
         layers = _layers(base)
         for pos, raw in enumerate(values):
             if raw is not None:
                 name = names[pos // len(layers)]
-                ranked = decode_list(raw, k)
+                try:
+                    ranked = decode_list(raw, k)
+                except StoredValueError as e:
+                    read = base if pos % len(layers) else version   # the patch's key, then the base's
+                    raise e.at(self._list_keys(read, user_id, [name])[0], read) from None
                 return Lookup(ranked.items, ranked.scores, ranked.tags, name,
                               name != "personal", version, layers[pos % len(layers)])
         return Lookup([], [], [], "none", True, version)
@@ -235,12 +241,15 @@ class _Reader:
     def _similar_keys(self, version: str, item_id: str, base: Optional[str] = None) -> List[str]:
         return [self.ks.similar(v, item_id) for v in ((version, base) if base else (version,))]
 
-    @staticmethod
-    def _similar(values: List[Optional[bytes]], k: int, version: str,
+    def _similar(self, item_id: str, values: List[Optional[bytes]], k: int, version: str,
                  base: Optional[str] = None) -> Optional[Lookup]:
-        for layer, raw in zip(_layers(base), values):
+        for pos, (layer, raw) in enumerate(zip(_layers(base), values)):
             if raw is not None:
-                ranked = decode_list(raw, k)
+                try:
+                    ranked = decode_list(raw, k)
+                except StoredValueError as e:
+                    read = base if pos else version
+                    raise e.at(self.ks.similar(read, item_id), read) from None
                 return Lookup(ranked.items, ranked.scores, ranked.tags, "similar", False, version,
                               layer)
         return None
@@ -277,9 +286,17 @@ class _Reader:
                 found[id_] = raw
         fetched: Dict[str, Any] = {}
         for id_, raw in own.items():
-            if raw is None:
+            from_base = raw is None
+            if from_base:
                 raw = under.get(id_)
-            fetched[id_] = _MISSING if raw is None else decode_item(raw)
+            try:
+                fetched[id_] = _MISSING if raw is None else decode_item(raw)
+            except StoredValueError as e:
+                key = next(key for in_base, members in groups if in_base == from_base
+                           for i, key in members if i == id_)
+                base = self._known_base(version)   # known: the caller read it to build the groups
+                read = (base if isinstance(base, str) else f"the base of {version}") if from_base else version
+                raise e.at(key, read) from None
         if fetched:
             self.items.store(version, fetched)
             hits = {**hits, **fetched}
@@ -372,7 +389,7 @@ class LookupClient(_Reader):
             if newer != version:
                 version, base = newer, newer_base
                 values = self._get(self._list_keys(version, user_id, names, base))
-        return self._pick(names, values, k, version, base)
+        return self._pick(user_id, names, values, k, version, base)
 
     def _get(self, keys: List[str]) -> List[Optional[bytes]]:
         pipe = self.r.pipeline(transaction=False)
@@ -385,7 +402,7 @@ class LookupClient(_Reader):
         check_id(item_id, "item_id")
         check_k(k)
         version, base, values = self._read(lambda v, b: self._similar_keys(v, item_id, b))
-        return self._similar(values, k, version, base)
+        return self._similar(item_id, values, k, version, base)
 
     def item_details(self, item_ids: Iterable[str], version: Optional[str] = None,
                      copy: bool = True) -> Dict[str, Dict[str, Any]]:
@@ -475,7 +492,7 @@ class AsyncLookupClient(_Reader):
             if newer != version:
                 version, base = newer, newer_base
                 values = await self._get(self._list_keys(version, user_id, names, base))
-        return self._pick(names, values, k, version, base)
+        return self._pick(user_id, names, values, k, version, base)
 
     async def _get(self, keys: List[str]) -> List[Optional[bytes]]:
         """GET of each key, in one round trip: on the pipelined reader's shared connection
@@ -494,7 +511,7 @@ class AsyncLookupClient(_Reader):
         check_id(item_id, "item_id")
         check_k(k)
         version, base, values = await self._read(lambda v, b: self._similar_keys(v, item_id, b))
-        return self._similar(values, k, version, base)
+        return self._similar(item_id, values, k, version, base)
 
     async def item_details(self, item_ids: Iterable[str], version: Optional[str] = None,
                            copy: bool = True) -> Dict[str, Dict[str, Any]]:

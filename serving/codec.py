@@ -44,6 +44,25 @@ _loads = msgspec.json.Decoder().decode
 _JSON_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # what JSON escapes in a string when ensure_ascii is off
 
 
+class StoredValueError(ValueError):
+    """Bytes read from Redis are not a value this reader can decode: corrupt, or written in a newer
+    format. The stored data is at fault, not the caller's request (a lookup service answers 5xx, not
+    422). A ValueError, so code that caught decoding errors as ValueError still does.
+
+    Attributes:
+        key: the Redis key the bytes came from, where the reader knows it.
+        version: the published version that key belongs to, where known.
+    """
+
+    def __init__(self, message: str, key: Optional[str] = None, version: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.key, self.version = key, version
+
+    def at(self, key: str, version: str) -> "StoredValueError":
+        """The same error, its message naming the key and version it was read from."""
+        return StoredValueError(f"the value of {key} (version {version}) cannot be read: {self}", key, version)
+
+
 class RankedList(NamedTuple):
     """A decoded ranked list: parallel lists of item ids, scores and source tags."""
     items: List[str]
@@ -133,17 +152,17 @@ def decode_list(data: Union[bytes, str], limit: Optional[int] = None) -> RankedL
             the whole list, without expanding the tags of entries nobody reads.
 
     Raises:
-        ValueError: the bytes are not a ranked list of a known format version.
+        StoredValueError: the bytes are not a ranked list of a known format version.
     """
     try:
         obj = _loads(data)
         fmt = obj.get("v")
         items, scores, t = obj["i"], obj["s"], obj["t"]
     except (ValueError, TypeError, AttributeError, KeyError) as e:   # msgspec.DecodeError is a ValueError
-        raise ValueError(f"not an encoded ranked list ({e}): {data[:80]!r}") from None
+        raise StoredValueError(f"not an encoded ranked list ({e}): {data[:80]!r}") from None
     if fmt != LIST_FORMAT:
-        raise ValueError(f"ranked list format v{fmt} is unknown to this reader (knows v{LIST_FORMAT}); "
-                         "upgrade the reader or republish")
+        raise StoredValueError(f"ranked list format v{fmt} is unknown to this reader (knows v{LIST_FORMAT}); "
+                               "upgrade the reader or republish")
     if limit is not None:
         items, scores, t = items[:limit], scores[:limit], t[:limit]
     tags = [CODE_TAGS.get(c, c) for c in t] if isinstance(t, str) else list(t)
@@ -161,11 +180,19 @@ def encode_item(details: Mapping[str, Any]) -> bytes:
 
 
 def decode_item(data: Union[bytes, str]) -> Dict[str, Any]:
-    """Decode what :func:`encode_item` wrote."""
+    """Decode what :func:`encode_item` wrote.
+
+    Raises:
+        StoredValueError: the bytes are not item details of a known format.
+    """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if not raw.startswith(b"{"):
-        raise ValueError(f"item details in an unknown format (first byte {raw[:1]!r}): {raw[:80]!r}")
-    return _loads(raw)
+        raise StoredValueError(f"item details in an unknown format (first byte {raw[:1]!r}): {raw[:80]!r}")
+    try:
+        details = _loads(raw)
+    except ValueError as e:   # msgspec.DecodeError
+        raise StoredValueError(f"not encoded item details ({e}): {raw[:80]!r}") from None
+    return details
 
 
 def encode_meta(meta: Mapping[str, Any]) -> Dict[str, str]:

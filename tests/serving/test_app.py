@@ -405,6 +405,35 @@ def test_unexpected_exception_is_generic_500_and_logged(caplog):
                     frozenset({("route", USERS_ROUTE), ("method", "GET"), ("status", "500")}))] == 1
 
 
+CORRUPT, NEWER = b"\x00not json", b'{"v":2,"i":["A"],"s":[1.0],"t":"m"}'   # another writer's bytes; a newer format
+
+
+@pytest.mark.parametrize("path,key_of,value", [
+    ("/v1/users/u1/recommendations", lambda ks: ks.user(VERSION, "u1"), CORRUPT),
+    ("/v1/users/u1/recommendations", lambda ks: ks.user(VERSION, "u1"), NEWER),
+    ("/v1/users/nobody/recommendations", lambda ks: ks.fallback(VERSION, "global"), NEWER),
+    ("/v1/items/A/similar", lambda ks: ks.similar(VERSION, "A"), CORRUPT),
+    ("/v1/items/A/similar", lambda ks: ks.similar(VERSION, "A"), NEWER),
+    ("/v1/items/B", lambda ks: ks.item(VERSION, "B"), b"{not json"),
+    ("/v1/items/B", lambda ks: ks.item(VERSION, "B"), b"[1, 2]"),
+])
+def test_an_unreadable_stored_value_is_a_500_naming_key_and_version_never_a_422(
+        fast_and_full, r, ks, caplog, path, key_of, value):
+    key = key_of(ks)
+    r.set(key, value)
+    for api in fast_and_full:                           # with the fast path and through FastAPI alone
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="serving.app"):
+            res = api.get(path)
+        assert res.status_code == 500, (path, res.status_code, res.text)   # the store's fault, not the caller's
+        body = res.json()
+        assert body["retry"] is False and body["request_id"]
+        assert body["detail"].startswith("the published recommendations hold a value this service cannot read")
+        assert f"the value of {key} (version {VERSION}) cannot be read" in body["detail"]
+        [record] = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+        assert key in record.getMessage() and body["request_id"] in record.getMessage()
+
+
 def test_demo_page_and_its_assets_are_served_locally(api):
     page = api.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

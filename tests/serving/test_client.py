@@ -5,7 +5,7 @@ import pytest
 import redis
 
 from serving.client import AsyncLookupClient, ItemCache, LookupClient, NoPublishedVersion, connect_async
-from serving.codec import encode_item, encode_list
+from serving.codec import StoredValueError, encode_item, encode_list
 from serving.connection import connect
 from serving.keys import KeySpace
 from serving.publish import publish_version
@@ -286,3 +286,44 @@ def test_the_asyncio_client_raises_an_error_reply_as_the_pipeline_does_and_stays
             await c.aclose()
 
     assert asyncio.run(lookups()).items == ["v1-u2-i0", "v1-u2-i1"]
+
+
+def test_an_unreadable_value_read_through_a_patch_names_the_key_and_version_it_came_from(r, ks, redis_server):
+    publish_version(r, ks, "v1", chunks("v1"), {"run_id": "r1"})
+    publish_version(r, ks, "p1", [[("u", "u1", encode_list(["p1-i0"], [1.0], "model"))]], {"run_id": "r2"},
+                    base="v1")
+    r.set(ks.user("p1", "u1"), b"\x00")                    # the patch's own list
+    r.set(ks.user("v1", "u2"), b'{"v":9}')                 # lists and details the patch reads from its base
+    r.set(ks.similar("v1", "i1"), b"[]")
+    r.set(ks.item("v1", "i2"), b"{")
+    expected = [(ks.user("p1", "u1"), "p1"), (ks.user("v1", "u2"), "v1"), (ks.similar("v1", "i1"), "v1"),
+                (ks.item("v1", "i2"), "v1")]
+
+    def lookups(c):
+        return (lambda: c.recommendations("u1", 3), lambda: c.recommendations("u2", 3), lambda: c.similar("i1", 3),
+                lambda: c.item_details(["i2"]))
+
+    def blocking():
+        errors = []
+        for call in lookups(LookupClient(r, ks)):
+            with pytest.raises(StoredValueError) as err:
+                call()
+            errors.append(err.value)
+        return errors
+
+    async def in_asyncio():
+        reader = AsyncLookupClient(connect_async(redis_server), ks)
+        errors = []
+        try:
+            for call in lookups(reader):
+                with pytest.raises(StoredValueError) as err:
+                    await call()
+                errors.append(err.value)
+        finally:
+            await reader.aclose()
+        return errors
+
+    for errors in (blocking(), asyncio.run(in_asyncio())):
+        assert [(e.key, e.version) for e in errors] == expected
+        assert all(f"the value of {e.key} (version {e.version}) cannot be read" in str(e) for e in errors)
+        assert all(isinstance(e, ValueError) for e in errors)   # still what callers caught before
