@@ -24,7 +24,8 @@ bounds the request rate one process holds.
 
 Errors map to status codes a caller can act on:
 
-* Redis unreachable or slow -> 503 ``{detail, retry: true}`` (with Retry-After)
+* Redis unreachable or slow -> 503 ``{detail, retry: true}`` (with Retry-After); a
+  ``redis.TimeoutError`` or the built-in ``TimeoutError`` alike
 * nothing published yet     -> 503 ``{detail, retry: false}``
 * bad ``k`` or id           -> 422
 * unknown item              -> 404
@@ -749,14 +750,24 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
 
     # ---- errors -------------------------------------------------------------------------
 
+    def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable on %s: %s", request.url.path, exc)
+        body = ErrorBody(detail=f"{UNAVAILABLE}: {str(exc) or type(exc).__name__}", retry=True)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "1"})
+
     @app.exception_handler(redis.exceptions.RedisError)
     async def on_redis_error(request: Request, exc: redis.exceptions.RedisError):
         metrics.redis_error()
         if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-            log.warning("redis unavailable on %s: %s", request.url.path, exc)
-            body = ErrorBody(detail=f"{UNAVAILABLE}: {exc}", retry=True)
-            return JSONResponse(body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "1"})
+            return unavailable(request, exc)
         raise exc  # any other Redis error is a bug or a bad publish: generic 500, logged
+
+    # the built-in TimeoutError (asyncio.wait_for's, a socket's): a lookup only waits on Redis, so
+    # Redis was too slow, as with redis.TimeoutError: 503, never the generic 500
+    @app.exception_handler(TimeoutError)
+    async def on_timeout(request: Request, exc: TimeoutError):
+        metrics.redis_error()
+        return unavailable(request, exc)
 
     @app.exception_handler(NoPublishedVersion)
     async def on_nothing_published(request: Request, exc: NoPublishedVersion):

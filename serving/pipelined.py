@@ -14,7 +14,8 @@ What a caller sees is what the redis-py client gave:
   connection was lost is sent once more on a new one (a GET is safe to repeat); one that cannot
   connect fails at once.
 * No reply within ``timeout``: :class:`redis.TimeoutError` for every lookup waiting, and the
-  connection is closed (a late reply must never be taken for a later lookup's).
+  connection is closed (a late reply must never be taken for a later lookup's). So is no reply
+  to AUTH or SELECT within ``connect_timeout`` (never the built-in ``TimeoutError``).
 * A refused password or database: :class:`redis.AuthenticationError` /
   :class:`redis.ResponseError` naming the server.
 * An error reply to a GET (a key of another type): :meth:`PipelinedGets.get_many` returns None and
@@ -209,16 +210,26 @@ class PipelinedGets:
         """AUTH and SELECT, where the URL asks for them."""
         if self.password is not None:
             auth = ["AUTH", *([self.username] if self.username else []), self.password]
-            [reply] = await asyncio.wait_for(conn.request(pack_command(*auth), 1), self.connect_timeout)
+            reply = await self._ask(conn, "AUTH", auth)
             if isinstance(reply, hiredis.ReplyError):
                 raise redis.AuthenticationError(f"Redis at {self.where} refused the credentials: {reply}")
         if self.db:
-            [reply] = await asyncio.wait_for(conn.request(pack_command("SELECT", str(self.db)), 1),
-                                             self.connect_timeout)
+            reply = await self._ask(conn, "SELECT", ["SELECT", str(self.db)])
             if isinstance(reply, hiredis.ReplyError):
                 error = redis.AuthenticationError if str(reply).startswith(("NOAUTH", "WRONGPASS")) \
                     else redis.ResponseError
                 raise error(f"Redis at {self.where} refused database {self.db}: {reply}")
+
+    async def _ask(self, conn: _Connection, what: str, command: List[str]) -> Any:
+        """One command's reply within ``connect_timeout``, else :class:`redis.TimeoutError` (the
+        service's 503, as for a lookup that waits too long; ``asyncio.wait_for``'s own TimeoutError is
+        the built-in one, which callers of redis-py do not expect)."""
+        try:
+            [reply] = await asyncio.wait_for(conn.request(pack_command(*command), 1), self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise redis.TimeoutError(f"Redis at {self.where} did not answer {what} within "
+                                     f"{self.connect_timeout:g} s") from None
+        return reply
 
     def _check(self) -> None:
         """Fail the connection when its oldest request waited longer than the timeout."""

@@ -14,6 +14,7 @@ from serving.app import NOTHING_PUBLISHED, create_app
 from serving.client import AsyncLookupClient, LookupClient, connect_async
 from serving.codec import encode_item, encode_list
 from serving.connection import connect
+from serving.pipelined import PipelinedGets
 from serving.publish import publish_version
 
 VERSION = "20261126-test"
@@ -381,6 +382,42 @@ def test_redis_down_is_503_never_500(ks, closed_port, kind):
         m = parse_prometheus(api.get("/metrics").text)
     assert m[("reco_redis_errors_total", frozenset())] == 5
     assert not any(dict(labels).get("status") == "500" for _, labels in m)
+
+
+def test_a_stalled_auth_on_the_lookups_connection_is_503_never_500(r, ks, redis_server):
+    """The lookups' pipelined connection reaches a server that accepts and never answers its AUTH
+    (redis-py's own reads, the pointer among them, go to the real server)."""
+    publish_store(r, ks)
+    silent = socket.create_server(("127.0.0.1", 0))       # accepts (the kernel's backlog), never answers
+    reader = AsyncLookupClient(connect_async(redis_server), ks)
+    reader._pipelined = PipelinedGets(port=silent.getsockname()[1], password="s3cret", timeout=0.3)
+    try:
+        with TestClient(create_app(reader)) as api:
+            for path in ("/v1/users/u1/recommendations", "/v1/items/A/similar"):
+                res = api.get(path)
+                assert res.status_code == 503, (path, res.text)
+                assert res.json()["retry"] is True and res.headers["retry-after"] == "1"
+                assert "did not answer AUTH within 0.3 s" in res.json()["detail"]
+            api.portal.call(reader.aclose)
+    finally:
+        silent.close()
+
+
+class Stalling:
+    """A client whose wait on Redis ran out as asyncio.wait_for or a socket says it: the built-in
+    TimeoutError."""
+
+    def recommendations(self, user_id, k, segment=None):
+        raise TimeoutError()
+
+
+def test_the_builtin_timeout_error_is_503_like_redis_timeouts():
+    with TestClient(create_app(lambda: Stalling())) as api:
+        res = api.get("/v1/users/u1/recommendations")
+        metrics = parse_prometheus(api.get("/metrics").text)
+    assert res.status_code == 503 and res.headers["retry-after"] == "1"
+    assert res.json() == {"detail": "recommendation store unavailable: TimeoutError", "retry": True}
+    assert metrics[("reco_redis_errors_total", frozenset())] == 1
 
 
 class Exploding:

@@ -165,6 +165,36 @@ def test_a_server_that_does_not_answer_times_out_every_waiting_lookup():
     assert 0.3 <= took < 1.5
 
 
+async def _silent_server():
+    """A TCP server on 127.0.0.1 that accepts, reads and never answers: (server, port)."""
+    async def silent(reader, writer):
+        await reader.read(1 << 20)
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("url,command", [("redis://:s3cret@127.0.0.1:{port}/0", "AUTH"),
+                                         ("redis://127.0.0.1:{port}/2", "SELECT")])
+def test_a_stalled_auth_or_select_is_a_redis_timeout_naming_the_server(url, command):
+    async def lookup():
+        server, port = await _silent_server()
+        g = _reader(url.format(port=port), socket_timeout=0.3)
+        try:
+            t0 = time.perf_counter()
+            with pytest.raises(redis.TimeoutError) as err:   # the service's 503, as every redis.TimeoutError
+                await g.get_many(["k"])
+            return port, err.value, time.perf_counter() - t0
+        finally:
+            await g.aclose()
+            server.close()
+
+    port, error, took = run(lookup())
+    assert f"Redis at 127.0.0.1:{port} did not answer {command} within 0.3 s" in str(error)
+    assert 0.3 <= took < 1.5
+
+
 @pytest.mark.parametrize("client", [
     lambda url: aredis.Redis.from_url(url.replace("redis://", "rediss://")),      # TLS: redis-py's own
     lambda url: aredis.Redis(unix_socket_path="/tmp/redis.sock"),
