@@ -219,6 +219,19 @@ def sample_lookup(cfg: Config) -> str:
             f"unknown user -> {miss.items} ({miss.source}, fallback)")
 
 
+def redis_summary(cfg: Config) -> str:
+    """The report's Redis line: the server (password redacted), the version readers are on, a sample lookup."""
+    from jobs.publish import keyspace, redis_client
+    from serving.connection import redact
+    from serving.versions import current_version, read_meta
+    r, ks = redis_client(cfg), keyspace(cfg)
+    current = current_version(r, ks)
+    meta = read_meta(r, ks, current) if current else {}
+    return (f"Redis: {redact(cfg.redis.url)} version {current} (run date {meta.get('run_date')}, "
+            f"model v{meta.get('model_version')}{', patch over ' + str(meta['base']) if meta.get('base') else ''}); "
+            f"{sample_lookup(cfg)}")
+
+
 def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
     """The nightly pipeline in this process, without Airflow: ingest -> check -> features -> train -> gate ->
     score -> publish -> report (``reco run`` drives the same steps through the Airflow DAG). Table
@@ -239,8 +252,6 @@ def report(spark: SparkSession, cfg: Config, source: str, run_date: Optional[dat
     and the local URLs."""
     from mlflow import MlflowClient
 
-    from jobs.publish import keyspace, redis_client
-    from serving.versions import current_version, read_meta
     from training.registry import CHAMPION, find_version
     d = _run_date(cfg, source, run_date)
     print_tables(spark, cfg)
@@ -258,11 +269,7 @@ def report(spark: SparkSession, cfg: Config, source: str, run_date: Optional[dat
         print(f"MLflow: {cfg.mlflow.tracking_uri} (mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}); "
               f"run {mv.run_id}, model {name} v{version} for {d}: {(mv.tags or {}).get('gate_reason', 'not gated')}")
     print(f"champion: {name} v{champion}" if champion else f"champion: none yet ({name})")
-    r, ks = redis_client(cfg), keyspace(cfg)
-    current = current_version(r, ks)
-    meta = read_meta(r, ks, current) if current else {}
-    print(f"Redis: {cfg.redis.url} version {current} (run date {meta.get('run_date')}, model v{meta.get('model_version')}"
-          f"{', patch over ' + str(meta['base']) if meta.get('base') else ''}); {sample_lookup(cfg)}")
+    print(redis_summary(cfg))
     print(f"lookup service and demo page: reco serve  ->  http://{cfg.serving.host}:{cfg.serving.port}/")
     print(f"Airflow UI: make airflow  ->  http://127.0.0.1:8080/ (AIRFLOW_HOME {cfg.airflow_home})")
     print("query the tables: reco sql sql/daily_sales.sql   (see sql/ and docs/TABLES.md)")

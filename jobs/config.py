@@ -4,7 +4,8 @@ Built once from ``conf/base.yaml`` + ``conf/$RECO_ENV.yaml`` (``local`` by
 default) + environment overrides of the form ``RECO__SECTION__KEY=value``
 (values parsed as YAML, so ``RECO__QUALITY__MAX_BAD_ROW_SHARE=0.1`` is a float).
 Secrets are read from the environment only (``AWS_*``, ``REDIS_PASSWORD``);
-a secret found in a YAML file is refused.
+a secret found in a YAML file is refused, a password inside ``redis.url``
+included (a whole URL with its password may come from ``RECO__REDIS__URL``).
 
 Required settings have no default: a missing or malformed one fails at start-up
 with :class:`ConfigError` naming the setting and what is expected.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -558,6 +560,22 @@ def _refuse_secrets(data: Any, where: str, trail: str = "") -> None:
             _refuse_secrets(value, where, here)
 
 
+def _refuse_url_password(data: Dict[str, Any], where: Path) -> None:
+    """A password inside ``redis.url`` in a YAML file is a secret in a file: refused, naming what to use."""
+    section = data.get("redis")
+    url = section.get("url") if isinstance(section, dict) else None
+    if not isinstance(url, str):
+        return
+    try:
+        password = urlsplit(url).password
+    except ValueError:      # a malformed url: the client says what is wrong with it
+        return
+    if password:
+        raise ConfigError(f"redis.url in {where} carries a password; a secret must not be in a config file. "
+                          "Remove it from the URL and set the environment variable REDIS_PASSWORD instead "
+                          "(or give the whole URL in the environment, RECO__REDIS__URL); see docs/CONFIG.md")
+
+
 def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
     """Relative local paths in the config resolve against the project root."""
     def fix(p: Optional[str]) -> Optional[str]:
@@ -632,7 +650,10 @@ def load_config(env: Optional[str] = None, conf_dir: Optional[Path] = None,
         if not path.exists() or env in NOT_ENVIRONMENTS:
             envs = sorted(p.stem for p in conf_dir.glob('*.yaml') if p.stem not in NOT_ENVIRONMENTS)
             raise ConfigError(f"config file {path} not found (RECO_ENV={env}); available environments: {envs}")
-    data = _deep_merge(_read_yaml(base_path), _read_yaml(env_path))
+    layers = {path: _read_yaml(path) for path in (base_path, env_path)}
+    for path, layer in layers.items():
+        _refuse_url_password(layer, path)
+    data = _deep_merge(layers[base_path], layers[env_path])
     _refuse_secrets(data, f"{base_path} or {env_path}")
     data = _deep_merge(data, _env_overrides(environ))
     if overrides:

@@ -81,6 +81,30 @@ def test_the_publish_lock_ttl_is_a_setting_both_publishers_pass():
             assert passed.get("lock_ttl") == "cfg.redis.publish_lock_ttl_s", (module, passed)
 
 
+@pytest.mark.parametrize("layer,edit", [
+    ("local.yaml", lambda text: text.replace("url: redis://127.0.0.1:6390/0",
+                                             "url: redis://reco:hunter2@127.0.0.1:6390/0")),
+    ("base.yaml", lambda text: text + "\nredis:\n  url: redis://:hunter2@127.0.0.1:6390/0\n"),   # under local's url
+])
+def test_a_password_inside_redis_url_in_yaml_is_refused(tmp_path, layer, edit):
+    conf = _conf_copy(tmp_path)
+    (conf / layer).write_text(edit((conf / layer).read_text()))
+    with pytest.raises(ConfigError) as err:
+        load_config(env="local", conf_dir=conf, environ={})
+    msg = str(err.value)
+    assert f"redis.url in {conf / layer} carries a password" in msg
+    assert "REDIS_PASSWORD" in msg and "RECO__REDIS__URL" in msg and "hunter2" not in msg
+
+
+def test_a_redis_url_without_a_password_or_from_the_environment_is_accepted(tmp_path):
+    conf = _conf_copy(tmp_path)
+    (conf / "local.yaml").write_text((conf / "local.yaml").read_text().replace(
+        "url: redis://127.0.0.1:6390/0", "url: redis://reco@127.0.0.1:6390/0"))     # a user name is no secret
+    assert load_config(env="local", conf_dir=conf, environ={}).redis.url == "redis://reco@127.0.0.1:6390/0"
+    cfg = load_config(env="local", environ={"RECO__REDIS__URL": "redis://:hunter2@10.0.0.5:6379/0"})
+    assert cfg.redis.url == "redis://:hunter2@10.0.0.5:6379/0"  # the environment is where secrets go
+
+
 def test_vacuum_retention_must_outlive_pinned_versions():
     with pytest.raises(ConfigError, match="vacuum_retention_hours"):
         load_config(env="local", environ={"RECO__LAKEHOUSE__VACUUM_RETENTION_HOURS": "24"})
