@@ -9,7 +9,7 @@
     reco benchmark --train F [--valid F] --users F --k 20 --out recs.csv [--items F] [--test F]
                    [--exclude-seen] [--value MODE]       (the model on any split, from plain files)
     reco score    [--date D]                             (every user's list, similar items, fallback lists)
-    reco publish  [--date D] | --rollback | --list       (versioned bulk load into Redis, atomic switch)
+    reco publish  [--date D] [--restore] | --rollback | --list   (versioned bulk load into Redis, atomic switch)
     reco serve    [--host H] [--port P]                  (HTTP lookup service and demo page)
     reco redis    start | stop | status                  (the embedded local redis-server)
     reco report   [--date D]                             (the run's summary: tables, model, Redis, lookup)
@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--rollback", action="store_true", help="point readers back at the previous version")
     g.add_argument("--list", action="store_true", help="list the published versions")
+    g.add_argument("--restore", action="store_true", help="publish the date's lists even if that version was "
+                                                           "rolled back (a plain publish leaves a rollback alone)")
     sp = sub.add_parser("serve", help="run the HTTP lookup service and demo page (reads Redis only)")
     sp.add_argument("--host", help="default: serving.host")
     sp.add_argument("--port", type=int, help="default: serving.port")
@@ -220,7 +222,7 @@ def _dispatch(args, cfg) -> int:
     elif args.command == "score":
         commands.score(spark, cfg, source, args.date)
     elif args.command == "publish":
-        commands.publish(spark, cfg, source, args.date)
+        commands.publish(spark, cfg, source, args.date, restore=args.restore)
     elif args.command == "run":
         commands.run(spark, cfg, source, args.date)
     elif args.command == "sql":

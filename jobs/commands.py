@@ -108,8 +108,11 @@ def hourly(spark: SparkSession, cfg: Config, step: str, source: str, start: str,
         print(f"scored {res.users} active users with model v{res.model_version} ({res.score_id})")
     else:
         res = h.publish_hour(spark, cfg, lo, hi)
-        verb = "already published; readers on it" if res.skipped else f"published in {res.seconds:.1f}s"
-        print(f"Redis patch {res.version} over {res.base}: {verb} ({res.counts})")
+        if res.held:
+            print(f"Redis: readers stay on {res.version}: {res.held}")
+        else:
+            verb = "already published; readers on it" if res.skipped else f"published in {res.seconds:.1f}s"
+            print(f"Redis patch {res.version} over {res.base}: {verb} ({res.counts})")
     return res
 
 
@@ -143,10 +146,11 @@ def score(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date
     return res
 
 
-def publish(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
+def publish(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date], restore: bool = False):
     from jobs.publish import publish as publish_lists
-    res = publish_lists(spark, cfg, _run_date(cfg, source, run_date))
-    verb = "already published; readers on it" if res.skipped else f"published in {res.seconds:.1f}s"
+    res = publish_lists(spark, cfg, _run_date(cfg, source, run_date), restore=restore)
+    verb = (f"not published, readers stay on it: {res.held}" if res.held else
+            "already published; readers on it" if res.skipped else f"published in {res.seconds:.1f}s")
     print(f"Redis version {res.version}: {verb} ({res.counts}); previous {res.previous}")
     return res
 

@@ -87,22 +87,40 @@ def _day_of(end: datetime) -> date:
 def plan_window(lh: Lakehouse, source: str, start: datetime, end: datetime) -> Tuple[datetime, datetime]:
     """The batch's bounds: a rerun keeps the bounds it had; otherwise it starts at the source's last
     watermark when that is before ``start`` by at most MAX_CATCHUP_HOURS (hours that were missed), else at
-    ``start``."""
-    if not lh.exists(WATERMARKS):
-        return start, end
-    # one small Spark job: this window's own mark, if any, and the latest mark up to its start
-    marks = (lh.read(WATERMARKS).filter(F.col("source") == source)
-             .agg(F.max(F.when(F.col("batch_id") == batch_id(end), F.struct("low", "high"))).alias("same"),
-                  F.max(F.when(F.col("high") <= F.lit(_naive(start)), F.col("high"))).alias("prior"))
-             .first())                  # a global aggregate: one row, nulls where nothing matched
-    if marks["same"] is not None:
-        return marks["same"]["low"].replace(tzinfo=timezone.utc), marks["same"]["high"].replace(tzinfo=timezone.utc)
-    prior = marks["prior"]
-    if prior is not None:
-        prior = prior.replace(tzinfo=timezone.utc)
-        if start - prior <= timedelta(hours=MAX_CATCHUP_HOURS):
-            return prior, end
-    return start, end
+    ``start``. Either way it never reaches back into a day a nightly batch of the source already holds
+    (:func:`nightly_end`): those events are in silver already. The bounds are empty (start == end) when
+    the nightly holds the whole window (an old hour retried after its day's nightly)."""
+    lo, hi = start, end
+    if lh.exists(WATERMARKS):
+        # one small Spark job: this window's own mark, if any, and the latest mark up to its start
+        marks = (lh.read(WATERMARKS).filter(F.col("source") == source)
+                 .agg(F.max(F.when(F.col("batch_id") == batch_id(end), F.struct("low", "high"))).alias("same"),
+                      F.max(F.when(F.col("high") <= F.lit(_naive(start)), F.col("high"))).alias("prior"))
+                 .first())                  # a global aggregate: one row, nulls where nothing matched
+        if marks["same"] is not None:
+            lo = marks["same"]["low"].replace(tzinfo=timezone.utc)
+            hi = marks["same"]["high"].replace(tzinfo=timezone.utc)
+            lo = min(lo, start)             # an empty mark (the nightly held it then) keeps the window's start
+        elif marks["prior"] is not None:
+            prior = marks["prior"].replace(tzinfo=timezone.utc)
+            if start - prior <= timedelta(hours=MAX_CATCHUP_HOURS):
+                lo = prior
+    held = nightly_end(lh, source)
+    if held is not None and lo < held:
+        lo = min(held, hi)
+    return lo, hi
+
+
+def nightly_end(lh: Lakehouse, source: str) -> Optional[datetime]:
+    """The end (UTC midnight after) of the latest run date a nightly (non-hourly) batch of ``source``
+    was ingested for, from ``pipeline_runs``; None when none was. Events before it are the nightly's."""
+    if not lh.exists("pipeline_runs"):
+        return None
+    day = (lh.read("pipeline_runs")
+           .filter((F.col("step") == "ingest") & (F.col("source") == source) & (F.col("status") == "succeeded")
+                   & ~F.col("batch_id").startswith("hourly-"))
+           .agg(F.max("run_date")).first()[0])
+    return None if day is None else datetime.combine(day + timedelta(days=1), dt.time(), tzinfo=timezone.utc)
 
 
 def ingest_hour(spark: SparkSession, cfg: Config, source: str, start: datetime, end: datetime):
@@ -113,11 +131,32 @@ def ingest_hour(spark: SparkSession, cfg: Config, source: str, start: datetime, 
     if lo < start:
         log.info("[hourly ingest %s] the watermark is at %s: this batch also covers the missed %s .. %s",
                  source, lo.isoformat(), lo.isoformat(), start.isoformat())
+    if lo >= hi:
+        return _held_by_nightly(spark, lh, source, start, end)
     result = ingest(spark, cfg, source, _day_of(hi), path=src.hourly_path, window=(lo, hi), batch_id=batch_id(hi))
     row = [(source, batch_id(hi), _naive(lo), _naive(hi), int(result.accepted_rows),
             datetime.now(timezone.utc).replace(tzinfo=None))]
     lh.merge(spark.createDataFrame(row, "source string, batch_id string, low timestamp, high timestamp, rows long, "
                                         "ingested_at timestamp"), WATERMARKS, keys=["source", "batch_id"], few=True)
+    return result
+
+
+def _held_by_nightly(spark: SparkSession, lh: Lakehouse, source: str, start: datetime, end: datetime):
+    """The window lies in days a nightly batch holds: nothing is ingested, the batch's rows from an earlier
+    run (if the nightly did not supersede them yet) go, and an empty mark records the window."""
+    from jobs.ingest import IngestResult
+    bid = batch_id(end)
+    log.info("[hourly ingest %s] %s .. %s lies in days a nightly batch already holds: nothing to ingest", source,
+             start.isoformat(), end.isoformat())
+    for table in ("quarantine", "excluded", "silver_interactions"):
+        if lh.exists(table):
+            lh.delete(table, {"source": source, "batch_id": bid})
+    row = [(source, bid, _naive(end), _naive(end), 0, datetime.now(timezone.utc).replace(tzinfo=None))]
+    lh.merge(spark.createDataFrame(row, "source string, batch_id string, low timestamp, high timestamp, rows long, "
+                                        "ingested_at timestamp"), WATERMARKS, keys=["source", "batch_id"], few=True)
+    result = IngestResult(source=source, batch_id=bid, run_date=_day_of(end).isoformat(), input_rows=0,
+                          accepted_rows=0, excluded_rows=0, quarantined_rows=0)
+    record_run(lh, "ingest", source, bid, _day_of(end), "empty", {"reason": "held by the nightly"}, 0.0)
     return result
 
 
@@ -319,6 +358,7 @@ class HourPublishResult:
     skipped: bool
     counts: Dict[str, int]
     seconds: float
+    held: str = ""      # why readers were not moved (a covered or older hour, a rolled-back patch)
 
 
 def _patch_id(base: str, end: datetime, parts) -> str:
@@ -345,8 +385,14 @@ def publish_hour(spark: SparkSession, cfg: Config, start: datetime, end: datetim
     base_day = date.fromisoformat(str(base_meta.get("run_date")))
     cutoff = datetime.combine(base_day + timedelta(days=1), dt.time(), tzinfo=timezone.utc)
     if end <= cutoff:
-        raise EmptyInputError(f"readers are on {base}, built from data up to {cutoff.isoformat()}, which already "
-                              f"covers the hour ending {end.isoformat()}: nothing to patch")
+        # a retried or cleared hour that the nightly readers are on already holds: nothing to patch, and
+        # readers must not move (the task succeeds)
+        log.info("[hourly publish %s] readers are on %s, built from data up to %s, which already covers this "
+                 "hour: nothing to patch", end.isoformat(), current, cutoff.isoformat())
+        record_run(lh, "hourly_publish", "all", batch_id(end), _day_of(end), "skipped",
+                   {"version": current, "base": base, "reason": "covered by the nightly"}, time.time() - t0)
+        return HourPublishResult(version=current, base=base, skipped=True, counts={}, seconds=time.time() - t0,
+                                 held=f"the nightly {base} readers are on already covers this hour")
     hourly = (lh.read(HOURLY_RECS).filter((F.col("hour_end") > F.lit(_naive(cutoff)))
                                           & (F.col("hour_end") <= F.lit(_naive(end)))))
     if lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(_naive(end))).limit(1).count() == 0:
@@ -375,13 +421,19 @@ def publish_hour(spark: SparkSession, cfg: Config, start: datetime, end: datetim
         yield from _records("u", users_df, "user_id")
 
     res = publish_version(r, ks, version, records(), base=base,
-                          metadata={"run_date": _day_of(end).isoformat(), "hour_end": end.isoformat(),
+                          metadata={"run_date": _day_of(end).isoformat(), "data_day": base_day.isoformat(),
+                                    "hour_end": end.isoformat(),
                                     "hour_start": start.isoformat(), "score_ids": ",".join(score_ids)},
                           expected=expected, batch_keys=cfg.redis.batch_keys, keep=cfg.redis.keep_versions,
                           lock_ttl=cfg.redis.publish_lock_ttl_s)
     seconds = time.time() - t0
     record_run(lh, "hourly_publish", "all", batch_id(end), _day_of(end), "skipped" if res.skipped else "succeeded",
-               {"version": version, "base": base, **{f"count_{k}": v for k, v in expected.items()}}, seconds)
-    log.info("[hourly publish %s] %s over %s: %s keys in %.1f s", end.isoformat(),
-             "already published" if res.skipped else "patch published", base, expected, seconds)
-    return HourPublishResult(version=version, base=base, skipped=res.skipped, counts=expected, seconds=seconds)
+               {"version": version, "base": base, **{f"count_{k}": v for k, v in expected.items()},
+                **({"held": res.held} if res.held else {})}, seconds)
+    if res.held:
+        log.warning("[hourly publish %s] readers stay on %s: %s", end.isoformat(), res.version, res.held)
+    else:
+        log.info("[hourly publish %s] %s over %s: %s keys in %.1f s", end.isoformat(),
+                 "already published" if res.skipped else "patch published", base, expected, seconds)
+    return HourPublishResult(version=res.version if res.held else version, base=base, skipped=res.skipped,
+                             counts=expected, seconds=seconds, held=res.held)

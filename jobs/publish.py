@@ -41,6 +41,7 @@ class PublishSummary:
     keys_per_s: float
     seconds: float
     deleted: List[str]
+    held: str = ""      # why readers were not moved to this run's lists (serving.publish.publish_version)
 
 
 def redis_client(cfg: Config):
@@ -146,7 +147,11 @@ def _item_records(items: DataFrame) -> Iterator[List[Tuple[str, str, bytes]]]:
                         for row in items.toLocalIterator(prefetchPartitions=True))
 
 
-def publish(spark: SparkSession, cfg: Config, run_date: date) -> PublishSummary:
+def publish(spark: SparkSession, cfg: Config, run_date: date, restore: bool = False) -> PublishSummary:
+    """Publish ``run_date``'s lists as a new version and switch readers to it, unless that would move
+    them backwards in data time (readers are on a later day's lists: a backfill) or the version was
+    rolled back (``restore`` brings it back on purpose); then the summary is ``skipped`` with ``held``
+    saying why. Readers on an hourly patch over this very version stay on the patch."""
     from serving.publish import publish_version
 
     lh = Lakehouse(spark, cfg)
@@ -198,13 +203,6 @@ def publish(spark: SparkSession, cfg: Config, run_date: date) -> PublishSummary:
     from serving.versions import current_version, read_meta
     current = current_version(r, keyspace(cfg))
     current_meta = read_meta(r, keyspace(cfg), current) if current else {}
-    if current and str(current_meta.get("run_date") or "") > run_date.isoformat():
-        # a backfill: readers are on a later day's lists and stay there
-        log.warning("[publish %s] readers are on %s, from the later run date %s: a backfill does not move them "
-                    "back (publish that date again, or `reco publish --rollback`, to change what they read)",
-                    run_date, current, current_meta.get("run_date"))
-        return PublishSummary(version=current, previous=current, skipped=True, counts=expected, keys_per_s=0.0,
-                              seconds=0.0, deleted=[])
     if current and current != score_id and current_meta.get("base") == score_id:
         # readers are on an hourly patch over this very version: it is published, and fresher
         log.info("[publish %s] %s is published and readers are on hourly patch %s over it: nothing to do",
@@ -212,11 +210,17 @@ def publish(spark: SparkSession, cfg: Config, run_date: date) -> PublishSummary:
         return PublishSummary(version=current, previous=current, skipped=True, counts=expected, keys_per_s=0.0,
                               seconds=0.0, deleted=[])
     res = publish_version(r, keyspace(cfg), score_id, records(),
-                          metadata={"run_date": run_date.isoformat(), "model_version": model_version,
+                          metadata={"run_date": run_date.isoformat(), "data_day": run_date.isoformat(),
+                                    "model_version": model_version,
                                     "run_id": run_id, "score_id": score_id, "list_length": int(k[1]),
                                     "sample_users": ",".join(sample_users)},
                           expected=expected, batch_keys=cfg.redis.batch_keys, keep=cfg.redis.keep_versions,
-                          progress=progress, lock_ttl=cfg.redis.publish_lock_ttl_s)
+                          progress=progress, restore=restore, lock_ttl=cfg.redis.publish_lock_ttl_s)
+    if res.held:
+        # a backfill, a retry after a rollback: the lists are in Delta; readers stay where they are
+        log.warning("[publish %s] readers stay on %s: %s", run_date, res.version, res.held)
+        return PublishSummary(version=res.version, previous=res.previous_version, skipped=True, counts=expected,
+                              keys_per_s=0.0, seconds=res.seconds, deleted=[], held=res.held)
     if k[0] != k[1]:
         log.warning("[publish %s] user lists have %d to %d items (the rules promise one length)", score_id, k[0], k[1])
     log.info("[publish %s] %s: %s keys in %.1f s; readers on %s (was %s)", run_date,

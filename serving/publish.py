@@ -46,8 +46,8 @@ from serving.codec import encode_meta
 from serving.connection import describe
 from serving.keys import KIND_NAMES, KINDS, MAX_ID_LENGTH, KeySpace, check_id, check_version
 from serving.versions import (PublishError, PublishLock, base_of, current_version, delete_version,  # noqa: F401
-                              delete_version_keys, is_complete, list_versions, mark_current, prune,
-                              read_meta, rollback)
+                              delete_version_keys, is_complete, list_versions, mark_current, moves_back, prune,
+                              read_meta, rollback, rolled_back_versions)
 
 __all__ = ["BadRecords", "PublishError", "PublishResult", "Record", "delete_version", "list_versions",
            "publish_version", "rollback"]
@@ -107,6 +107,7 @@ class PublishResult:
     previous_version: Optional[str] = None
     counts: Dict[str, int] = field(default_factory=dict)
     checksum: str = ""
+    held: str = ""          # why readers were left where they are (nothing loaded, nothing switched)
 
     @property
     def keys_per_s(self) -> float:
@@ -475,7 +476,7 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
                     metadata: Mapping[str, Any], expected: Optional[Mapping[str, int]] = None,
                     batch_keys: int = 10_000, keep: int = 3, progress: Optional[Callable[[int], None]] = None,
                     sample: int = 100, verify_fn: Optional[VerifyFn] = None,
-                    lock_ttl: float = 120.0, base: Optional[str] = None) -> PublishResult:
+                    lock_ttl: float = 120.0, base: Optional[str] = None, restore: bool = False) -> PublishResult:
     """Load ``records`` as ``version``, verify, switch readers to it, prune old versions.
 
     Args:
@@ -501,6 +502,15 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
             only what changed (any kind may have none), and readers fall back to
             ``base`` for every record the patch lacks. ``keep`` counts patches
             as versions; the base of a kept version is always kept.
+        restore: publish ``version`` even though it was rolled back. Without it a
+            rolled-back version is not brought back (a retried task after
+            ``reco publish --rollback`` must not undo the rollback).
+
+    Readers never move backwards in data time: when ``metadata`` carries ``data_day``
+    (and ``hour_end`` for a patch) and readers are on a version that is later by
+    :func:`serving.versions.moves_back` (a backfill, a retried old hour), nothing is
+    loaded or switched, and the result says why in ``held``. So is a rolled-back
+    version without ``restore``.
 
     Raises:
         PublishError: invalid input, verification failed, redis failed, the
@@ -519,6 +529,12 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
         with PublishLock(r, ks, f"publish {version}", ttl=lock_ttl) as lock:
             if base is not None:
                 _check_base(r, ks, version, base, where)
+            previous = current_version(r, ks)      # under the lock: nobody moves it until we are done
+            held = _hold_reason(r, ks, version, previous, metadata, restore)
+            if held:
+                log.warning("not publishing %s: %s", version, held)
+                return PublishResult(previous or version, 0, 0, time.monotonic() - t0, True, [], previous,
+                                     held=held)
             meta = read_meta(r, ks, version)
             loader = _Loader(r, ks, version, batch_keys, sample, progress, lock)
             if is_complete(meta):
@@ -584,6 +600,24 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
              loader.keys_written / max(seconds, 1e-9), previous, deleted or "nothing")
     return PublishResult(version, loader.keys_written, loader.n_bytes, seconds, False, deleted, previous,
                          dict(loader.counts), loader.checksum)
+
+
+def _hold_reason(r: redis.Redis, ks: KeySpace, version: str, current: Optional[str], metadata: Mapping[str, Any],
+                 restore: bool) -> str:
+    """Why ``version`` must not become current now ("" when it may)."""
+    if version != current and not restore and version in rolled_back_versions(r, ks):
+        return (f"it was rolled back (`reco publish --rollback`); readers stay on {current}. Publish it with "
+                "restore (`reco publish --date D --restore`) to bring it back on purpose")
+    if current and version != current:
+        cur_meta = read_meta(r, ks, current)
+        if moves_back(cur_meta, dict(metadata)):
+            return (f"readers are on {current} (data of {cur_meta.get('data_day')}"
+                    f"{' up to ' + str(cur_meta.get('hour_end')) if cur_meta.get('hour_end') else ''}), later than "
+                    f"{version} (data of {metadata.get('data_day')}"
+                    f"{' up to ' + str(metadata.get('hour_end')) if metadata.get('hour_end') else ''}): a backfill "
+                    "or a retried older run never moves readers back. `reco publish --rollback` moves them back "
+                    "on purpose")
+    return ""
 
 
 def _discard(r: redis.Redis, ks: KeySpace, version: str) -> None:

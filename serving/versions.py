@@ -272,6 +272,37 @@ def prune(r: redis.Redis, ks: KeySpace, keep: int) -> List[str]:
     return doomed
 
 
+def data_position(meta: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+    """Where a version sits in data time: (the nightly day its lists are built on, the end of the hour a
+    patch brings them up to, or ``""`` for a full version). None for metadata without ``data_day``
+    (versions published before it was recorded: they are never compared)."""
+    day = meta.get("data_day")
+    if not day:
+        return None
+    return str(day), str(meta.get("hour_end") or "")
+
+
+def moves_back(current_meta: Dict[str, Any], new_meta: Dict[str, Any]) -> bool:
+    """Whether pointing readers from the version of ``current_meta`` to one of ``new_meta`` would move
+    them backwards in data time: a nightly of an older day than the one readers' lists are built on (a
+    backfill), or a patch over the same day that ends at an earlier hour (a cleared or retried old hour).
+
+    A nightly of a later day moves readers forward even off a patch that reaches past its midnight (the
+    patch sits on an older day's model and features, and the next hour patches the new one); a full
+    version of the same day (a rescore) is never a step back."""
+    cur, new = data_position(current_meta), data_position(new_meta)
+    if cur is None or new is None:
+        return False
+    if new[0] != cur[0]:
+        return new[0] < cur[0]
+    return bool(new[1]) and new[1] < cur[1]
+
+
+def rolled_back_versions(r: redis.Redis, ks: KeySpace) -> List[str]:
+    """The versions rolled back and not published again since, newest first."""
+    return _lrange(r, ks.rolled_back)
+
+
 def mark_current(r: redis.Redis, ks: KeySpace, version: str) -> None:
     """Switch readers to ``version`` (one SET) and put it at the head of the versions list, all or nothing.
 

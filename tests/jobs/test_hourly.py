@@ -45,6 +45,20 @@ def test_plan_window_catches_up_missed_hours_and_reruns_keep_their_bounds(spark,
     assert plan_window(lh, "other", h(4), h(5)) == (h(4), h(5))              # per source
 
 
+def test_plan_window_never_reaches_into_days_a_nightly_holds(spark, cfg):
+    """Defect 6: a catch-up window started at the last watermark even when the nightly had ingested those
+    hours since, so they were ingested again (twice in silver)."""
+    from jobs.pipeline_runs import record_run
+    lh = Lakehouse(spark, cfg)
+    h = lambda n: datetime(2026, 10, 29, tzinfo=UTC) + timedelta(hours=n)  # noqa: E731
+    _marks(spark, lh, [("s", batch_id(h(-2)), h(-3), h(-2))])              # 21:00-22:00 of the 28th, then none
+    assert plan_window(lh, "s", h(2), h(3)) == (h(-2), h(3))               # no nightly yet: catch up from 22:00
+    record_run(lh, "ingest", "s", "export-1028", datetime(2026, 10, 28).date(), "succeeded", {}, 1.0)
+    record_run(lh, "ingest", "s", batch_id(h(1)), datetime(2026, 10, 29).date(), "succeeded", {}, 1.0)
+    assert plan_window(lh, "s", h(2), h(3)) == (h(0), h(3))                # the 28th is the nightly's
+    assert plan_window(lh, "s", h(-3), h(-2)) == (h(-2), h(-2))            # a retried hour of the 28th: empty
+
+
 def test_new_pairs_and_new_customers_get_indices_after_the_known_ones(spark):
     t = lambda m: datetime(2026, 10, 29, 1, m)  # noqa: E731
     events = spark.createDataFrame([
@@ -96,6 +110,10 @@ def test_an_hour_keeps_its_window_and_the_nightly_supersedes_its_day(spark, tmp_
     silver = lh.read("silver_interactions")
     assert silver.filter(F.col("batch_id").startswith("hourly-")).count() == 0
     assert sorted(r[0] for r in silver.select("session_id").collect()) == ["600001", "600002", "600003", "600004"]
+
+    # the hour retried after its day's nightly (defect 6): nothing is ingested again, the task succeeds
+    again = ingest_hour(spark, cfg, "online_retail", start, start + timedelta(hours=1))
+    assert (again.input_rows, again.accepted_rows) == (0, 0) and lh.read("silver_interactions").count() == 4
 
 
 # ---------------------------------------------------------------- publish
@@ -190,3 +208,9 @@ def test_publish_hour_patches_the_latest_list_of_every_user(spark, tmp_path, red
     assert again.skipped and again.version == res.version and written[1] == written[0]
     with pytest.raises(EmptyInputError, match="no hourly lists for the hour ending 2026-10-29T04:00"):
         publish_hour(spark, cfg, end, end + timedelta(hours=2))
+    # an hour the base already covers (retried after the nightly): skipped, readers stay, the task succeeds
+    covered = publish_hour(spark, cfg, start - timedelta(hours=3), end - timedelta(hours=3))
+    assert covered.skipped and "already covers" in covered.held and current_version(r, ks) == res.version
+    # an older hour than the one readers are on: held, readers stay (defect 5)
+    older = publish_hour(spark, cfg, start - timedelta(hours=1), end - timedelta(hours=1))
+    assert older.skipped and "later than" in older.held and current_version(r, ks) == res.version

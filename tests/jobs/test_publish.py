@@ -94,6 +94,33 @@ def test_cli_rollback_without_an_older_version_is_one_clear_line(published, monk
     assert err.startswith("error: nothing to roll back") and "Traceback" not in err
 
 
+def test_the_nightly_replaces_a_patch_past_midnight_and_a_retry_leaves_a_rollback_alone(spark, published):
+    """Defect 1: a patch records the day of its hour as run_date, so the 01:10 patch of D+1 (over the
+    nightly of D-1) made the nightly of D look like a backfill: it was skipped, and every later one too.
+    Defect 5: republishing the date after `reco publish --rollback` (a retried task) brought it back."""
+    from datetime import timedelta
+
+    from jobs.publish import rollback
+    from serving.publish import publish_version
+    from tests.serving.records import chunks, expected
+    from tests.serving.test_patch import patch_records
+    cfg, run_date, scored, _ = published
+    cfg = cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"namespace": "jobtest-days"})})
+    r, ks = redis_client(cfg), keyspace(cfg)
+    before, after = (run_date - timedelta(days=1)).isoformat(), (run_date + timedelta(days=1)).isoformat()
+    publish_version(r, ks, "n-before", chunks("n-before"), {"run_date": before, "data_day": before},
+                    expected=expected())
+    publish_version(r, ks, "n-before.h1", patch_records("h1"), base="n-before",
+                    metadata={"run_date": after, "data_day": before, "hour_end": f"{after}T01:00:00+00:00"})
+    res = publish(spark, cfg, run_date)
+    assert (res.skipped, res.version, _client(cfg).current_version()) == (False, scored.score_id, scored.score_id)
+    assert rollback(cfg) == (scored.score_id, "n-before.h1")
+    retry = publish(spark, cfg, run_date)
+    assert retry.skipped and "rolled back" in retry.held and _client(cfg).current_version() == "n-before.h1"
+    restored = publish(spark, cfg, run_date, restore=True)
+    assert not restored.held and _client(cfg).current_version() == scored.score_id
+
+
 def test_lists_encoded_by_the_workers_are_the_driver_s_bytes(spark):
     from jobs.publish import ENCODE_IN_DRIVER_MAX, _list_records
     rows = [("u1", 2, "b", 0.5, "personal"), ("u1", 1, "a", 0.9, "personal"), ("u1", 3, "c", None, "popular"),
