@@ -1,7 +1,7 @@
 """reco_hourly: keep the served lists fresh between nightly runs (wiring only; see docs/AIRFLOW.md).
 
-    ingest >> refresh >> score >> publish          (orchestration.hourly_tasks: steps, the default)
-    update: the same four steps in one task        (orchestration.hourly_tasks: one)
+    update: the four steps in one task             (orchestration.hourly_tasks: one, the default)
+    ingest >> refresh >> score >> publish          (orchestration.hourly_tasks: steps)
 
 The run fires at ``orchestration.hourly_schedule`` (UTC) and covers the clock hour its data interval
 starts in: every job gets ``--start H:00 --end H+1:00`` as ISO timestamps with their time zone.

@@ -189,7 +189,7 @@ class OrchestrationConfig(_Strict):
     # the hourly DAG's tasks: "steps" = ingest >> refresh >> score >> publish, a task (a process, a Spark
     # driver) each; "one" = one task `reco hourly all` running the four in one process. Under a scheduler
     # each task starts its own driver: on a small machine "one" saves those starts (docs/AIRFLOW.md)
-    hourly_tasks: Literal["steps", "one"] = "steps"
+    hourly_tasks: Literal["steps", "one"] = "one"
     # cron of the table maintenance (OPTIMIZE + VACUUM of every table), once a day after the nightly
     maintenance_schedule: str = "30 5 * * *"
     start_date: str = "2026-07-01"      # first data interval (backfills can start here)

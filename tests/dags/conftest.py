@@ -30,6 +30,8 @@ def airflow_home(tmp_path_factory) -> Iterator[Path]:
         mp.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
         mp.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS_FOLDER))
         mp.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home}/airflow.db")
+        # the shape tests check the hourly DAG as four tasks; the default, one task, has its own test
+        mp.setenv("RECO__ORCHESTRATION__HOURLY_TASKS", "steps")
         yield home
 
 
