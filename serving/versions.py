@@ -265,7 +265,8 @@ def prune(r: redis.Redis, ks: KeySpace, keep: int) -> List[str]:
     doomed += sorted(registered - set(versions) - kept)
     for v in doomed:
         r.lrem(ks.versions, 0, v)  # out of the list first: nobody rolls back onto a half-deleted version
-        r.lrem(ks.rolled_back, 0, v)
+        # a rolled-back version stays in {ns}:rolled_back (trimmed to ROLLED_BACK_KEEP) once its keys are
+        # gone: a later retry of its publish must still not bring it back (only restore does)
         delete_version_keys(r, ks, v)
     if doomed:
         log.info("pruned versions %s (keeping %d)", doomed, keep)

@@ -69,3 +69,15 @@ def test_a_retry_after_a_rollback_does_not_undo_it_unless_restored(r, ks):
     assert current_version(r, ks) == "n28.h1"
     restored = nightly(r, ks, "n29", "2026-10-29", restore=True)
     assert not restored.held and current_version(r, ks) == "n29"
+
+
+def test_a_rollback_still_holds_after_the_next_publish_pruned_the_rolled_back_version(r, ks):
+    """Pruning deleted the rolled-back version's keys and its rolled_back entry, so a retry of its publish
+    after the next hourly loaded it again and moved readers back onto it."""
+    nightly(r, ks, "n28", "2026-10-28")
+    nightly(r, ks, "n29", "2026-10-29")
+    assert rollback(r, ks) == ("n29", "n28")
+    patch(r, ks, "n28.h1", "n28", "2026-10-28", "2026-10-30T01:00:00+00:00", keep=1)
+    assert not r.exists(ks.meta("n29"))                               # pruned: its keys are gone
+    retry = nightly(r, ks, "n29", "2026-10-29")
+    assert retry.skipped and "rolled back" in retry.held and current_version(r, ks) == "n28.h1"
