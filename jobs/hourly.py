@@ -88,24 +88,28 @@ def plan_window(lh: Lakehouse, source: str, start: datetime, end: datetime) -> T
     """The batch's bounds: a rerun keeps the bounds it had; otherwise it starts at the source's last
     watermark when that is before ``start`` by at most MAX_CATCHUP_HOURS (hours that were missed), else at
     ``start``. Either way it never reaches back into a day a nightly batch of the source already holds
-    (:func:`nightly_end`): those events are in silver already. The bounds are empty (start == end) when
+    (:func:`nightly_end`): those events are in silver already; and with no mark after that day it starts
+    where the nightly's data ends (the first hours after a nightly ran, or hours missed since). The bounds are empty (start == end) when
     the nightly holds the whole window (an old hour retried after its day's nightly)."""
     lo, hi = start, end
+    held = nightly_end(lh, source)
+    prior = None
     if lh.exists(WATERMARKS):
         # one small Spark job: this window's own mark, if any, and the latest mark up to its start
         marks = (lh.read(WATERMARKS).filter(F.col("source") == source)
                  .agg(F.max(F.when(F.col("batch_id") == batch_id(end), F.struct("low", "high"))).alias("same"),
                       F.max(F.when(F.col("high") <= F.lit(_naive(start)), F.col("high"))).alias("prior"))
                  .first())                  # a global aggregate: one row, nulls where nothing matched
-        if marks["same"] is not None:
-            lo = marks["same"]["low"].replace(tzinfo=timezone.utc)
+        if marks["same"] is not None:       # a rerun: the bounds it had (an empty mark: the window's own)
+            lo = min(marks["same"]["low"].replace(tzinfo=timezone.utc), start)
             hi = marks["same"]["high"].replace(tzinfo=timezone.utc)
-            lo = min(lo, start)             # an empty mark (the nightly held it then) keeps the window's start
-        elif marks["prior"] is not None:
+            return (min(max(lo, held), hi) if held else lo), hi
+        if marks["prior"] is not None:
             prior = marks["prior"].replace(tzinfo=timezone.utc)
-            if start - prior <= timedelta(hours=MAX_CATCHUP_HOURS):
-                lo = prior
-    held = nightly_end(lh, source)
+    # where the data already in silver ends: the last mark, or the nightly's day if it reaches further
+    since = max((t for t in (prior, held) if t is not None and t <= start), default=None)
+    if since is not None and start - since <= timedelta(hours=MAX_CATCHUP_HOURS):
+        lo = since
     if held is not None and lo < held:
         lo = min(held, hi)
     return lo, hi
@@ -361,6 +365,13 @@ class HourPublishResult:
     held: str = ""      # why readers were not moved (a covered or older hour, a rolled-back patch)
 
 
+def _scored(lh: Lakehouse, end: datetime) -> bool:
+    """Whether the hour's score step finished (``pipeline_runs``), with or without active customers."""
+    return lh.exists("pipeline_runs") and lh.read("pipeline_runs").filter(
+        (F.col("step") == "hourly_score") & (F.col("batch_id") == batch_id(end))
+        & (F.col("status") == "succeeded")).limit(1).count() > 0
+
+
 def _patch_id(base: str, end: datetime, parts) -> str:
     h = hashlib.sha256(json.dumps([base, end.isoformat(), *parts]).encode()).hexdigest()[:8]
     return f"{base}.h{end:%Y%m%d%H%M}-{h}"
@@ -395,7 +406,9 @@ def publish_hour(spark: SparkSession, cfg: Config, start: datetime, end: datetim
                                  held=f"the nightly {base} readers are on already covers this hour")
     hourly = (lh.read(HOURLY_RECS).filter((F.col("hour_end") > F.lit(_naive(cutoff)))
                                           & (F.col("hour_end") <= F.lit(_naive(end)))))
-    if lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(_naive(end))).limit(1).count() == 0:
+    if lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(_naive(end))).limit(1).count() == 0 and not _scored(
+            lh, end):
+        # a quiet hour is scored with no active customer: it has no rows, but its score step ran
         raise EmptyInputError(f"no hourly lists for the hour ending {end.isoformat()}: run `reco hourly score` first")
     latest = hourly.groupBy("user_id").agg(F.max("hour_end").alias("hour_end"))
     users = hourly.join(latest, ["user_id", "hour_end"])

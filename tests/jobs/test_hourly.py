@@ -57,6 +57,10 @@ def test_plan_window_never_reaches_into_days_a_nightly_holds(spark, cfg):
     record_run(lh, "ingest", "s", batch_id(h(1)), datetime(2026, 10, 29).date(), "succeeded", {}, 1.0)
     assert plan_window(lh, "s", h(2), h(3)) == (h(0), h(3))                # the 28th is the nightly's
     assert plan_window(lh, "s", h(-3), h(-2)) == (h(-2), h(-2))            # a retried hour of the 28th: empty
+    # no mark since the nightly's day (the first hours after it were missed): from its midnight on
+    assert plan_window(lh, "other", h(3), h(4)) == (h(3), h(4))            # no nightly of 'other'
+    record_run(lh, "ingest", "other", "export-1028", datetime(2026, 10, 28).date(), "succeeded", {}, 1.0)
+    assert plan_window(lh, "other", h(5), h(6)) == (h(0), h(6))            # hours 0-4 were missed
 
 
 def test_new_pairs_and_new_customers_get_indices_after_the_known_ones(spark):
@@ -208,6 +212,13 @@ def test_publish_hour_patches_the_latest_list_of_every_user(spark, tmp_path, red
     assert again.skipped and again.version == res.version and written[1] == written[0]
     with pytest.raises(EmptyInputError, match="no hourly lists for the hour ending 2026-10-29T04:00"):
         publish_hour(spark, cfg, end, end + timedelta(hours=2))
+    # a quiet hour: scored with no active customer (no rows), published as a patch of the earlier hours' lists
+    from jobs.pipeline_runs import record_run
+    quiet = end + timedelta(hours=5)
+    record_run(lh, "hourly_score", "all", batch_id(quiet), quiet.date(), "succeeded", {"users": 0}, 1.0)
+    res = publish_hour(spark, cfg, quiet - timedelta(hours=1), quiet)
+    assert not res.skipped and res.counts["u"] == 3 and current_version(r, ks) == res.version
+    assert client.recommendations("u2", 5).items == ["z", "y"]         # its 03:00 list, the latest
     # an hour the base already covers (retried after the nightly): skipped, readers stay, the task succeeds
     covered = publish_hour(spark, cfg, start - timedelta(hours=3), end - timedelta(hours=3))
     assert covered.skipped and "already covers" in covered.held and current_version(r, ks) == res.version
