@@ -153,3 +153,15 @@ def test_the_score_id_is_the_rules_content_not_where_the_file_lies(cfg, tmp_path
     there.write_text(text + "\n# a comment is a change of file\n")
     assert key(there) != key(here)                              # another rules file
     assert key(here, k=cfg.scoring.k + 1) != key(here)          # another setting
+
+
+def test_the_score_id_changes_with_the_day_s_inputs_not_their_order(spark):
+    """A corrected export of a day already scored must give a new version (readers get the corrected lists);
+    the same rows in another order (a rerun) the same one."""
+    from jobs.score import inputs_digest
+    rows = [("u1", "a", 1.0), ("u1", "b", 0.3), ("u2", "a", 0.6)]
+    schema = "user_id string, item_id string, strength double"
+    same = inputs_digest(spark.createDataFrame(rows, schema))
+    assert inputs_digest(spark.createDataFrame(rows[::-1], schema).repartition(2)) == same
+    corrected = [("u1", "a", 1.0), ("u1", "b", 0.6), ("u2", "a", 0.6)]
+    assert inputs_digest(spark.createDataFrame(corrected, schema)) != same
