@@ -7,11 +7,12 @@ import json
 import sys
 from typing import Dict
 
-from bench import gpu, ingest_features, models, pipeline, serving
+from bench import gpu, ingest_features, models, pipeline, rehearsal, serving
 from bench.measure import ROOT, machine, run_measured
 
 
 GPU_HEADING = "## GPU: training and scoring beside the CPU (`python -m bench.gpu`)"
+REHEARSAL_HEADING = "## The schedule over days, as a scheduler runs it (`reco rehearse`)"
 
 
 def main() -> None:
@@ -21,7 +22,7 @@ def main() -> None:
     ap.add_argument("--skip-retail", action="store_true", help="leave out the UCI Online Retail case")
     ap.add_argument("--merge", action="store_true",
                     help="keep the cases of the previous run (bench/out/ingest_features.json) not re-run now")
-    ap.add_argument("--only", choices=["ingest", "models", "serving", "pipeline", "gpu"],
+    ap.add_argument("--only", choices=["ingest", "models", "serving", "pipeline", "rehearsal", "gpu"],
                     help="run one section; the others keep their stored results (bench/out/*.json)")
     args = ap.parse_args()
     if args.only in (None, "ingest"):
@@ -32,6 +33,8 @@ def main() -> None:
         run_serving()
     if args.only in (None, "pipeline"):
         run_pipeline()
+    if args.only in (None, "rehearsal"):
+        run_rehearsal()
     if args.only in (None, "gpu"):
         run_gpu(required=args.only == "gpu")
     write_markdown()
@@ -60,6 +63,11 @@ def run_serving() -> None:
 def run_pipeline() -> None:
     """`reco run` (the nightly DAG through Airflow) and two hourly DAG runs."""
     _run_module("bench.pipeline", 4 * 3600)
+
+
+def run_rehearsal() -> None:
+    """`reco rehearse`: 3 days of 6 hourly runs at the default size, a process per task (bench/rehearsal.py)."""
+    _run_module("bench.rehearsal", 8 * 3600)
 
 
 def run_gpu(required: bool) -> None:
@@ -156,6 +164,9 @@ def write_markdown() -> None:
     pipeline_store = out / "pipeline.json"
     pipeline_text = (pipeline.to_markdown(json.loads(pipeline_store.read_text())) if pipeline_store.exists()
                      else "Not run yet: `python -m bench.run_all --only pipeline`.")
+    rehearsal_store = out / "rehearsal.json"
+    rehearsal_text = (rehearsal.to_markdown(json.loads(rehearsal_store.read_text())) if rehearsal_store.exists()
+                      else "Not run yet: `python -m bench.run_all --only rehearsal`.")
     gpu_store = out / "gpu.json"
     gpu_text = (gpu.to_markdown(json.loads(gpu_store.read_text())) if gpu_store.exists()
                 else "Not run yet: `python -m bench.gpu` on a machine with a CUDA GPU.")
@@ -214,6 +225,10 @@ multiply, publishing to Redis against `redis-benchmark`, and lookup latency at a
 
 {pipeline_text}
 
+{REHEARSAL_HEADING}
+
+{rehearsal_text}
+
 {GPU_HEADING}
 
 {gpu_text}
@@ -225,6 +240,7 @@ multiply, publishing to Redis against `redis-benchmark`, and lookup latency at a
         "## Model quality: two-tower against the baselines": model_store.exists(),
         "## Serving": serving_store.exists(),
         "## Pipeline wall time through Airflow (`make run`, hourly DAG)": pipeline_store.exists(),
+        REHEARSAL_HEADING: rehearsal_store.exists(),
         GPU_HEADING: gpu_store.exists()})
     old.write_text(text)
     print(text)

@@ -15,6 +15,7 @@
     reco report   [--date D]                             (the run's summary: tables, model, Redis, lookup)
     reco hourly   ingest|refresh|score|publish|all --start T --end T [--source S]   (the hourly path: a step, or all)
     reco run      [--source S] [--date D] [--no-airflow] (the nightly pipeline end to end, through Airflow)
+    reco rehearse --days N [--hours-per-day H] [--faults none|all|NAME,...] --out DIR   (days in fast-forward)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
 
@@ -127,6 +128,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--list", action="store_true", help="list the published versions")
     g.add_argument("--restore", action="store_true", help="publish the date's lists even if that version was "
                                                            "rolled back (a plain publish leaves a rollback alone)")
+    sp = sub.add_parser("rehearse", help="run the nightly, hourly and maintenance DAGs over N simulated days "
+                                         "with faults, checking the invariants after every run")
+    sp.add_argument("--days", type=int, default=2, help="simulated days after the synthetic data's last day")
+    sp.add_argument("--hours-per-day", type=int, default=3, help="hourly runs a day (00:00, then spread)")
+    sp.add_argument("--faults", default="none", help="none, all, or a comma list (see docs/OPERATIONS.md)")
+    sp.add_argument("--out", required=True, help="folder for rehearsal.json, rehearsal.html and the task logs")
+    sp.add_argument("--runner", choices=["process", "inline"], default="process",
+                    help="process: each task in its own process (airflow tasks test), as a scheduler runs them; "
+                         "inline: the tasks' commands in this process, one Spark session")
+    sp.add_argument("--kill-after", type=float, default=25.0, help="seconds into a task when a kill fault fires")
     sp = sub.add_parser("serve", help="run the HTTP lookup service and demo page (reads Redis only)")
     sp.add_argument("--host", help="default: serving.host")
     sp.add_argument("--port", type=int, help="default: serving.port")
@@ -167,6 +178,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _dispatch(args, cfg) -> int:
     # commands that need no Spark
+    if args.command == "rehearse":
+        from jobs.rehearse import rehearse
+        summary = rehearse(cfg, args.days, args.hours_per_day, args.faults, args.out, runner=args.runner,
+                           kill_after_s=args.kill_after)
+        recovered = sum(f["recovered"] for f in summary["faults"])
+        print(f"rehearsal: {len(summary['runs'])} runs, invariants failed after {summary['invariants_failed']}; "
+              f"{recovered} of {len(summary['faults'])} faults recovered; {args.out}/rehearsal.html")
+        return 0 if summary["invariants_failed"] == 0 and recovered == len(summary["faults"]) else 1
     if args.command in ("serve", "redis") or (args.command == "publish" and (args.rollback or args.list)):
         from jobs import commands
         if args.command == "serve":
