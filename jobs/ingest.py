@@ -32,11 +32,12 @@ from features.expectations import events_expectations
 from features.interactions import build_silver
 from features.row_quality import QualityLimits, quarantine_rows, split_good_bad, with_reasons
 from features.source_mapping import map_to_contract
+from jobs import ingested_files
 from jobs.config import Config, SourceConfig
 from jobs.errors import EmptyInputError, InputSchemaError, QualityGateError, RunDateError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
-from jobs.storage import InputFile, batch_id_for, resolve_inputs
+from jobs.storage import InputFile, batch_id_for, changed_since, resolve_inputs, unclaimed
 from jobs.validate import run_suite
 
 log = logging.getLogger(__name__)
@@ -232,9 +233,15 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     else:
         inputs = resolve_inputs(path or src.path, cfg.lakehouse.staging_dir,
                                 endpoint_url=cfg.s3.endpoint_url, region=cfg.s3.region)
+        if window is None:         # a nightly batch: the listed files no other night took (docs/INPUTS.md)
+            inputs = _nights_files(lh, source, run_date, inputs)
+            if not inputs:
+                return _nothing_new(lh, source, run_date, dry_run, t0)
         batch_id = batch_id or batch_id_for(inputs)
         files = [f.uri for f in inputs]
         raw = read_raw_csv(spark, inputs, src, _source_columns(src), f"sources.{source}")
+        if window is None and not dry_run:
+            ingested_files.record(lh, source, run_date, batch_id, inputs)
         batch_catalog = None
     bronze_table = f"bronze_{source}"
     bronze = (raw.withColumn("_batch_id", F.lit(batch_id)).withColumn("_run_date", F.lit(run_date))
@@ -280,7 +287,7 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
                 for table in ("quarantine", "excluded", "silver_interactions"):
                     if lh.exists(table):   # a rerun of a window that once had rows: now it has none
                         lh.delete(table, {"source": source, "batch_id": batch_id})
-                record_run(lh, "ingest", source, batch_id, run_date, "empty", _counts(result), time.time() - t0)
+                _record(lh, source, batch_id, run_date, "empty", result, t0)
             return result
     checked = with_reasons(mapped, limits).persist(StorageLevel.MEMORY_AND_DISK)
     good, bad = split_good_bad(checked)
@@ -303,7 +310,7 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
         return result
     lh.replace(quarantine_rows(bad, run_date), "quarantine", {"source": source, "batch_id": batch_id})
     if result.bad_share > cfg.quality.max_bad_row_share:
-        record_run(lh, "ingest", source, batch_id, run_date, "failed_quality_gate", _counts(result), time.time() - t0)
+        _record(lh, source, batch_id, run_date, "failed_quality_gate", result, t0)
         checked.unpersist()
         top = ", ".join(f"{k}: {v}" for k, v in sorted(quarantined_by_rule.items(), key=lambda kv: -kv[1])[:5])
         raise QualityGateError(
@@ -328,16 +335,15 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     log.info("[ingest %s] 4/5 building silver interactions", source)
     silver, excluded = build_silver(good, cfg.interactions.non_product_items, dict(cfg.interactions.strength),
                                     cfg.interactions.rating_max)
-    excluded = excluded.withColumn("run_date", F.lit(run_date))
-    lh.replace(excluded, "excluded", {"source": source, "batch_id": batch_id})
-    # A nightly batch of a source with an hourly feed supersedes the hourly batches of its day: the same
-    # events, complete. They go in the same commit, so no reader ever counts an event twice.
+    # A nightly batch replaces the hourly batches of the days it covers (the same events, complete; the
+    # hourly feed may read the nightly's own files) and the earlier nightly batches of its night (a
+    # corrected export wins). They go in the same commit, so no reader counts an event twice or not at all.
     supersede = None
-    if window is None and src.kind != "synthetic" and src.hourly_path:
-        supersede = (f"source = {_sql_str(source)} AND batch_id LIKE 'hourly-%' AND "
-                     f"event_date = DATE'{run_date.isoformat()}'")
+    if is_nightly(batch_id):
+        supersede = nightly_supersedes(lh, source, run_date, batch_id, covered_days(good, run_date))
+    lh.replace(excluded.withColumn("run_date", F.lit(run_date)), "excluded", {"source": source, "batch_id": batch_id})
     pruned = None
-    if window is not None:   # a window's rows lie in the days it touches: replace only those partitions
+    if window is not None and supersede is None:   # a window's rows lie in the days it touches
         pruned = (f"event_date >= DATE'{window[0].date().isoformat()}' AND "
                   f"event_date <= DATE'{(window[1] - timedelta(microseconds=1)).date().isoformat()}'")
     lh.replace(silver, "silver_interactions", {"source": source, "batch_id": batch_id},
@@ -364,14 +370,113 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     if batch_catalog is not None:
         _upsert_items(lh, batch_catalog)
     checked.unpersist()
-    record_run(lh, "ingest", source, batch_id, run_date, "succeeded", _counts(result), time.time() - t0)
+    _record(lh, source, batch_id, run_date, "succeeded", result, t0)
     log.info("[ingest %s] done in %.1fs: %d in = %d accepted + %d excluded + %d quarantined", source,
              time.time() - t0, input_rows, result.accepted_rows, result.excluded_rows, quarantined)
     return result
 
 
+HOURLY_PREFIX = "hourly-"       # jobs.hourly.batch_id: an hourly window's batch; any other is a nightly's
+
+
+def is_nightly(batch_id: str) -> bool:
+    return not batch_id.startswith(HOURLY_PREFIX)
+
+
+def covered_days(good: DataFrame, run_date: date) -> List[date]:
+    """The days a nightly batch covers: its run date and the event dates of its accepted rows (a file may
+    hold late events of earlier days, or a whole history). One small Spark job."""
+    days = {r[0] for r in good.select(F.to_date("event_time")).distinct().collect() if r[0] is not None}
+    return sorted(days | {run_date})
+
+
+def earlier_nightly_batches(lh: Lakehouse, source: str, run_date: date, batch_id: str) -> List[str]:
+    """The source's other nightly batches landed for ``run_date`` (from bronze, written before silver, so a
+    batch that stopped after its silver write is found too)."""
+    bronze = f"bronze_{source}"
+    if not lh.exists(bronze):
+        return []
+    rows = (lh.read(bronze).filter((F.col("_run_date") == F.lit(run_date))
+                                   & ~F.col("_batch_id").startswith(HOURLY_PREFIX)
+                                   & (F.col("_batch_id") != batch_id))
+            .select("_batch_id").distinct().collect())
+    return sorted(r[0] for r in rows)
+
+
+def nightly_supersedes(lh: Lakehouse, source: str, run_date: date, batch_id: str, days: List[date]) -> str:
+    """A SQL condition on ``silver_interactions``: the rows a nightly batch of ``source`` for ``run_date``
+    replaces in its commit. They are the hourly batches' rows on ``days`` (:func:`covered_days`: the
+    nightly holds those days' events, complete), whether or not the source has an ``hourly_path``, and
+    every row of the source's earlier nightly batches for ``run_date`` (:func:`earlier_nightly_batches`:
+    a corrected export replaces the night's earlier one). Pass it as ``Lakehouse.replace(also=...)``."""
+    cond = (f"batch_id LIKE '{HOURLY_PREFIX}%' AND event_date IN ("
+            + ", ".join(_sql_date(d) for d in sorted(set(days) | {run_date})) + ")")
+    earlier = earlier_nightly_batches(lh, source, run_date, batch_id)
+    if earlier:
+        log.info("[ingest %s] batch %s replaces the earlier batch(es) of %s: %s", source, batch_id, run_date,
+                 ", ".join(earlier))
+        cond = f"({cond}) OR batch_id IN ({', '.join(_sql_str(b) for b in earlier)})"
+    return f"source = {_sql_str(source)} AND ({cond})"
+
+
+def _nights_files(lh: Lakehouse, source: str, run_date: date, listed: List[InputFile]) -> List[InputFile]:
+    """The listed files that are this night's (:func:`jobs.storage.unclaimed`); the others are logged."""
+    mine, others = unclaimed(listed, ingested_files.claims(lh, source), run_date)
+    if others:
+        log.info("[ingest %s] %d of %d listed file(s) belong to other nights' batches and are skipped", source,
+                 len(others), len(listed))
+    for f, claim in others:
+        if changed_since(f, claim):
+            log.warning("[ingest %s] %s changed since the batch of %s took it: a correction of that night is "
+                        "ingested by rerunning it (`reco ingest --source %s --date %s`), not by this one", source,
+                        f.uri, claim.run_date, source, claim.run_date)
+    return mine
+
+
+def _nothing_new(lh: Lakehouse, source: str, run_date: date, dry_run: bool, t0: float) -> IngestResult:
+    """A night whose path lists no file that is its own: nothing to ingest; ``reco check`` then looks at
+    silver for the day's events (a whole-history file taken by another night may hold them)."""
+    log.warning("[ingest %s] no new file for %s: every listed file belongs to another night's batch (is the "
+                "export late?)", source, run_date)
+    result = IngestResult(source=source, batch_id=f"none-{run_date:%Y%m%d}", run_date=run_date.isoformat(),
+                          input_rows=0, accepted_rows=0, excluded_rows=0, quarantined_rows=0, files=[])
+    if not dry_run:
+        _record(lh, source, result.batch_id, run_date, "empty", result, t0)
+    return result
+
+
+def _record(lh: Lakehouse, source: str, batch_id: str, run_date: date, status: str, result: IngestResult,
+            t0: float) -> None:
+    """The outcome in ``pipeline_runs``. A nightly batch's details carry ``seq``, its place among the
+    night's ingests (the latest has the highest), which ``reco check`` judges (``jobs.validate``)."""
+    counts = _counts(result)
+    if is_nightly(batch_id):
+        counts["seq"] = _next_seq(lh, source, run_date, batch_id)
+    record_run(lh, "ingest", source, batch_id, run_date, status, counts, time.time() - t0)
+
+
+def _next_seq(lh: Lakehouse, source: str, run_date: date, batch_id: str) -> int:
+    """1 + the highest ``seq`` of the night's nightly ingests; a batch that is already the latest keeps its
+    own (a rerun of the same batch leaves ``pipeline_runs`` as one run would)."""
+    if not lh.exists("pipeline_runs"):
+        return 1
+    rows = (lh.read("pipeline_runs").filter((F.col("step") == "ingest") & (F.col("source") == source)
+                                            & (F.col("run_date") == F.lit(run_date)))
+            .select("batch_id", F.get_json_object("details", "$.seq").cast("int").alias("seq")).collect())
+    seqs = {r["batch_id"]: r["seq"] or 0 for r in rows if is_nightly(r["batch_id"])}
+    top = max(seqs.values(), default=0)
+    if seqs.get(batch_id) == top and top > 0 and list(seqs.values()).count(top) == 1:
+        return top
+    return top + 1
+
+
+def _sql_date(d: date) -> str:
+    return f"DATE'{d.isoformat()}'"
+
+
 def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    # Spark SQL escapes with a backslash: two quotes in a row are two literals, concatenated
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _upsert_items(lh: Lakehouse, batch_catalog: DataFrame) -> None:

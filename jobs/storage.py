@@ -18,6 +18,10 @@ file, or a ``.gz`` whose stream is truncated or corrupt, fails the batch with
 
 :func:`batch_id_for` names the batch after the files' uris, sizes and ETags, so
 re-ingesting the same files gives the same id.
+
+:func:`unclaimed` picks a nightly batch's files from what the path lists: a file
+belongs to the run date whose batch first took it (``jobs.ingested_files``), so
+an accumulating folder or prefix yields each night only its new files.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ import os
 import tempfile
 import zlib
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from datetime import date
+from typing import Iterator, List, Mapping, Optional, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -173,6 +178,44 @@ def batch_id_for(files: List[InputFile]) -> str:
     rows = sorted([f.uri, f.size, f.etag or ""] for f in files)
     digest = hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode("utf-8")).hexdigest()
     return "b-" + digest[:16]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The nightly batch that took a file: its run date, and the file's size and ETag then."""
+    run_date: date
+    batch_id: str
+    size: int
+    etag: Optional[str]
+
+
+def unclaimed(files: List[InputFile], claims: Mapping[str, Claim],
+              run_date: date) -> Tuple[List[InputFile], List[Tuple[InputFile, Claim]]]:
+    """Split a nightly batch's listed files into (this run date's files, files of other run dates).
+
+    A file (by uri) belongs to the run date whose batch first took it. This run date's files are the
+    ones no other run date took, and its own (a rerun takes them again, in their current version). A
+    file another run date took stays with it even when rewritten since: that is a correction of that
+    night, which a rerun of that night takes; ingesting it here would count its rows twice.
+
+    Args:
+        files: what the source's path lists (:func:`resolve_inputs`).
+        claims: uri -> :class:`Claim`, for files taken by nightly batches of the source.
+        run_date: the batch's run date.
+    """
+    mine, others = [], []
+    for f in files:
+        claim = claims.get(f.uri)
+        if claim is None or claim.run_date == run_date:
+            mine.append(f)
+        else:
+            others.append((f, claim))
+    return mine, others
+
+
+def changed_since(f: InputFile, claim: Claim) -> bool:
+    """Whether ``f`` differs (size or ETag) from the version its claiming batch took."""
+    return (f.size, f.etag or None) != (claim.size, claim.etag or None)
 
 
 # ---- local ----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The ingest and features jobs on real files: idempotency and row accounting."""
 import gzip
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from pyspark.sql import functions as F
@@ -9,7 +9,7 @@ from jobs.build_features import build_features
 from jobs.ingest import ingest
 from jobs.lakehouse import Lakehouse
 from jobs.tables import content_checksum, list_tables
-from tests.conftest import SHARED
+from tests.conftest import SHARED, make_config
 from tests.jobs.test_storage import bucket, endpoint, s3  # noqa: F401  (moto S3 server fixtures)
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
@@ -89,7 +89,8 @@ def test_new_batch_extends_id_maps_without_renumbering(spark, cfg, tmp_path, mon
     items_before = {r.item_id: r.idx for r in lh.read("item_index").collect()}
     new_lines = ["536390,99999,NEW THING,1,2011-12-08 10:00:00,1.00,10001,Spain",
                  "536391,85123A,WHITE HANGING HEART T-LIGHT HOLDER,1,2011-12-08 10:00:00,2.55,00001,Spain"]
-    ingest(spark, cfg, "online_retail", RUN_DATE, path=_write(tmp_path, new_lines, "b.csv.gz"))
+    # the next night's export (the same night's would replace a.csv.gz's batch: a corrected export)
+    ingest(spark, cfg, "online_retail", RUN_DATE + timedelta(days=1), path=_write(tmp_path, new_lines, "b.csv.gz"))
     build_features(spark, cfg, RUN_DATE)
     users = {r.user_id: r.idx for r in lh.read("user_index").collect()}
     items = {r.item_id: r.idx for r in lh.read("item_index").collect()}
@@ -163,3 +164,105 @@ def test_ratings_with_a_catalog_file_onboarded_by_configuration(spark, cfg, tmp_
                       "30": (None, "1997-12-04")}
     bad = lh.read("quarantine").filter(F.col("source") == "shop:catalog").collect()
     assert [r.first_rule for r in bad] == ["missing_item_id"] and "no id" in bad[0].raw
+
+
+# ---------------------------------------------------------------- issue 22: nightly batches per (source, run date)
+
+DAY = date(2011, 12, 9)
+UTC_SOURCE = {"online_retail": {"timezone": "UTC"}}
+
+
+def _line(invoice, item, qty, when, customer, price="2.00"):
+    return f"{invoice},{item},THING {item},{qty},{when},{price},{customer},United Kingdom"
+
+
+def _sessions(lh):
+    """Silver's session ids (invoices) with how often each is there."""
+    rows = lh.read("silver_interactions").groupBy("session_id").count().collect()
+    return sorted((r[0], r[1]) for r in rows)
+
+
+def test_nightly_supersedes_the_hourly_batches_of_the_days_it_covers_without_hourly_path(spark, tmp_path):
+    """Defect 2: the hourly path reads ``path`` when a source has no ``hourly_path``; the nightly batch then
+    holds the same events and must replace the hourly batches of every day it covers (its run date, and a
+    late event's day), or silver counts them twice."""
+    path = _write(tmp_path, [
+        _line("700001", "A1", 1, "2011-12-08 23:30:00", "17001"),    # late: the 8th's, in the 9th's export
+        _line("700002", "A2", 2, "2011-12-09 10:15:00", "17002"),    # in the hourly window below
+        _line("700003", "A3", 1, "2011-12-09 12:00:00", "17003"),    # only the nightly has it
+    ], "day.csv.gz")
+    cfg = make_config(tmp_path, sources={"online_retail": {"path": path, "timezone": "UTC"}})   # no hourly_path
+    lh = Lakehouse(spark, cfg)
+    for lo, hi, bid in ((datetime(2011, 12, 8, 23), datetime(2011, 12, 9, 0), "hourly-20111209T0000"),
+                        (datetime(2011, 12, 9, 10), datetime(2011, 12, 9, 11), "hourly-20111209T1100")):
+        ingest(spark, cfg, "online_retail", (hi - timedelta(microseconds=1)).date(),
+               window=(lo.replace(tzinfo=timezone.utc), hi.replace(tzinfo=timezone.utc)), batch_id=bid)
+    assert _sessions(lh) == [("700001", 1), ("700002", 1)]
+
+    nightly = ingest(spark, cfg, "online_retail", DAY)
+    assert _sessions(lh) == [("700001", 1), ("700002", 1), ("700003", 1)]
+    batches = {r[0] for r in lh.read("silver_interactions").select("batch_id").distinct().collect()}
+    assert batches == {nightly.batch_id}
+
+
+def test_a_corrected_export_replaces_the_days_batch_in_one_commit(spark, tmp_path):
+    """Defect 3a: a corrected export of a day already ingested (rewritten in place, or given by another path)
+    is a new batch; it replaces the day's earlier nightly batch instead of adding to it."""
+    cfg = make_config(tmp_path, sources=UTC_SOURCE)
+    lh = Lakehouse(spark, cfg)
+    day = [_line("710001", "A1", 1, "2011-12-09 09:00:00", "17001"),
+           _line("710002", "A2", 5, "2011-12-09 10:00:00", "17002")]
+    path = _write(tmp_path, day, "export.csv.gz")
+    first = ingest(spark, cfg, "online_retail", DAY, path=path)
+    version = lh.version("silver_interactions")
+
+    # the export is fixed in place: 710002 had 50 units, and a line was missing
+    fixed = [day[0], _line("710002", "A2", 50, "2011-12-09 10:00:00", "17002"),
+             _line("710003", "A3", 1, "2011-12-09 11:00:00", "17003")]
+    _write(tmp_path, fixed, "export.csv.gz")
+    second = ingest(spark, cfg, "online_retail", DAY, path=path)
+    assert second.batch_id != first.batch_id
+    assert _sessions(lh) == [("710001", 1), ("710002", 1), ("710003", 1)]
+    assert lh.read("silver_interactions").filter(F.col("session_id") == "710002").first()["value"] == 50.0
+    # one commit: the version after the first batch holds it alone, the next one the corrected batch alone
+    assert lh.version("silver_interactions") == version + 1
+
+    # a second correction delivered under another name (--path) replaces it too
+    third = ingest(spark, cfg, "online_retail", DAY, path=_write(tmp_path, fixed[:2], "export-v3.csv.gz"))
+    assert _sessions(lh) == [("710001", 1), ("710002", 1)]
+    assert {r[0] for r in lh.read("silver_interactions").select("batch_id").distinct().collect()} == {third.batch_id}
+
+
+def test_an_accumulating_prefix_ingests_only_its_new_files(spark, tmp_path):
+    """Defect 3b: a folder to which each night's export is added. A file belongs to the run date whose batch
+    first took it: a night's batch is the files no other run date took, and a rerun takes its own again."""
+    cfg = make_config(tmp_path, sources=UTC_SOURCE)
+    lh = Lakehouse(spark, cfg)
+    folder = tmp_path / "in" / "exports"
+    _write(tmp_path, [_line("720001", "A1", 1, "2011-12-08 09:00:00", "17001")], "exports/2011-12-08.csv.gz")
+    first = ingest(spark, cfg, "online_retail", DAY - timedelta(days=1), path=str(folder))
+    _write(tmp_path, [_line("720002", "A2", 1, "2011-12-09 09:00:00", "17002"),
+                      _line("720003", "A3", 1, "2011-12-09 10:00:00", "17003")], "exports/2011-12-09.csv.gz")
+    second = ingest(spark, cfg, "online_retail", DAY, path=str(folder))
+    assert [f.rsplit("/", 1)[1] for f in second.files] == ["2011-12-09.csv.gz"]
+    assert second.input_rows == 2
+    assert _sessions(lh) == [("720001", 1), ("720002", 1), ("720003", 1)]
+    before = _snapshot(lh)
+
+    # reruns of either night: the same batches, the same tables
+    assert ingest(spark, cfg, "online_retail", DAY, path=str(folder)).batch_id == second.batch_id
+    assert ingest(spark, cfg, "online_retail", DAY - timedelta(days=1), path=str(folder)).batch_id == first.batch_id
+    assert _sessions(lh) == [("720001", 1), ("720002", 1), ("720003", 1)]
+    after = _snapshot(lh)
+    assert {t: v for t, v in after.items() if t != "pipeline_runs"} == \
+        {t: v for t, v in before.items() if t != "pipeline_runs"}
+
+    # a night with nothing new: an empty batch, nothing added. The 8th's file rewritten in place is a
+    # correction of the 8th, not a new file of the 10th: the 8th's rerun takes it
+    _write(tmp_path, [_line("720001", "A1", 4, "2011-12-08 09:00:00", "17001")], "exports/2011-12-08.csv.gz")
+    empty = ingest(spark, cfg, "online_retail", DAY + timedelta(days=1), path=str(folder))
+    assert (empty.input_rows, empty.files) == (0, [])
+    assert _sessions(lh) == [("720001", 1), ("720002", 1), ("720003", 1)]
+    ingest(spark, cfg, "online_retail", DAY - timedelta(days=1), path=str(folder))
+    assert _sessions(lh) == [("720001", 1), ("720002", 1), ("720003", 1)]
+    assert lh.read("silver_interactions").filter(F.col("session_id") == "720001").first()["value"] == 4.0

@@ -110,3 +110,41 @@ def test_engine_is_picked_by_row_count(spark):
     assert _pick_engine(df, 4) == (SPARK, df)
     engine, batch = _pick_engine(df, 5)
     assert engine == PANDAS and sorted(batch["id"]) == [0, 1, 2, 3, 4]
+
+
+def test_check_follows_the_latest_ingest_of_the_day(spark, tmp_path):
+    """Defect 3c: ``reco check`` judges the day's latest nightly ingest, so a good export after one that failed
+    the quality gate passes, and a bad export after a good one fails."""
+    import gzip
+
+    import pytest
+
+    from jobs.errors import QualityGateError
+    from jobs.ingest import ingest
+    from jobs.validate import check_ingested
+    from tests.conftest import make_config
+
+    cfg = make_config(tmp_path, sources={"online_retail": {"timezone": "UTC"}})
+    header = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    good = [f"73000{i},A{i},THING,{1 + i},2011-12-09 0{i}:00:00,2.00,1700{i},United Kingdom" for i in range(4)]
+    bad = [line.replace(",2.00,", ",-2.00,") for line in good]           # every price negative: quarantined
+
+    def export(name, lines):
+        path = tmp_path / "in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "wt") as f:
+            f.write(header + "\n".join(lines) + "\n")
+        return str(path)
+
+    day = date(2011, 12, 9)
+    with pytest.raises(QualityGateError):
+        ingest(spark, cfg, "online_retail", day, path=export("bad.csv.gz", bad))
+    with pytest.raises(QualityGateError, match="failed_quality_gate"):
+        check_ingested(spark, cfg, "online_retail", day)
+    ingest(spark, cfg, "online_retail", day, path=export("fixed.csv.gz", good))
+    assert check_ingested(spark, cfg, "online_retail", day)["events_on_day"] == 4
+    # a later export that fails the gate: the day's latest ingest failed, whatever silver still holds
+    with pytest.raises(QualityGateError):
+        ingest(spark, cfg, "online_retail", day, path=export("worse.csv.gz", bad))
+    with pytest.raises(QualityGateError, match="failed_quality_gate"):
+        check_ingested(spark, cfg, "online_retail", day)
