@@ -12,7 +12,10 @@ Every accepted row ends in exactly one place: the silver table, or the
   customer in the batch (bought before the data starts) or by an anonymous buyer.
 
 A return larger than the purchases it nets against cancels them all; the
-remainder refers to purchases outside the batch and is not kept.
+remainder (:func:`open_returns`) refers to purchases outside the batch: it nets
+against the same customer's purchases of the item in earlier batches
+(:func:`net_open_returns`, applied by ``jobs.return_netting``), so a return in
+the hour after its purchase cancels it as one in the same batch would.
 
 A partly cancelled purchase stays with its remaining quantity.
 """
@@ -22,6 +25,10 @@ from typing import Dict, Iterable, Tuple
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+# How far back a return reaches for purchases of earlier batches: the synthetic data's returns come
+# 2-14 days after their purchase; a shop's return window is usually 14-30 days.
+RETURN_LOOKBACK_DAYS = 30
 
 SILVER_COLUMNS = ("source", "batch_id", "row_id", "user_id", "item_id", "event_type", "value", "price",
                   "event_time", "event_date", "country", "session_id", "is_anonymous", "strength")
@@ -99,3 +106,69 @@ def build_silver(valid: DataFrame, non_product_items: Iterable[str], grades: Dic
         strength(F.col("event_type"), F.col("net_value"), grades, rating_max).alias("strength"),
     )
     return silver, excluded
+
+
+def _non_product(non_product_items: Iterable[str]) -> Column:
+    codes = sorted(set(non_product_items))
+    return F.col("item_id").isin(*codes) if codes else F.lit(False)
+
+
+def open_returns(valid: DataFrame, non_product_items: Iterable[str]) -> DataFrame:
+    """Per (source, batch, customer, item): the returned quantity the batch's own purchases do not cover.
+
+    These are the returns :func:`net_returns` cannot match in the batch (``return_without_purchase``, or
+    the part of a return above the batch's purchases); they may refer to purchases of earlier batches.
+    One row per pair, shaped like silver (:data:`SILVER_COLUMNS`): ``event_type`` ``return``, ``value``
+    the open quantity, ``event_time`` the pair's latest return, ``row_id`` and ``session_id`` that
+    return's. Anonymous returns cannot be matched to anyone and have no row.
+    """
+    rows = valid.filter(~_non_product(non_product_items) & F.col("user_id").isNotNull()
+                        & F.col("event_type").isin("purchase", "return"))
+    is_r = F.col("event_type") == "return"
+    latest = F.max_by(F.struct("row_id", "session_id", "price", "country"),
+                      F.when(is_r, F.struct("event_time", "row_id")))
+    per_pair = (rows.groupBy("source", "batch_id", "user_id", "item_id")
+                .agg(F.sum(F.when(is_r, F.col("value")).otherwise(0.0)).alias("_returned"),
+                     F.sum(F.when(~is_r, F.col("value")).otherwise(0.0)).alias("_bought"),
+                     F.max(F.when(is_r, F.col("event_time"))).alias("event_time"),
+                     latest.alias("_last")))
+    return (per_pair.filter(F.col("_returned") > F.col("_bought"))
+            .select("source", "batch_id", F.col("_last.row_id").alias("row_id"), "user_id", "item_id",
+                    F.lit("return").alias("event_type"), (F.col("_returned") - F.col("_bought")).alias("value"),
+                    F.col("_last.price").alias("price"), "event_time", F.to_date("event_time").alias("event_date"),
+                    F.col("_last.country").alias("country"), F.col("_last.session_id").alias("session_id"),
+                    F.lit(False).alias("is_anonymous"), F.lit(0.0).alias("strength")))
+
+
+def net_open_returns(purchases: DataFrame, returns: DataFrame, lookback_days: int = RETURN_LOOKBACK_DAYS) -> DataFrame:
+    """Net open returns (:func:`open_returns`, of any batch) against purchases (of any batch).
+
+    Per (source, customer, item), the open quantity of all the returns cancels purchases bought from
+    ``lookback_days`` before the earliest of those returns up to the latest one, latest purchases first
+    (a return usually refers to a recent order), as :func:`net_returns` does within a batch. It is a
+    function of the rows alone, not of the order batches came in, so re-netting a pair after a rerun,
+    a correction or a superseded batch gives the same answer.
+
+    Args:
+        purchases: silver-shaped purchase rows of known customers, ``value`` the quantity as bought
+            (after their own batch's netting, before any open return's).
+        returns: open returns: ``source``, ``user_id``, ``item_id``, ``value``, ``event_time``.
+    Returns:
+        ``purchases`` with ``cancelled``: the quantity of the row the returns take (0 when none).
+    """
+    key = ["source", "user_id", "item_id"]
+    per_pair = (returns.groupBy(*key)
+                .agg(F.sum("value").alias("_open"), F.max("event_time").alias("_last"),
+                     F.min("event_time").alias("_first")))
+    joined = purchases.join(per_pair, key, "left")
+    eligible = (F.col("_open").isNotNull() & (F.col("event_time") <= F.col("_last"))
+                & (F.col("event_time") >= F.col("_first") - F.expr(f"INTERVAL {int(lookback_days)} DAYS")))
+    newest_first = Window.partitionBy(*key).orderBy(
+        F.col("event_time").desc(), F.col("batch_id").desc(), F.col("row_id").desc()).rowsBetween(
+        Window.unboundedPreceding, 0)
+    eligible_rows = joined.withColumn("_eligible", eligible)
+    cum = F.sum(F.when(F.col("_eligible"), F.col("value")).otherwise(0.0)).over(newest_first)
+    cancelled = F.when(F.col("_eligible"), F.least(F.col("value"), F.greatest(
+        F.lit(0.0), F.col("_open") - (F.col("_cum") - F.col("value"))))).otherwise(F.lit(0.0))
+    return (eligible_rows.withColumn("_cum", cum).withColumn("cancelled", cancelled)
+            .drop("_open", "_last", "_first", "_eligible", "_cum"))

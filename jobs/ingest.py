@@ -32,7 +32,7 @@ from features.expectations import events_expectations
 from features.interactions import build_silver
 from features.row_quality import QualityLimits, quarantine_rows, split_good_bad, with_reasons
 from features.source_mapping import map_to_contract
-from jobs import ingested_files
+from jobs import ingested_files, return_netting
 from jobs.config import Config, SourceConfig
 from jobs.errors import EmptyInputError, InputSchemaError, QualityGateError, RunDateError
 from jobs.lakehouse import Lakehouse
@@ -284,9 +284,10 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
             result = IngestResult(source=source, batch_id=batch_id, run_date=run_date.isoformat(), input_rows=0,
                                   accepted_rows=0, excluded_rows=0, quarantined_rows=0, files=files)
             if not dry_run:
-                for table in ("quarantine", "excluded", "silver_interactions"):
+                for table in ("quarantine", "excluded"):
                     if lh.exists(table):   # a rerun of a window that once had rows: now it has none
                         lh.delete(table, {"source": source, "batch_id": batch_id})
+                withdraw_batch(lh, cfg, source, batch_id)
                 _record(lh, source, batch_id, run_date, "empty", result, t0)
             return result
     checked = with_reasons(mapped, limits).persist(StorageLevel.MEMORY_AND_DISK)
@@ -341,13 +342,20 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     supersede = None
     if is_nightly(batch_id):
         supersede = nightly_supersedes(lh, source, run_date, batch_id, covered_days(good, run_date))
-    lh.replace(excluded.withColumn("run_date", F.lit(run_date)), "excluded", {"source": source, "batch_id": batch_id})
+    # returns open after the batch's own purchases net against the customer's earlier purchases
+    netted = return_netting.net_batch(lh, source, batch_id, good, silver, excluded,
+                                      cfg.interactions.non_product_items, dict(cfg.interactions.strength),
+                                      cfg.interactions.rating_max, superseded=supersede)
+    lh.replace(netted.excluded.withColumn("run_date", F.lit(run_date)), "excluded",
+               {"source": source, "batch_id": batch_id})
     pruned = None
     if window is not None and supersede is None:   # a window's rows lie in the days it touches
         pruned = (f"event_date >= DATE'{window[0].date().isoformat()}' AND "
                   f"event_date <= DATE'{(window[1] - timedelta(microseconds=1)).date().isoformat()}'")
-    lh.replace(silver, "silver_interactions", {"source": source, "batch_id": batch_id},
-               partition_by=["event_date"], also=supersede, within=pruned)
+        if netted.dates:                           # and purchases its returns net against in theirs
+            pruned = f"({pruned}) OR event_date IN ({', '.join(_sql_date(d) for d in netted.dates)})"
+    lh.replace(netted.silver, "silver_interactions", {"source": source, "batch_id": batch_id},
+               partition_by=["event_date"], also=_any_of(supersede, netted.also), within=pruned)
     result.excluded_by_rule = _count_by(lh.read("excluded").filter(
         (F.col("source") == source) & (F.col("batch_id") == batch_id)), "rule")
     result.excluded_rows = sum(result.excluded_by_rule.values())
@@ -419,6 +427,20 @@ def nightly_supersedes(lh: Lakehouse, source: str, run_date: date, batch_id: str
     return f"source = {_sql_str(source)} AND ({cond})"
 
 
+def withdraw_batch(lh: Lakehouse, cfg: Config, source: str, batch_id: str) -> None:
+    """Remove a batch's rows from silver, netting again the returns it held open (its purchases' full
+    quantities come back, the purchases its returns cancelled come back); for a batch that now has no rows."""
+    if not lh.exists("silver_interactions"):
+        return
+    netted = return_netting.net_batch(lh, source, batch_id, None, None, None, cfg.interactions.non_product_items,
+                                      dict(cfg.interactions.strength), cfg.interactions.rating_max)
+    if netted.also:
+        lh.replace(netted.silver, "silver_interactions", {"source": source, "batch_id": batch_id},
+                   partition_by=["event_date"], also=netted.also)
+    else:
+        lh.delete("silver_interactions", {"source": source, "batch_id": batch_id})
+
+
 def _nights_files(lh: Lakehouse, source: str, run_date: date, listed: List[InputFile]) -> List[InputFile]:
     """The listed files that are this night's (:func:`jobs.storage.unclaimed`); the others are logged."""
     mine, others = unclaimed(listed, ingested_files.claims(lh, source), run_date)
@@ -468,6 +490,11 @@ def _next_seq(lh: Lakehouse, source: str, run_date: date, batch_id: str) -> int:
     if seqs.get(batch_id) == top and top > 0 and list(seqs.values()).count(top) == 1:
         return top
     return top + 1
+
+
+def _any_of(*conditions: Optional[str]) -> Optional[str]:
+    present = [c for c in conditions if c]
+    return " OR ".join(f"({c})" for c in present) if present else None
 
 
 def _sql_date(d: date) -> str:

@@ -10,8 +10,10 @@
 --   :end_date    last day, YYYY-MM-DD (included)
 --
 -- Reads: silver_interactions, all sources together. There, returns are already netted
--- against the purchases they cancel (the purchase keeps its remaining quantity, on the day
--- it was bought), and non-product lines (postage, fees) are not there: see docs/TABLES.md.
+-- against the purchases they cancel, also a return ingested in a later batch than its
+-- purchase (the next hour's, next week's): the purchase keeps its remaining quantity, on the
+-- day it was bought, so a day's units can go down when a return arrives later. Non-product
+-- lines (postage, fees) are not there: see docs/TABLES.md.
 --
 -- Columns:
 --   event_date        DATE    the day (UTC)

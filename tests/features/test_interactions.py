@@ -1,7 +1,9 @@
 """Silver interactions: returns netted against purchases, non-products excluded, strengths graded."""
+from pyspark.sql import functions as F
+
 from features.interactions import build_silver
 from tests.compare import assert_rows
-from tests.features.rows import valid_rows
+from tests.features.rows import silver_rows, valid_rows
 
 GRADES = {"view": 0.3, "cart": 0.6, "purchase": 1.0}
 
@@ -55,3 +57,43 @@ def test_event_date_and_time_stay_utc(spark):
     silver, _ = build_silver(rows, [], GRADES, 5.0)
     r = silver.first()
     assert str(r["event_date"]) == "2024-03-31" and r["event_time"].hour == 23
+
+
+def test_open_returns_are_what_the_batch_cannot_net(spark):
+    from features.interactions import open_returns
+    rows = valid_rows(spark, [
+        # u1 bought 2 of A and returns 5: 3 refer to purchases outside the batch
+        (1, "u1", "A", "purchase", 2, 2.0, "2024-01-01 10:00", "i1"),
+        (2, "u1", "A", "return", 1, 2.0, "2024-01-02 10:00", "C1"),
+        (3, "u1", "A", "return", 4, 2.0, "2024-01-03 10:00", "C2"),
+        # u2 returns B without a purchase in the batch
+        (4, "u2", "B", "return", 1, 5.0, "2024-01-02 10:00", "C3"),
+        # anonymous returns and returns of non-products are never open: nobody to match, nothing to net
+        (5, None, "B", "return", 1, 5.0, "2024-01-02 11:00", "C4"),
+        (6, "u2", "POST", "return", 1, 18.0, "2024-01-02 11:00", "C5"),
+        # u3's return is covered by the batch's own purchase
+        (7, "u3", "C", "purchase", 2, 1.0, "2024-01-01 10:00", "i7"),
+        (8, "u3", "C", "return", 1, 1.0, "2024-01-04 10:00", "C6"),
+    ])
+    assert_rows(open_returns(rows, ["POST"]).withColumn("event_date", F.col("event_date").cast("string")), [
+        ("u1", "A", "return", 3.0, 3, "C2", "2024-01-03"),      # the pair's latest return stands for it
+        ("u2", "B", "return", 1.0, 4, "C3", "2024-01-02"),
+    ], ["user_id", "item_id", "event_type", "value", "row_id", "session_id", "event_date"])
+
+
+def test_open_returns_cancel_earlier_batches_latest_purchase_first_within_the_look_back(spark):
+    from features.interactions import net_open_returns
+    purchases = silver_rows(spark, [
+        ("u1", "A", "purchase", 3.0, 2.0, "2024-01-01 10:00", "i1", 1.0),   # 0: keeps 1 unit
+        ("u1", "A", "purchase", 2.0, 2.0, "2024-01-05 10:00", "i2", 1.0),   # 1: cancelled whole (latest first)
+        ("u1", "A", "purchase", 1.0, 2.0, "2024-01-07 10:00", "i3", 1.0),   # 2: bought after the return: kept
+        ("u2", "B", "purchase", 2.0, 5.0, "2023-11-01 10:00", "i4", 1.0),   # 3: before the 30-day look-back
+        ("u3", "C", "purchase", 1.0, 1.0, "2024-01-01 10:00", "i5", 1.0),   # 4: no open return
+    ])
+    returns = silver_rows(spark, [
+        ("u1", "A", "return", 1.0, 2.0, "2024-01-06 09:00", "C1", 0.0),     # open returns of two batches
+        ("u1", "A", "return", 3.0, 2.0, "2024-01-06 10:00", "C2", 0.0),
+        ("u2", "B", "return", 1.0, 5.0, "2024-01-06 10:00", "C3", 0.0),
+    ])
+    assert_rows(net_open_returns(purchases, returns, lookback_days=30), [
+        (0, 2.0), (1, 2.0), (2, 0.0), (3, 0.0), (4, 0.0)], ["row_id", "cancelled"])
