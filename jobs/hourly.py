@@ -89,8 +89,9 @@ def plan_window(lh: Lakehouse, source: str, start: datetime, end: datetime) -> T
     watermark when that is before ``start`` by at most MAX_CATCHUP_HOURS (hours that were missed), else at
     ``start``. Either way it never reaches back into a day a nightly batch of the source already holds
     (:func:`nightly_end`): those events are in silver already; and with no mark after that day it starts
-    where the nightly's data ends (the first hours after a nightly ran, or hours missed since). The bounds are empty (start == end) when
-    the nightly holds the whole window (an old hour retried after its day's nightly)."""
+    where the nightly's data ends (the first hours after a nightly ran, or hours missed since). The bounds
+    are empty (start == end) when the nightly holds the whole window (an old hour retried after its day's
+    nightly)."""
     lo, hi = start, end
     held = nightly_end(lh, source)
     prior = None
@@ -136,7 +137,7 @@ def ingest_hour(spark: SparkSession, cfg: Config, source: str, start: datetime, 
         log.info("[hourly ingest %s] the watermark is at %s: this batch also covers the missed %s .. %s",
                  source, lo.isoformat(), lo.isoformat(), start.isoformat())
     if lo >= hi:
-        return _held_by_nightly(spark, lh, source, start, end)
+        return _held_by_nightly(spark, lh, cfg, source, start, end)
     result = ingest(spark, cfg, source, _day_of(hi), path=src.hourly_path, window=(lo, hi), batch_id=batch_id(hi))
     row = [(source, batch_id(hi), _naive(lo), _naive(hi), int(result.accepted_rows),
             datetime.now(timezone.utc).replace(tzinfo=None))]
@@ -145,16 +146,18 @@ def ingest_hour(spark: SparkSession, cfg: Config, source: str, start: datetime, 
     return result
 
 
-def _held_by_nightly(spark: SparkSession, lh: Lakehouse, source: str, start: datetime, end: datetime):
+def _held_by_nightly(spark: SparkSession, lh: Lakehouse, cfg: Config, source: str, start: datetime, end: datetime):
     """The window lies in days a nightly batch holds: nothing is ingested, the batch's rows from an earlier
     run (if the nightly did not supersede them yet) go, and an empty mark records the window."""
     from jobs.ingest import IngestResult
     bid = batch_id(end)
     log.info("[hourly ingest %s] %s .. %s lies in days a nightly batch already holds: nothing to ingest", source,
              start.isoformat(), end.isoformat())
-    for table in ("quarantine", "excluded", "silver_interactions"):
+    from jobs.ingest import withdraw_batch
+    for table in ("quarantine", "excluded"):
         if lh.exists(table):
             lh.delete(table, {"source": source, "batch_id": bid})
+    withdraw_batch(lh, cfg, source, bid)      # its rows leave silver, and the returns it held open are netted again
     row = [(source, bid, _naive(end), _naive(end), 0, datetime.now(timezone.utc).replace(tzinfo=None))]
     lh.merge(spark.createDataFrame(row, "source string, batch_id string, low timestamp, high timestamp, rows long, "
                                         "ingested_at timestamp"), WATERMARKS, keys=["source", "batch_id"], few=True)

@@ -51,8 +51,9 @@ def readers(r, ks, expected_day: Optional[str], previous: Optional[Tuple[str, st
 
 
 def events_exactly_once(spark: SparkSession, cfg: Config, source: str, day: date) -> List[str]:
-    """No event of ``day`` is in silver twice (by :data:`EVENT_KEY`); every view and cart the live source
-    generated for the day is there; no silver view, cart or purchase of the day was never generated."""
+    """No event of ``day`` is in silver more often than the live source generated it (by :data:`EVENT_KEY`,
+    as multisets: twice is a double delivery, never is a foreign row); every generated view and cart of
+    the day is there."""
     from jobs.ingest import live_synthetic_events
     lh = Lakehouse(spark, cfg)
     lo = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
@@ -62,20 +63,20 @@ def events_exactly_once(spark: SparkSession, cfg: Config, source: str, day: date
     silver = lh.read("silver_interactions").filter((F.col("source") == source)
                                                    & (F.col("event_date") == F.lit(day).cast("date")))
     problems = []
-    dup = silver.groupBy(*EVENT_KEY).count().filter("count > 1")
-    n_dup = dup.count()
-    if n_dup:
-        batches = [r[0] for r in silver.join(dup.select(*EVENT_KEY), EVENT_KEY).select("batch_id").distinct()
-                   .limit(5).collect()]
-        problems.append(f"{day}: {n_dup} events are in silver more than once (batches {batches})")
     keyed = lambda df, types: (df.filter(F.col("event_type").isin(*types))  # noqa: E731
                                .select(*[F.col(c).cast("string").alias(c) for c in EVENT_KEY]))
+    # multisets: the generator may draw the same line twice (two identical purchase lines), silver then
+    # holds it twice as well; one copy more than generated is an event delivered twice
+    extra = keyed(silver, ["view", "cart", "purchase"]).exceptAll(keyed(want, ["view", "cart", "purchase"]))
+    n_extra = extra.count()
+    if n_extra:
+        batches = [r[0] for r in silver.join(extra.dropDuplicates(), EVENT_KEY).select("batch_id").distinct()
+                   .limit(5).collect()]
+        problems.append(f"{day}: {n_extra} silver events are there more often than generated (twice, or never "
+                        f"generated for the day; batches {batches})")
     missing = keyed(want, ["view", "cart"]).exceptAll(keyed(silver, ["view", "cart"])).count()
-    extra = keyed(silver, ["view", "cart", "purchase"]).exceptAll(keyed(want, ["view", "cart", "purchase"])).count()
     if missing:
         problems.append(f"{day}: {missing} generated views/carts are not in silver")
-    if extra:
-        problems.append(f"{day}: {extra} silver events were never generated for the day")
     return problems
 
 

@@ -110,6 +110,7 @@ class Rehearsal:
         if self._spark is None:
             from jobs.spark import build_spark
             self._spark = build_spark(self.cfg, app_name="retailreco-rehearsal")
+            self._spark.sparkContext.setLogLevel("ERROR")    # Spark's warnings would drown the progress lines
         return self._spark
 
     def redis(self):
@@ -210,13 +211,16 @@ class Rehearsal:
                 env["TZ"] = tz
             code, killed = self._run_process(cmd, env, log_path, kill_after)
             return code == 0 and not killed, killed
+        from contextlib import redirect_stderr, redirect_stdout
+
         from jobs.cli import main
         old_tz = os.environ.get("TZ")
         if tz:
             os.environ["TZ"] = tz
             time.tzset()
         try:
-            code = main(args)
+            with open(log_path, "a") as fh, redirect_stdout(fh), redirect_stderr(fh):   # the console is for people
+                code = main(args)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         finally:
@@ -277,7 +281,8 @@ class Rehearsal:
         rec.seconds = round(time.time() - t0, 1)
         rec.rows_in = self._silver_rows() - before
         print(f"  {step.kind:<17} {step.covers:<26} {rec.status:<9} {rec.seconds:7.1f} s"
-              f"{'  faults: ' + ','.join(rec.faults) if rec.faults else ''}{'  (' + rec.note + ')' if rec.note else ''}",
+              f"{'  faults: ' + ','.join(rec.faults) if rec.faults else ''}"
+              f"{'  (' + rec.note + ')' if rec.note else ''}",
               flush=True)
         return rec
 
@@ -418,6 +423,20 @@ class Rehearsal:
 
     def run(self, steps: List[Step]) -> Dict[str, Any]:
         t0 = time.time()
+        # progress and the summary on the console; the jobs' and libraries' logging in DIR/rehearsal.log
+        handler = logging.FileHandler(self.out / "rehearsal.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root = logging.getLogger()
+        saved = root.handlers[:]
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        try:
+            return self._run(steps, t0)
+        finally:
+            root.handlers[:] = saved
+            handler.close()
+
+    def _run(self, steps: List[Step], t0: float) -> Dict[str, Any]:
         print(f"rehearsal: {len(steps)} DAG runs after {self.last_day} ({self.runner} runner); logs in "
               f"{self.out / 'logs'}", flush=True)
         self.setup()
