@@ -128,7 +128,6 @@ class Rehearsal:
     def dag(self, dag_id: str):
         """The DAG as the scheduler parses it, with this run's config."""
         if dag_id not in self._dags:
-            os.environ.update(self.env)
             from airflow.dag_processing.dagbag import DagBag
 
             from jobs.airflow_tasks import DAGS_FOLDER
@@ -430,11 +429,19 @@ class Rehearsal:
         saved = root.handlers[:]
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
+        # the DAG files and (inline) the tasks' `reco` commands read exactly the rehearsal's config
+        saved_env = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
         try:
             return self._run(steps, t0)
         finally:
             root.handlers[:] = saved
             handler.close()
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def _run(self, steps: List[Step], t0: float) -> Dict[str, Any]:
         print(f"rehearsal: {len(steps)} DAG runs after {self.last_day} ({self.runner} runner); logs in "
