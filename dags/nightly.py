@@ -1,16 +1,18 @@
 """reco_nightly: the nightly batch, one run per day D (wiring only; see docs/AIRFLOW.md).
 
     ingest >> validate >> features >> train >> gate >> score >> publish >> report
+                                                                  publish >> backtest   (backtest.enabled)
 
 The run fires at ``orchestration.nightly_schedule`` (UTC) and covers the day D its data interval
-starts in: every job gets ``--date D``, never "latest" and never now().
+starts in: every job gets ``--date D``, never "latest" and never now(). The backtest scores the lists of
+D - ``backtest.days`` (``--date``) against the days after them, up to D, which this run's ingest completed.
 """
 from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from jobs.airflow_tasks import (NIGHTLY_DAG_ID, RUN_DATE, asset, dag_source, daily_offset, reco_task, start_date,
-                                timetable)
+from jobs.airflow_tasks import (NIGHTLY_DAG_ID, RUN_DATE, RUN_DATE_MINUS_DAYS, asset, dag_source, daily_offset,
+                                reco_task, start_date, timetable)
 from jobs.config import load_config
 
 cfg = load_config()
@@ -43,3 +45,8 @@ with DAG(
     ]
     for upstream, downstream in zip(steps, steps[1:]):
         upstream >> downstream
+    if cfg.backtest.enabled:
+        back = cfg.backtest.days
+        dag.get_task("publish") >> reco_task(
+            "backtest", ["backtest", "--source", SOURCE, "--date", RUN_DATE_MINUS_DAYS % back, "--days", back,
+                         "--skip-missing"], cfg=cfg)

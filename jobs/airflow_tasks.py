@@ -57,6 +57,9 @@ HEAVY_MODULES = ("pyspark", "torch", "mlflow", "redis", "great_expectations", "d
 
 # Templates of the run's period (rendered by Airflow; see the module docstring).
 RUN_DATE = "{{ data_interval_start | ds }}"
+# The run date minus N days (a task that looks back, e.g. the nightly's backtest of earlier lists). Airflow and the
+# rehearsal hand the templates pendulum datetimes, which subtract days.
+RUN_DATE_MINUS_DAYS = "{{ data_interval_start.subtract(days=%d) | ds }}"
 HOUR_START = "{{ data_interval_start.replace(minute=0, second=0, microsecond=0).isoformat() }}"
 HOUR_END = "{{ data_interval_end.replace(minute=0, second=0, microsecond=0).isoformat() }}"
 

@@ -13,6 +13,7 @@
     reco serve    [--host H] [--port P]                  (HTTP lookup service and demo page)
     reco redis    start | stop | status                  (the embedded local redis-server)
     reco report   [--date D]                             (the run's summary: tables, model, Redis, lookup)
+    reco backtest --date D [--days N] [--skip-missing]   (the lists of D against what customers did the N days after)
     reco hourly   ingest|refresh|score|publish|all --start T --end T [--source S]   (the hourly path: a step, or all)
     reco run      [--source S] [--date D] [--no-airflow] (the nightly pipeline end to end, through Airflow)
     reco rehearse --days N [--hours-per-day H] [--faults none|all|NAME,...] --out DIR   (days in fast-forward)
@@ -50,6 +51,16 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--date must be YYYY-MM-DD, got {text!r}") from None
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"--days must be a whole number of days, 1 or more, got {text!r}")
+    return days
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,6 +107,15 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("report", help="print the run's summary (tables, MLflow, Redis, a sample lookup)")
     sp.add_argument("--date", type=_date)
     sp.add_argument("--source", help="source whose default run date to use (synthetic)")
+    sp = sub.add_parser("backtest", help="score the lists served for a date against what customers did in the "
+                                         "days after (pipeline_runs, MLflow)")
+    sp.add_argument("--date", type=_date, required=True, help="the lists' date D (recommendations of D)")
+    sp.add_argument("--days", type=_days, help="the window: days D+1 .. D+N (default backtest.days)")
+    sp.add_argument("--source", help="source whose nightly ingests say the window is complete (default: "
+                                     "orchestration.source or default_source)")
+    sp.add_argument("--skip-missing", action="store_true",
+                    help="the nightly's mode: when the lists or the window's days are not there yet, record "
+                         "`skipped` with the reason and succeed")
     sp = sub.add_parser("hourly", help="one step of the hourly path for a data interval [start, end), "
                                        "or all four in order")
     sp.add_argument("step", choices=[*HOURLY_STEPS, "all"],
@@ -234,6 +254,8 @@ def _dispatch(args, cfg) -> int:
         commands.gate(spark, cfg, source, args.date)
     elif args.command == "report":
         commands.report(spark, cfg, source, args.date)
+    elif args.command == "backtest":
+        commands.backtest(spark, cfg, source, args.date, args.days, skip_missing=args.skip_missing)
     elif args.command == "hourly":
         commands.hourly(spark, cfg, args.step, source, args.start, args.end)
     elif args.command == "benchmark":

@@ -1,7 +1,7 @@
 """What each ``reco`` sub-command does, given a session and the config."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import List, Optional
 
@@ -85,6 +85,15 @@ def check(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date
           f"(trailing median {res['trailing_median']}), batch {res['batch_id']}: {res['status']}")
     for w in res["warnings"]:
         print(f"  warning: {w}")
+    return res
+
+
+def backtest(spark: SparkSession, cfg: Config, source: str, run_date: date, days: Optional[int] = None,
+             skip_missing: bool = False):
+    """The lists served for ``run_date`` against the ``days`` after it (``jobs/backtest.py``)."""
+    from jobs.backtest import backtest as run_backtest, summary_lines
+    res = run_backtest(spark, cfg, run_date, days, source=source, skip_missing=skip_missing)
+    print("\n".join(summary_lines(res, cfg.backtest.ks)))
     return res
 
 
@@ -238,7 +247,7 @@ def redis_summary(cfg: Config) -> str:
 
 def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
     """The nightly pipeline in this process, without Airflow: ingest -> check -> features -> train -> gate ->
-    score -> publish -> report (``reco run`` drives the same steps through the Airflow DAG). Table
+    score -> publish -> backtest -> report (``reco run`` drives the same steps through the Airflow DAG). Table
     maintenance is its own job (``reco maintain``, the maintenance DAG)."""
     d = _run_date(cfg, source, run_date)
     ingest(spark, cfg, source, d, None)
@@ -248,6 +257,8 @@ def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date])
     gate(spark, cfg, source, d)
     score(spark, cfg, source, d)
     publish(spark, cfg, source, d)
+    if cfg.backtest.enabled:    # the lists this publish replaced, as the DAG's backtest task does
+        backtest(spark, cfg, source, d - timedelta(days=cfg.backtest.days), skip_missing=True)
     report(spark, cfg, source, d)
 
 

@@ -204,6 +204,38 @@ class OrchestrationConfig(_Strict):
     airflow_home: Optional[str] = None  # default <lakehouse.root>/_airflow (local only)
 
 
+ActionType = Literal["view", "cart", "purchase", "rating"]
+
+
+class BacktestConfig(_Strict):
+    """``reco backtest`` and the nightly's backtest task (``jobs/backtest.py``): the served lists of a day
+    against what customers did in the days after."""
+    enabled: bool = True                # the nightly DAG has a backtest task
+    days: int = Field(1, gt=0)          # the window: the days after the lists' date (the nightly: lists of D - days)
+    ks: List[int] = Field(default_factory=lambda: [10, 20])
+    # the "any" group: event types that count as acting on an item; the "purchase" group: those that are purchases
+    actions: List[ActionType] = Field(default_factory=lambda: ["purchase", "cart", "view"])
+    purchases: List[ActionType] = Field(default_factory=lambda: ["purchase"])
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: List[int]) -> List[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("needs one or more cut-offs of 1 or more")
+        return sorted(set(v))
+
+    @field_validator("actions", "purchases")
+    @classmethod
+    def _types(cls, v: List[str]) -> List[str]:
+        if not v:
+            raise ValueError("needs one or more event types (view, cart, purchase, rating)")
+        return list(dict.fromkeys(v))
+
+    def groups(self) -> Dict[str, List[str]]:
+        """The event-type groups scored on their own: ``purchase`` and ``any``."""
+        return {"purchase": list(self.purchases), "any": list(self.actions)}
+
+
 class QualityConfig(_Strict):
     max_bad_row_share: float = Field(ge=0.0, le=1.0)
     min_event_time: str
@@ -466,6 +498,7 @@ class Config(_Strict):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     default_source: str
     sources: Dict[str, SourceConfig]
 

@@ -21,3 +21,7 @@ class RunDateError(RecoError):
 class QualityGateError(RecoError):
     """Too large a share of a batch's rows failed validation."""
     exit_code = 3
+
+
+class NotReadyError(RecoError):
+    """A job's inputs are not there yet (lists not scored, a day not ingested): run it again once they are."""

@@ -89,6 +89,10 @@ def test_reco_run_goes_through_airflow_and_publishes(lake, spark, nightly, capfd
     assert current_version(r, ks) == score_id
     steps = {row[0] for row in lh.read("pipeline_runs").select("step").collect()}
     assert {"ingest", "train", "gate", "score"} <= steps
+    # the nightly's backtest ran: the lists of the day before do not exist on a fresh lakehouse, so it is skipped
+    (backtest,) = lh.read("pipeline_runs").filter(F.col("step") == "backtest").collect()
+    assert (backtest["run_date"], backtest["status"]) == (nightly - timedelta(days=1), "skipped")
+    assert "no served lists for" in backtest["details"]
     client = LookupClient(r, ks)
     for user, expected in list(_lists(recs).items())[:20]:
         hit, served = _served(client, user)

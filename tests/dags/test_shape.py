@@ -13,6 +13,7 @@ from jobs.config import load_config
 from tests.dags.conftest import rendered_args, run_python
 
 NIGHTLY_CHAIN = ["ingest", "validate", "features", "train", "gate", "score", "publish", "report"]
+NIGHTLY_TASKS = [*NIGHTLY_CHAIN, "backtest"]     # the backtest hangs off publish, beside report
 HOURLY_CHAIN = ["ingest", "refresh", "score", "publish"]
 
 UTC = pendulum.UTC
@@ -42,6 +43,8 @@ def expected_nightly(source):
         "score": ["score", "--date", d],
         "publish": ["publish", "--date", d],
         "report": ["report", "--date", d],
+        # the lists of the day before (backtest.days: 1), against the day this run ingested
+        "backtest": ["backtest", "--source", source, "--date", "2026-10-27", "--days", "1", "--skip-missing"],
     }
 
 
@@ -69,8 +72,8 @@ def chain_edges(ids):
 
 def test_task_ids_and_edges(dagbag):
     nightly, hourly = dagbag.dags[NIGHTLY_DAG_ID], dagbag.dags[HOURLY_DAG_ID]
-    assert sorted(nightly.task_ids) == sorted(NIGHTLY_CHAIN)
-    assert edges(nightly) == chain_edges(NIGHTLY_CHAIN)
+    assert sorted(nightly.task_ids) == sorted(NIGHTLY_TASKS)
+    assert edges(nightly) == chain_edges(NIGHTLY_CHAIN) | {("publish", "backtest")}
     assert sorted(hourly.task_ids) == sorted(HOURLY_CHAIN)
     assert edges(hourly) == chain_edges(HOURLY_CHAIN)
     assert dagbag.dags[MAINTENANCE_DAG_ID].task_ids == ["maintain"]
@@ -225,7 +228,7 @@ def test_hourly_as_one_task_runs_every_step_in_one_process(cfg, airflow_home):
     holding every asset the four steps read and write; the nightly is unchanged."""
     out = run_python(ONE_TASK_HOURLY, env={"RECO__ORCHESTRATION__HOURLY_TASKS": "one"})
     assert out["errors"] == {}
-    assert out["edges"] == [] and sorted(out["nightly"]) == sorted(NIGHTLY_CHAIN)
+    assert out["edges"] == [] and sorted(out["nightly"]) == sorted(NIGHTLY_TASKS)
     assert list(out["tasks"]) == ["update"]
     t, orch, steps = out["tasks"]["update"], cfg.orchestration, expected_hourly(_source(cfg))
     assert t["args"] == ["hourly", "all", *steps["ingest"][2:]]
@@ -233,3 +236,32 @@ def test_hourly_as_one_task_runs_every_step_in_one_process(cfg, airflow_home):
     assert (t["pool"], t["retries"], t["timeout_s"]) == (orch.pool, orch.retries, 60 * orch.task_timeout_min)
     assert t["inlets"] == sorted([ASSET_URIS["champion"], ASSET_URIS["nightly_lists"]])
     assert t["outlets"] == sorted([ASSET_URIS["silver_interactions"], ASSET_URIS["hourly_lists"]])
+
+
+BACKTEST_TASK = textwrap.dedent("""
+    import json
+    from airflow.dag_processing.dagbag import DagBag
+    from jobs.airflow_tasks import DAGS_FOLDER
+    from tests.dags.conftest import rendered_args
+    from tests.dags.test_shape import NIGHTLY_INTERVAL, edges
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    dag = bag.dags["reco_nightly"]
+    task = dag.task_dict.get("backtest")
+    print(json.dumps({"errors": {k: str(v)[-800:] for k, v in bag.import_errors.items()},
+                      "edges": sorted(edges(dag)), "args": rendered_args(task, *NIGHTLY_INTERVAL) if task else None}))
+""")
+
+
+@pytest.mark.parametrize("env, args", [
+    # a 3-day window: the night of 10-28 backtests the lists of 10-25 against 10-26 .. 10-28
+    ({"RECO__BACKTEST__DAYS": "3"}, ["--date", "2026-10-25", "--days", "3", "--skip-missing"]),
+    ({"RECO__BACKTEST__ENABLED": "false"}, None),
+])
+def test_the_nightly_backtest_follows_its_config(cfg, airflow_home, env, args):
+    out = run_python(BACKTEST_TASK, env=env)
+    assert out["errors"] == {}
+    if args is None:
+        assert sorted(map(tuple, out["edges"])) == sorted(chain_edges(NIGHTLY_CHAIN))
+    else:
+        assert out["args"] == ["backtest", "--source", _source(cfg), *args]
+        assert ["publish", "backtest"] in out["edges"]
