@@ -44,6 +44,7 @@ TUNED = {"batch_size": 512, "uniform_negatives": 512, "repeat_weight": 3.0}
 # 0.1924 at epoch 24, then flat), so early stopping follows the trend instead of the noise
 UCI_EPOCHS = {"max_epochs": 40, "patience": 5, "ema_decay": 0.999}
 SEARCHED = ("others_share", "batch_size", "uniform_negatives", "repeat_weight")
+SEEDS = (42, 43, 44)              # every case is run once per seed; tables show the mean and std
 KS = ("ndcg@10", "recall@20", "precision@10", "map@10", "hit@10", "mrr", "coverage@10")
 
 log = logging.getLogger("bench.models")
@@ -68,6 +69,8 @@ def _summarise(name: str, result, seconds: float, extra: Dict[str, object]) -> D
                     "tried": result.valid.train_result.get("candidates_tried"),
                     "blend_weight": result.valid.blend_weight},
            "params": {**asdict(result.params), **result.model_config.to_dict()},
+           "served": result.valid.served, "served_tried": result.valid.served_tried,
+           "baselines": result.valid.baseline_params, "baseline_tried": result.valid.baseline_tried,
            "skipped": result.valid.skipped, "phases": {}}
     for pr in (result.valid, result.test):
         if pr is None:
@@ -81,7 +84,25 @@ def _summarise(name: str, result, seconds: float, extra: Dict[str, object]) -> D
     return out
 
 
-def run_uci(work: Path, variants: Sequence[str] = ("all", "new")) -> List[Dict[str, object]]:
+def _seeded(cfg, seed: int):
+    """``cfg`` with every seeded part (the two-tower, ALS) on ``seed``."""
+    t = cfg.training
+    params = {**t.baseline_params, "als": {**t.baseline_params.get("als", {}), "seed": seed}}
+    return cfg.model_copy(update={"training": t.model_copy(update={
+        "optim": t.optim.model_copy(update={"seed": seed}), "baseline_params": params})})
+
+
+def _cases(results: List[Dict[str, object]], name: str, run: Dict[str, object]) -> None:
+    """Add one seed's run to its case (the runs of a case differ only in the seed)."""
+    for case in results:
+        if case["case"] == name:
+            case["runs"].append(run)
+            return
+    results.append({"case": name, "runs": [run]})
+
+
+def run_uci(work: Path, variants: Sequence[str] = ("all", "new"), seeds: Sequence[int] = SEEDS
+            ) -> List[Dict[str, object]]:
     from jobs.build_features import build_features
     from jobs.ingest import ingest
     from jobs.lakehouse import Lakehouse
@@ -100,18 +121,22 @@ def run_uci(work: Path, variants: Sequence[str] = ("all", "new")) -> List[Dict[s
         ingest(spark, cfg, "online_retail", run_date, None)
         build_features(spark, cfg, run_date)
     prep_s = time.time() - t0
-    results = []
+    results: List[Dict[str, object]] = []
     for variant, exclude in (("all items", False), ("new to the customer", True)):
         if ("new" if exclude else "all") not in variants:
             continue
-        data = load_experiment_data(Lakehouse(spark, cfg), cfg, run_date)
-        data.exclude_seen = exclude
-        data.name = f"uci-{'new' if exclude else 'all'}"
-        t0 = time.time()
-        result = run_experiment(spark, data, cfg.training, str(work / "training"))
-        results.append(_summarise(f"UCI Online Retail, {variant}", result, time.time() - t0,
-                                  {"prep_s": round(prep_s, 1), "inputs": data.info, "exclude_seen": exclude}))
-        _save(results, "uci")
+        for seed in seeds:
+            scfg = _seeded(cfg, seed)
+            data = load_experiment_data(Lakehouse(spark, scfg), scfg, run_date)
+            data.exclude_seen = exclude
+            data.name = f"uci-{'new' if exclude else 'all'}-seed{seed}"
+            t0 = time.time()
+            result = run_experiment(spark, data, scfg.training, str(work / "training"))
+            _cases(results, f"UCI Online Retail, {variant}",
+                   _summarise(f"UCI Online Retail, {variant}", result, time.time() - t0,
+                              {"prep_s": round(prep_s, 1), "inputs": data.info, "exclude_seen": exclude,
+                               "seed": seed}))
+            _save(results, "uci")
     spark.stop()
     return results
 
@@ -139,23 +164,26 @@ def _movielens_files(work: Path) -> Dict[str, Path]:
     return files
 
 
-def run_movielens(work: Path) -> List[Dict[str, object]]:
+def run_movielens(work: Path, seeds: Sequence[int] = SEEDS) -> List[Dict[str, object]]:
     from jobs.benchmark import benchmark
     from jobs.spark import build_spark
 
     cfg = _config(work)
     files = _movielens_files(work / "files")
     spark = build_spark(cfg, app_name="bench-models-movielens")
-    t0 = time.time()
-    out = benchmark(spark, cfg, train=str(files["train"]), users=str(files["users"]), k=20,
-                    out=str(work / "recs.csv"), valid=str(files["valid"]), items=str(files["items"]),
-                    test=str(files["test"]), exclude_seen=True)
     cmd = ("reco benchmark --train train.csv --valid valid.csv --items items.csv --users users.csv --k 20 "
            "--out recs.csv --test test.csv --exclude-seen")
-    results = [_summarise("MovieLens-100k u1 (new to the user)", out.result, time.time() - t0,
-                          {"command": cmd, "exclude_seen": True})]
+    results: List[Dict[str, object]] = []
+    for seed in seeds:
+        t0 = time.time()
+        out = benchmark(spark, _seeded(cfg, seed), train=str(files["train"]), users=str(files["users"]), k=20,
+                        out=str(work / "recs.csv"), valid=str(files["valid"]), items=str(files["items"]),
+                        test=str(files["test"]), exclude_seen=True)
+        name = "MovieLens-100k u1 (new to the user)"
+        _cases(results, name, _summarise(name, out.result, time.time() - t0,
+                                         {"command": cmd, "exclude_seen": True, "seed": seed}))
+        _save(results, "movielens")
     spark.stop()
-    _save(results, "movielens")
     return results
 
 
@@ -173,52 +201,91 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _ema(params: Dict[str, object], prefix: str) -> str:
+    """``prefix`` + the weight average's decay, or nothing when the case trained without one."""
+    return f"{prefix}{params['ema_decay']}" if params.get("ema_decay") else ""
+
+
+def _runs(case: Dict[str, object]) -> List[Dict[str, object]]:
+    """A case's runs (one per seed); a case stored before seeds were run is its own single run."""
+    return case.get("runs") or [case]
+
+
+def _stat(values: Sequence[float]) -> str:
+    """``mean ± std`` (population std over the seeds) or the one value."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.4f}"
+    return f"{np.mean(vals):.4f} ± {np.std(vals):.4f}"
+
+
+def _mean(runs, phase: str, model: str, metric: str):
+    vals = [r["phases"].get(phase, {}).get("models", {}).get(model, {}).get(metric) for r in runs]
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _order(models: Sequence[str]) -> List[str]:
+    from training.experiment import BLEND, MODEL, SERVED
+    first = [m for m in (MODEL, SERVED, BLEND) if m in models]
+    return first + [m for m in models if m not in first]
+
+
 def to_markdown(data: Dict[str, object]) -> str:
-    """The model-quality section of BENCHMARKS.md."""
-    from training.experiment import BLEND, MODEL
+    """The model-quality section of BENCHMARKS.md: per case, each model's test metrics as the mean ± std
+    over the seeds, the settings each seed chose on validation, and the verdict against every baseline."""
+    from training.experiment import BLEND, MODEL, SERVED
     lines = []
     for key in ("uci", "movielens"):
         for case in data.get(key, []):
-            test = case["phases"].get("test", {})
-            valid = case["phases"].get("valid", {})
+            runs = _runs(case)
+            first = runs[0]
+            test = first["phases"].get("test", {})
+            valid = first["phases"].get("valid", {})
+            seeds = [r.get("seed", r["params"].get("seed")) for r in runs]
             lines.append(f"### {case['case']}\n")
             lines.append(f"Test: {test.get('eval_pairs')} pairs of {test.get('users')} users; fitted on "
                          f"{test.get('fit_pairs')} pairs (train + valid). Validation: {valid.get('eval_pairs')} "
-                         f"pairs of {valid.get('users')} users. Experiment wall time {case['seconds']} s.\n")
+                         f"pairs of {valid.get('users')} users. Seeds {', '.join(map(str, seeds))}: every number "
+                         f"is the mean ± std over them. Experiment wall time per seed "
+                         f"{np.mean([r['seconds'] for r in runs]):.0f} s.\n")
             lines.append("| model | " + " | ".join(KS) + " | fit s | recommend-all s | valid ndcg@10 |")
             lines.append("|---|" + "---|" * (len(KS) + 3))
-            for name, m in test.get("models", {}).items():
-                v = valid.get("models", {}).get(name, {}).get("ndcg@10")
-                label = f"**{name}**" if name in (MODEL, BLEND) else name
-                lines.append(f"| {label} | " + " | ".join(_fmt(m.get(k, float('nan'))) for k in KS)
-                             + f" | {m['fit_s']} | {m['recommend_s']} | {_fmt(v) if v is not None else '-'} |")
-            cmd = case.get("command") or ("python -m bench.models --only uci  (reco ingest --source online_retail "
-                                          "--date 2011-12-09, reco features, then the reco train experiment "
-                                          f"with training.exclude_seen={str(case.get('exclude_seen')).lower()}, optim.search=[{{}}, "
-                                          "{batch_size: 512, uniform_negatives: 512, repeat_weight: 3}], and the "
-                                          "history mode fixed to others_share=[0.0]: 'items before' beat 'other "
-                                          "items' on UCI validation in both variants in earlier runs; "
-                                          f"max_epochs={case['params'].get('max_epochs')}, "
-                                          f"patience={case['params'].get('patience')}"
-                                          f"{_ema(case['params'], ', ema_decay=')})")
-            lines.append(f"\nCommand: `{cmd}`.")
-            b = case["best"]
-            tried = "; ".join(f"{k}: {float(v):.4f}" for k, v in (b.get("tried") or {}).items())
-            chosen = ", ".join(f"{k}={case['params'][k]}" for k in SEARCHED if k in case["params"])
-            budget = (f" (of at most {case['params'].get('max_epochs')}, patience {case['params'].get('patience')}"
-                      f"{_ema(case['params'], ', weights averaged with EMA decay ')})")
-            lines.append(f"\nChosen on validation: {b['epochs']} epochs{budget}, {chosen} (valid ndcg@10 of each setting "
-                         f"tried: {tried}), buy-again blend weight {b['blend_weight']}. "
-                         f"Skipped: {case['skipped'] or 'none'}.\n")
-            verdict = _verdict(test.get("models", {}), case.get("exclude_seen", True))
-            lines.append(verdict + "\n")
+            for name in _order(list(test.get("models", {}))):
+                cells = []
+                for k in KS:
+                    vals = [r["phases"]["test"]["models"].get(name, {}).get(k) for r in runs
+                            if "test" in r["phases"]]
+                    cells.append(_stat(vals) if k in ("ndcg@10", "recall@20") else
+                                 (f"{np.mean([v for v in vals if v is not None]):.4f}" if any(
+                                     v is not None for v in vals) else "-"))
+                fit = np.mean([r["phases"]["test"]["models"].get(name, {}).get("fit_s", 0.0) for r in runs])
+                rec = np.mean([r["phases"]["test"]["models"].get(name, {}).get("recommend_s", 0.0) for r in runs])
+                v = _stat([r["phases"]["valid"]["models"].get(name, {}).get("ndcg@10") for r in runs])
+                label = f"**{name}**" if name in (MODEL, SERVED) else name
+                lines.append(f"| {label} | " + " | ".join(cells) + f" | {fit:.2f} | {rec:.2f} | {v} |")
+            cmd = first.get("command") or ("python -m bench.models --only uci  (reco ingest --source online_retail "
+                                           "--date 2011-12-09, reco features, then the reco train experiment "
+                                           f"with training.exclude_seen={str(first.get('exclude_seen')).lower()}, "
+                                           "optim.search=[{}, {batch_size: 512, uniform_negatives: 512, "
+                                           "repeat_weight: 3}], the history mode fixed to others_share=[0.0] "
+                                           "('items before' beat 'other items' on UCI validation in both variants "
+                                           f"in earlier runs), max_epochs={first['params'].get('max_epochs')}, "
+                                           f"patience={first['params'].get('patience')}"
+                                           f"{_ema(first['params'], ', ema_decay=')})")
+            lines.append(f"\nCommand: `{cmd}`, once per seed.")
+            lines.append("\nChosen on validation, per seed: " + "; ".join(_chosen(r) for r in runs)
+                         + f". Skipped: {first['skipped'] or 'none'}.\n")
+            lines.append(_verdict(runs, case.get("exclude_seen", first.get("exclude_seen", True))) + "\n")
     if data.get("uci"):
-        p = data["uci"][0]["params"]
+        p = _runs(data["uci"][0])[0]["params"]
         lines.append("### Other hyperparameters\n")
         lines.append("Every case (`conf/base.yaml` `training:`; the searched ones and the epoch budget are in each "
                      "case's \"Chosen on validation\" line): "
                      + ", ".join(f"{k}={p[k]}" for k in ("dim", "hidden", "history_len", "loss", "temperature",
-                                                           "lr", "id_dropout", "dropout", "seed")) + ".\n")
+                                                           "lr", "id_dropout", "dropout") if k in p) + ".\n")
     tune = OUT / "tune.json"
     if tune.exists():
         from bench.tune import to_markdown as tune_markdown
@@ -227,27 +294,51 @@ def to_markdown(data: Dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _ema(params: Dict[str, object], prefix: str) -> str:
-    """``prefix`` + the weight average's decay, or nothing when the case trained without one."""
-    return f"{prefix}{params['ema_decay']}" if params.get("ema_decay") else ""
+def _chosen(run: Dict[str, object]) -> str:
+    """One seed's choices: the two-tower's setting and epochs, the served blend, every baseline's kept grid
+    entry."""
+    b, p = run["best"], run["params"]
+    budget = f" of {p.get('max_epochs')}" + _ema(p, ", EMA ")
+    model = ", ".join(f"{k}={p[k]}" for k in SEARCHED if k in p)
+    out = f"seed {run.get('seed', p.get('seed'))}: two-tower {b['epochs']} epochs{budget}, {model}"
+    served = run.get("served")
+    if served:
+        from training.experiment import served_label
+        out += f"; served blend {served_label(served)}"
+    for name, params in (run.get("baselines") or {}).items():
+        tried = (run.get("baseline_tried") or {}).get(name)
+        if tried:
+            out += f"; {name} " + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in params.items() if k not in ("max_items", "seed"))
+    return out
 
 
-def _verdict(models: Dict[str, dict], exclude_seen: bool) -> str:
-    from training.experiment import BLEND, MODEL
+def _verdict(runs: List[Dict[str, object]], exclude_seen: bool) -> str:
+    """Every baseline named: the two-tower's and the served list's mean test metrics against each."""
+    from training.experiment import BLEND, MODEL, SERVED
+    models = runs[0]["phases"].get("test", {}).get("models", {})
     if MODEL not in models:
         return ""
+    baselines = [m for m in models if m not in (MODEL, SERVED, BLEND)]
     out = []
-    for metric in ("ndcg@10", "recall@20"):
-        mine = models[MODEL][metric]
-        beats = {b: mine > models[b][metric] for b in ("popular", "als") if b in models}
-        out.append(f"two-tower {metric} {mine:.4f} vs " + ", ".join(
-            f"{b} {models[b][metric]:.4f} ({'beaten' if ok else 'NOT beaten'})" for b, ok in beats.items()))
-    if not exclude_seen and BLEND in models and "buy_again" in models:
+    for who in (MODEL, SERVED):
+        if who not in models:
+            continue
         for metric in ("ndcg@10", "recall@20"):
-            mine, ba = models[BLEND][metric], models["buy_again"][metric]
-            out.append(f"served blend {metric} {mine:.4f} vs buy_again {ba:.4f} "
-                       f"({'beaten' if mine > ba else 'NOT beaten'})")
-    return "Verdict: " + "; ".join(out) + "."
+            mine = _mean(runs, "test", who, metric)
+            parts = []
+            for b in baselines:
+                theirs = _mean(runs, "test", b, metric)
+                note = " (carried by the served list)" if who == MODEL and b == "buy_again" and not exclude_seen else ""
+                parts.append(f"{b} {theirs:.4f} ({'beaten' if mine >= theirs else 'NOT beaten'}{note})")
+            if who == SERVED:
+                tt = _mean(runs, "test", MODEL, metric)
+                parts.append(f"two-tower {tt:.4f} ({'at least' if mine >= tt else 'BELOW'})")
+            out.append(f"{'served list' if who == SERVED else 'two-tower'} {metric} {mine:.4f} vs " + ", ".join(parts))
+    if not exclude_seen and SERVED in models and "buy_again" in models:
+        mine, ba = _mean(runs, "test", SERVED, "ndcg@10"), _mean(runs, "test", "buy_again", "ndcg@10")
+        out.append(f"served ndcg@10 / buy_again = {mine / ba:.2f} (target 1.1)")
+    return "Verdict (test means): " + "; ".join(out) + "."
 
 
 def main() -> None:
@@ -257,6 +348,7 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="rebuild the UCI bench lakehouse")
     ap.add_argument("--variant", choices=["all", "new"], action="append",
                     help="UCI variant(s) to run: all items, new to the customer (default: both)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="one run per seed (default: 42 43 44)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "great_expectations", "urllib3", "botocore"):
@@ -265,9 +357,9 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
     if args.only in (None, "movielens"):
-        run_movielens(work / "movielens")
+        run_movielens(work / "movielens", args.seeds)
     if args.only in (None, "uci"):
-        run_uci(work / "uci", args.variant or ("all", "new"))
+        run_uci(work / "uci", args.variant or ("all", "new"), args.seeds)
     print(to_markdown(json.loads((OUT / "models.json").read_text())))
 
 

@@ -35,6 +35,7 @@ from jobs.errors import InputSchemaError
 from training.baselines import BuyAgain
 from training.data import PAIR_COLUMNS, Catalog, to_interactions
 from training.experiment import BLEND, MODEL, ExperimentData, blend_scorer, run_experiment
+from training.served import ServedSettings
 from training.featurize import user_state
 from training.metrics import topk
 from training.trainer import EvalSet, score_fn
@@ -229,7 +230,7 @@ def benchmark(spark: SparkSession, cfg: Config, train: str, users: str, k: int, 
                                      None)
     data = ExperimentData(name="benchmark", n_users=n_users, n_items=n_items, catalog=catalog,
                           train=pairs["train"], valid=pairs["valid"], test=pairs.get("test"),
-                          exclude_seen=exclude_seen,
+                          exclude_seen=exclude_seen, served=ServedSettings.from_config(cfg.scoring, cfg.training.served_search),
                           info={"value_mode": mode, "n_users": n_users, "n_items": n_items})
     log.info("benchmark: %d users, %d items, value column as %s", n_users, n_items, mode)
     tcfg = cfg.training

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -141,6 +141,9 @@ class ScoringConfig(_Strict):
     # share of the list's slots per source (blended in this priority order)
     weights: Dict[str, float] = Field(default_factory=lambda: {
         "personal": 0.6, "buy_again": 0.2, "trending": 0.1, "popular": 0.05, "explore": 0.05})
+    # use the weights and mmr_strength the champion's training run chose on validation for the served list
+    # (training.served_search); these settings stay the fallback for a model that logged none
+    weights_from_model: bool = True
     diversity: DiversitySection = Field(default_factory=DiversitySection)
     lists: ListsSection = Field(default_factory=ListsSection)
     explore: ExploreSection = Field(default_factory=ExploreSection)
@@ -391,6 +394,7 @@ class ModelSection(_Strict):
     max_title_tokens: int = Field(8, gt=0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     id_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    use_user_id: bool = True            # false: a user is their history and activity only (no per-user row)
 
 
 class OptimSection(_Strict):
@@ -440,7 +444,10 @@ class OptimSection(_Strict):
 
 class GateSection(_Strict):
     metric: str = "ndcg@10"             # on the validation split
-    baselines: List[str] = Field(default_factory=lambda: ["popular", "als"])
+    # "all": every baseline of training.baselines that ran; or a list, each of which must run
+    baselines: Union[Literal["all"], List[str]] = "all"
+    # served: the list customers get (training/served.py) when evaluated; model: the two-tower alone
+    challenger: Literal["served", "model"] = "served"
     margin: float = Field(0.0, ge=0.0)  # relative: 0.01 = the challenger must be 1% better
 
 
@@ -455,7 +462,14 @@ class TrainingConfig(_Strict):
     exclude_seen: bool = False          # time protocol: may a customer's earlier items be recommended (and hit)?
     baselines: List[str] = Field(default_factory=lambda: ["popular", "popular_recent", "buy_again", "als", "ease"])
     baseline_params: Dict[str, Dict[str, Any]] = Field(default_factory=dict)
+    # per baseline, the settings tried on validation (each entry overrides baseline_params; the best is
+    # kept, like the model's search; training/baseline_search.py)
+    baseline_search: Dict[str, List[Dict[str, Any]]] = Field(default_factory=dict)
     blend_weights: List[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
+    # the served list's blend settings tried on validation besides scoring.weights / mmr_strength: each
+    # entry sets `weights` (sources in priority order) and/or `mmr_strength`; the best is kept and scoring
+    # uses it (training/served.py)
+    served_search: List[Dict[str, Any]] = Field(default_factory=list)
     refit: bool = True                  # serving model: retrain on train + valid + test with the chosen epochs
     evaluate_test: bool = True          # refit on train + valid and report test metrics (the nightly skips it)
     # `reco train`: search the optim settings on validation at most this often; runs in between reuse
@@ -475,7 +489,16 @@ class TrainingConfig(_Strict):
 
     @model_validator(mode="after")
     def _gate_baselines_run(self) -> "TrainingConfig":
-        missing = [b for b in self.gate.baselines if b not in self.baselines]
+        for i, entry in enumerate(self.served_search):
+            extra = sorted(set(entry) - {"weights", "mmr_strength"})
+            if extra:
+                raise ValueError(f"served_search[{i}] sets {extra}; allowed: weights, mmr_strength")
+            if "weights" in entry:
+                ScoringConfig.model_validate({"weights": entry["weights"]})
+            if "mmr_strength" in entry:
+                DiversitySection.model_validate({"mmr_strength": entry["mmr_strength"]})
+        missing = [b for b in (self.gate.baselines if self.gate.baselines != "all" else [])
+                   if b not in self.baselines]
         if missing:
             raise ValueError(f"gate.baselines {missing} are not in training.baselines {self.baselines}: "
                              "the gate can only compare with baselines that run")

@@ -177,10 +177,18 @@ def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: d
     k = min(promised, n_avail)
     if k < promised:
         log.warning("only %d available items: lists hold %d items instead of %d", n_avail, k, promised)
+    weights, mmr_strength = dict(sc.weights), sc.diversity.mmr_strength
+    if model_run_id and sc.weights_from_model:
+        from training.tracking import served_choice
+        chosen = served_choice(cfg.mlflow.tracking_uri, model_run_id)
+        if chosen is not None:
+            weights, mmr_strength = chosen["weights"], chosen["mmr_strength"]
+            log.info("blend of model v%s, chosen on validation: weights %s, mmr_strength %g", model_version,
+                     weights, mmr_strength)
     inp = ServingInputs(item_ids=item_ids, categories=categories, item_vecs=item_vecs, available=available,
                         new_items=new_items, lists=list_arrays, rules=rules, run_date=run_date, k=k,
-                        fetch=min(max(sc.fetch, k), n_items), weights=dict(sc.weights),
-                        mmr_strength=sc.diversity.mmr_strength, exclude_bought=sc.exclude_bought,
+                        fetch=min(max(sc.fetch, k), n_items), weights=weights,
+                        mmr_strength=mmr_strength, exclude_bought=sc.exclude_bought,
                         block_users=sc.block_users, backfill=backfill, index=sc.index)
     if sc.diversity.max_per_category and rules.max_per_category is None:
         from dataclasses import replace
@@ -207,13 +215,20 @@ def score_users(spark: SparkSession, cfg: Config, ctx: ScoringContext, pairs: Da
         pdf = score(pair_rows.toPandas(), buy_again.toPandas())
         log.info("scored %d users in the driver (scoring.driver_max_users=%d)", n_users,
                  cfg.scoring.driver_max_users)
-        return spark.createDataFrame(pdf.astype({"user": "int64", "rank": "int32", "score": "float32"}),
-                                     RECS_SCHEMA).cache()
+        return _null_scores(spark.createDataFrame(pdf.astype({"user": "int64", "rank": "int32", "score": "float32"}),
+                                                  RECS_SCHEMA)).cache()
     pair_rows = pair_rows.withColumn("bucket", F.pmod("user", F.lit(B)))
     ba = buy_again.withColumn("bucket", F.pmod("user", F.lit(B)))
     shared = spark.sparkContext.broadcast((ctx.model, ctx.inp, at))
-    return (pair_rows.groupBy("bucket").cogroup(ba.groupBy("bucket"))
-            .applyInPandas(_score_bucket(shared), RECS_SCHEMA).cache())
+    return _null_scores(pair_rows.groupBy("bucket").cogroup(ba.groupBy("bucket"))
+                        .applyInPandas(_score_bucket(shared), RECS_SCHEMA)).cache()
+
+
+def _null_scores(recs: DataFrame) -> DataFrame:
+    """An item without a score (back-fill, a pin that was no candidate) has a null score, as
+    docs/TABLES.md says, whichever way it was scored: pandas' NaN comes out of ``applyInPandas`` as NaN but
+    out of ``createDataFrame`` (Arrow) as null, which made the two paths' tables differ."""
+    return recs.withColumn("score", F.nanvl("score", F.lit(None).cast("float")))
 
 
 @dataclass

@@ -38,6 +38,14 @@ class TrainResult:
     experiment: ExperimentResult
 
 
+def served_settings(cfg: Config):
+    """The served list as ``reco score`` builds it (``scoring:``, the rules file), with the blend settings
+    to try on validation (``training.served_search``)."""
+    from training.rules import load_rules
+    from training.served import ServedSettings
+    return ServedSettings.from_config(cfg.scoring, cfg.training.served_search, load_rules(cfg.scoring.rules_path))
+
+
 def load_experiment_data(lh: Lakehouse, cfg: Config, run_date: date) -> ExperimentData:
     for table in ("training_examples", "user_index", "item_index"):
         if not lh.exists(table):
@@ -66,7 +74,7 @@ def load_experiment_data(lh: Lakehouse, cfg: Config, run_date: date) -> Experime
         catalog=Catalog.from_spark(item_index, items),
         train=pairs_from_examples(examples, ["train"]).cache(), valid=pairs_from_examples(examples, ["valid"]).cache(),
         test=pairs_from_examples(examples, ["test"]).cache() if counts.get("test") else None,
-        exclude_seen=cfg.training.exclude_seen,
+        exclude_seen=cfg.training.exclude_seen, served=served_settings(cfg),
         info={"as_of_date": run_date.isoformat(), **{f"{t}_version": v for t, v in versions.items()},
               **{f"{k}_pairs": v for k, v in counts.items()}, "n_users": n_users, "n_items": n_items})
 
@@ -77,9 +85,11 @@ def search_plan(cfg: Config, run_date: date) -> SearchPlan:
     from training.tracking import last_search
     candidates = search_candidates(cfg.training.optim)
     every = cfg.training.search_every_days
-    found = last_search(cfg, run_date.isoformat(), space_id(candidates)) if every > 0 else None
+    grids = cfg.training.baseline_search
+    served = served_settings(cfg).candidates()
+    found = last_search(cfg, run_date.isoformat(), space_id(candidates, grids, served)) if every > 0 else None
     run_id, params = found if found else ("", None)
-    return plan_search(candidates, run_date, every, params, run_id)
+    return plan_search(candidates, run_date, every, params, run_id, grids, served)
 
 
 def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = True, gate: bool = True) -> TrainResult:

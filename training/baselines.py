@@ -27,7 +27,9 @@ afterwards, so a baseline never filters anything itself.
     item ``0.5 * popularity / max(popularity)`` in ``[0, 0.5]``. So every
     history item ranks above every other item, more purchases and more
     recent purchases rank higher, and the rest is ordered by global
-    popularity (distinct users).
+    popularity (distinct users), or with ``backfill_days`` by the popularity
+    of the last ``backfill_days`` days (:class:`MostPopular` with that window:
+    "what sells now" behind "what you buy again").
 
 ``EASE`` ("ease")
     Steck 2019, "Embarrassingly Shallow Autoencoders": the closed form
@@ -160,11 +162,15 @@ class BuyAgain:
 
     name = "buy_again"
 
-    def __init__(self, half_life_days: float = 30.0, now: Optional[float] = None):
+    def __init__(self, half_life_days: float = 30.0, now: Optional[float] = None,
+                 backfill_days: Optional[float] = None):
         if half_life_days <= 0:
             raise ValueError(f"BuyAgain: half_life_days must be > 0, got {half_life_days}")
+        if backfill_days is not None and backfill_days <= 0:
+            raise ValueError(f"BuyAgain: backfill_days must be > 0 (or None: all-time popularity), got {backfill_days}")
         self.half_life_days = half_life_days
         self.now = now
+        self.backfill_days = backfill_days
         self.history_: Optional[sp.csr_matrix] = None
 
     def fit(self, train: Interactions) -> "BuyAgain":
@@ -176,7 +182,9 @@ class BuyAgain:
         h.sum_duplicates()
         h.data = 1.0 + h.data / (1.0 + h.data)          # [1, 2): above every non-history item
         self.history_ = h
-        self.base_ = (0.5 * _normalised(item_popularity(train, "users"))).astype(np.float32)   # [0, 0.5]
+        pop = (item_popularity(train, "users") if self.backfill_days is None else
+               MostPopular(window_days=self.backfill_days, now=self.now_).fit(train).row_.astype(np.float64))
+        self.base_ = (0.5 * _normalised(pop)).astype(np.float32)   # [0, 0.5]
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:

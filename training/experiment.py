@@ -24,13 +24,15 @@ import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from pyspark.sql import DataFrame, SparkSession
 
 from training import baselines as bl
+from training.baseline_search import TunedBaseline
+from training.baseline_search import tune as tune_baseline
 from training.data import Catalog, examples_frame, log_sampling_prob, to_interactions
 from training.featurize import user_state
 from training.interactions import Interactions
@@ -38,12 +40,15 @@ from training.loader import PetastormSource
 from training.metrics import evaluate, format_metrics
 from training.model import ModelConfig, TwoTower
 from training.search import SearchPlan, candidate_label, search_candidates
+from training.served import ServedSettings, build_served, catalog_arrays
 from training.trainer import EvalSet, TrainParams, TrainSpec, evaluate_model, load_model, score_fn, train
 
 log = logging.getLogger(__name__)
 
 MODEL = "two_tower"
 BLEND = "two_tower+buy_again"
+SERVED = "served"          # the list as served: blend of sources, diversity, rules (training.served)
+CHALLENGER_LABELS = {MODEL: "two-tower", BLEND: "two-tower blended with buy-again", SERVED: "served list"}
 
 
 @dataclass
@@ -58,6 +63,7 @@ class ExperimentData:
     test: Optional[DataFrame] = None
     exclude_seen: bool = False
     info: Dict[str, object] = field(default_factory=dict)
+    served: Optional[ServedSettings] = None   # score the list as served too (training.served)
 
 
 @dataclass
@@ -77,6 +83,11 @@ class PhaseResult:
     n_eval_pairs: int
     params: Optional[TrainParams] = None   # the model's training parameters (others_share as chosen)
     kept: Dict[str, object] = field(default_factory=dict)   # the kept candidate's overrides of the defaults
+    served: Optional[Dict[str, object]] = None     # the served list's blend settings (weights, mmr_strength)
+    served_tried: Dict[str, float] = field(default_factory=dict)     # served setting label -> metric
+    baselines: Dict[str, dict] = field(default_factory=dict)         # baseline -> kept grid entry (overrides)
+    baseline_params: Dict[str, dict] = field(default_factory=dict)   # baseline -> every setting of its kept fit
+    baseline_tried: Dict[str, Dict[str, float]] = field(default_factory=dict)  # baseline -> entry -> metric
 
 
 @dataclass
@@ -178,13 +189,19 @@ def blend_scorer(model_fn, buy_again: bl.BuyAgain, weight: float):
 def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataFrame, data: ExperimentData,
               tcfg, model_cfg: ModelConfig, params: TrainParams, work_dir: str,
               blend_weight: Optional[float] = None, candidates: Sequence[Dict[str, object]] = (),
-              on_chosen: Optional[Callable[[dict], None]] = None, monitor: Optional[bool] = None) -> PhaseResult:
+              on_chosen: Optional[Callable[[dict], None]] = None, monitor: Optional[bool] = None,
+              baseline_kept: Optional[Dict[str, dict]] = None,
+              served: Optional[Dict[str, object]] = None) -> PhaseResult:
     """Fit and evaluate the model and every baseline on one split. ``candidates``: overrides of
     ``params`` (e.g. ``{"others_share": 1.0, "batch_size": 512}``), each fitted; the best on this split's
     metric is kept. ``on_chosen``: called with the kept fit's result (``best_epoch``, ``params``) as soon
     as it is known, before the baselines, so a later fit that needs only those can start. ``monitor``:
     evaluate on this split after every epoch (default: only when early stopping, i.e. without
-    ``params.fixed_epochs``; a phase whose split is the test split must never set it)."""
+    ``params.fixed_epochs``; a phase whose split is the test split must never set it).
+    ``baseline_kept``: baseline -> the grid entry to fit (chosen on validation before); a baseline not
+    in it searches its grid (``training.baseline_search``, :mod:`training.baseline_search`) on this
+    split, so the test phase must pass the valid phase's choice. ``served``: the served list's blend
+    settings chosen before (else, with ``data.served``, its candidates are tried on this split)."""
     ks = tuple(tcfg.ks)
     fit = to_interactions(fit_df, data.n_users, data.n_items)
     truth = to_interactions(eval_df, data.n_users, data.n_items)
@@ -228,23 +245,30 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     metrics[MODEL], topk[MODEL] = m, m.pop("topk")
 
     fitted: Dict[str, object] = {}
+    tuned: Dict[str, TunedBaseline] = {}
+    key = f"ndcg@{ks[0]}"
+
+    def on_split(rec) -> float:     # the tuning metric: the model's, on this phase's split (validation)
+        return evaluate(rec.score, ev.users, ev.truth, ks=(ks[0],), exclude=ev.exclude)[key]
+
     for name in tcfg.baselines:
-        t0 = time.time()
+        # a fixed choice (the test phase, a reusing nightly) fits exactly it; else the grid is searched
+        entries = ([baseline_kept[name]] if baseline_kept is not None and name in baseline_kept
+                   else getattr(tcfg, "baseline_search", {}).get(name, []))
         try:
-            rec = bl.build(name, spark=spark, **tcfg.baseline_params.get(name, {})).fit(fit)
+            tb = tune_baseline(name, tcfg.baseline_params.get(name, {}), entries, fit, on_split, spark=spark)
         except bl.BaselineSkipped as e:
             skipped[name] = str(e)
             log.info("  %-22s skipped: %s", name, e)
             continue
-        fit_s = time.time() - t0
-        fitted[name] = rec
+        tuned[name] = tb
+        rec = fitted[name] = tb.model
         m = _evaluate_scorer(name, rec.score, ev, ks)
-        timings[name] = {"fit_s": fit_s, "recommend_s": m["recommend_s"]}
+        timings[name] = {"fit_s": tb.fit_s, "recommend_s": m["recommend_s"], "search_s": tb.search_s}
         metrics[name], topk[name] = m, m.pop("topk")
 
     ba = fitted.get("buy_again")
     if ba is not None and not data.exclude_seen:
-        key = f"ndcg@{ks[0]}"
         if blend_weight is None:      # chosen on validation only
             best = (-1.0, 0.0)
             for w in tcfg.blend_weights:
@@ -255,12 +279,63 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
         timings[BLEND] = {"fit_s": res["fit_s"] + timings["buy_again"]["fit_s"], "recommend_s": m["recommend_s"]}
         metrics[BLEND], topk[BLEND] = m, m.pop("topk")
 
+    served_kept, served_tried = None, {}
+    if data.served is not None:
+        served_kept, served_tried = _evaluate_served(data, model, fit, ev, fitted.get("buy_again"), ks, served,
+                                                     metrics, timings, topk)
+
     return PhaseResult(phase=phase, metrics=metrics, timings=timings, topk=topk, skipped=skipped,
                        history=res["history"], best_epoch=res["best_epoch"], blend_weight=blend_weight,
                        model=model, train_result={k: v for k, v in res.items() if k not in ("state_dict", "model")},
                        params=res["params"], kept=res["kept"],
+                       served=served_kept, served_tried=served_tried,
+                       baselines={n: t.kept for n, t in tuned.items()},
+                       baseline_params={n: t.params for n, t in tuned.items()},
+                       baseline_tried={n: t.tried for n, t in tuned.items() if t.tried},
                        item_counts=np.bincount(fit.item, minlength=fit.n_items).astype(np.float64),
                        n_fit_pairs=len(fit), n_eval_pairs=len(truth))
+
+
+def served_label(setting: Mapping[str, object]) -> str:
+    w = setting["weights"]
+    return ("+".join(f"{k}:{v:g}" for k, v in w.items()) + f",mmr={setting['mmr_strength']:g}")
+
+
+def _evaluate_served(data: ExperimentData, model: TwoTower, fit: Interactions, ev: EvalSet, buy_again,
+                     ks, chosen: Optional[Dict[str, object]], metrics: Dict[str, dict], timings: Dict[str, dict],
+                     topk: Dict[str, np.ndarray]):
+    """Score the list as served (``training.served``): the blend settings ``chosen`` (a later phase), or
+    each of ``data.served.candidates()`` on this split, keeping the best (validation). Adds ``SERVED`` to
+    ``metrics``; returns (kept setting, {label: metric} of the settings tried)."""
+    t0 = time.time()
+    settings = data.served
+    if data.exclude_seen:       # "new to the customer": the served list leaves out what they bought
+        settings = replace(settings, exclude_bought=True)
+    if buy_again is None:
+        buy_again = bl.BuyAgain().fit(fit)
+    item_ids, categories = catalog_arrays(data.catalog.frame if data.catalog is not None else None, fit.n_items)
+    lists = build_served(model, fit, ev.history, ev.feats, buy_again.history_, item_ids, categories, settings)
+    key = f"ndcg@{ks[0]}"
+    tried: Dict[str, float] = {}
+    if chosen is None:
+        best = None
+        for cand in settings.candidates():
+            weights = {k: v for k, v in cand["weights"].items() if not (data.exclude_seen and k == "buy_again")}
+            cand = {**cand, "weights": weights or {"personal": 1.0}}
+            v = evaluate(lists.score_fn(cand["weights"], cand["mmr_strength"]), ev.users, ev.truth, ks=(ks[0],),
+                         exclude=ev.exclude)[key]
+            tried[served_label(cand)] = v
+            if best is None or v > best[0]:
+                best = (v, cand)
+        chosen = best[1]
+        if len(tried) > 1:
+            log.info("  %-22s blend settings tried: %s; kept %s", SERVED,
+                     {k: round(v, 4) for k, v in tried.items()}, served_label(chosen))
+    m = _evaluate_scorer(f"{SERVED} ({served_label(chosen)})",
+                         lists.score_fn(chosen["weights"], chosen["mmr_strength"]), ev, ks)
+    timings[SERVED] = {"fit_s": 0.0, "recommend_s": m["recommend_s"], "search_s": time.time() - t0}
+    metrics[SERVED], topk[SERVED] = m, m.pop("topk")
+    return chosen, tried
 
 
 def fit_all(fit_one: Callable[[int], dict], n: int, workers: int) -> List[dict]:
@@ -322,7 +397,9 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
         if plan is not None and plan.reuses:   # everything the serve fit needs is known already
             start_serve_fit({"params": replace(params, **candidates[0]), "best_epoch": plan.fixed_epochs})
         valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir,
-                          candidates=candidates, on_chosen=start_serve_fit, monitor=True)
+                          candidates=candidates, on_chosen=start_serve_fit, monitor=True,
+                          baseline_kept=plan.baselines if plan is not None and plan.reuses else None,
+                          served=plan.served if plan is not None and plan.reuses else None)
         epochs = max(1, valid.best_epoch)
         test = None
         serve_model = valid.model
@@ -331,7 +408,7 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
             refit = replace(valid.params, fixed_epochs=epochs)
             fit_df = data.train.unionByName(data.valid) if tcfg.refit else data.train
             test = run_phase(spark, "test", fit_df, data.test, data, tcfg, mcfg, refit, work_dir,
-                             blend_weight=valid.blend_weight)
+                             blend_weight=valid.blend_weight, baseline_kept=valid.baselines, served=valid.served)
             serve_model = test.model
         if serve_refit:
             serve = (serve_job["fit"].result() if beside else

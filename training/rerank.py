@@ -63,10 +63,15 @@ def blend(sources: Mapping[str, Candidates], weights: Mapping[str, float],
     4. Spill-over: slots a source could not fill go to the sources in weight order (highest weight
        first, ties by priority), each taking its next untaken items until k are taken or every
        source is exhausted. A weight of 0 therefore means "back-fill only".
-    5. Order: source ``s`` took ``n_s`` items; its ``j``-th (0-based, in its own rank order) gets
-       the merged rank ``(j + 0.5) / n_s``; the list is sorted by merged rank, ties by priority.
-       That is a smooth weighted round robin: each source's items are spread evenly over the list,
-       and the source with the most items opens it.
+    5. Order: source ``s``'s ``j``-th taken item (0-based, in its own rank order) gets the merged
+       rank ``(j + 0.5) / w_s``; the list is sorted by merged rank, ties by priority. That is a smooth
+       weighted round robin: a source with twice the weight shows up twice as often near the top,
+       whatever it took through spill-over, so the heaviest source opens the list and spill-over
+       items land after the weighted ones. Items of a weight-0 source (back-fill only) come after
+       every weighted item, in their own order.
+       (Until 2026-12 the rank was ``(j + 0.5) / n_s``, by the count taken: a source that spilled
+       into empty slots was spread over the whole list and pushed a heavier source's best items
+       down; scored as served, a buy-again-first blend then lost to buy-again alone.)
 
     Example: weights ``{"personal": 0.6, "buy_again": 0.3, "trending": 0.1}``, k = 10 -> quotas
     6, 3, 1 -> sources ``P B P P B T P P B P``.
@@ -120,7 +125,7 @@ def blend(sources: Mapping[str, Candidates], weights: Mapping[str, float],
     for name in sorted(names, key=lambda n: (-weights[n], names.index(n))):
         take(name, k - len(used))
 
-    keyed = [((j + 0.5) / len(taken[n]), p, n, item)
+    keyed = [(((j + 0.5) / weights[n], 0.0) if weights[n] > 0 else (math.inf, float(j)), p, n, item)
              for p, n in enumerate(names) for j, item in enumerate(taken[n])]
     keyed.sort(key=lambda t: (t[0], t[1]))
     n = len(keyed)

@@ -33,7 +33,9 @@ SEARCH_SPACE = "search.space"        # short hash of the search space (candidate
 SEARCH_KEPT = "search.kept"          # JSON of the kept candidate's overrides
 SEARCH_EPOCHS = "search.epochs"      # the epochs that search kept
 SEARCH_MODE = "search.mode"          # "search" or "reuse"
-PARAMS = (SEARCH_DATE, SEARCH_SPACE, SEARCH_KEPT, SEARCH_EPOCHS, SEARCH_MODE)
+SEARCH_BASELINES = "search.baselines"  # JSON: baseline -> the grid entry the search kept (training.baseline_search)
+SEARCH_SERVED = "search.served"        # JSON: the served list's blend the search kept (training.served), or null
+PARAMS = (SEARCH_DATE, SEARCH_SPACE, SEARCH_KEPT, SEARCH_EPOCHS, SEARCH_MODE, SEARCH_BASELINES, SEARCH_SERVED)
 
 
 def search_candidates(optim) -> List[Dict[str, object]]:
@@ -46,9 +48,18 @@ def candidate_label(over: Mapping[str, object]) -> str:
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(over.items())) or "defaults"
 
 
-def space_id(candidates: List[Mapping[str, object]]) -> str:
-    """A short, order-independent fingerprint of a search space."""
+def space_id(candidates: List[Mapping[str, object]],
+             baseline_search: Optional[Mapping[str, List[Mapping[str, object]]]] = None,
+             served: Optional[List[Mapping[str, object]]] = None) -> str:
+    """A short, order-independent fingerprint of a search space: the model's candidates and, when there
+    are any, the baselines' grids (``training.baseline_search``) and the served list's blend settings
+    (``training.served.ServedSettings.candidates``)."""
     text = json.dumps(sorted(json.dumps(c, sort_keys=True) for c in candidates))
+    grids = {name: entries for name, entries in (baseline_search or {}).items() if entries}
+    if grids:
+        text += json.dumps(grids, sort_keys=True)
+    if served and len(served) > 1:
+        text += json.dumps(served, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -59,23 +70,34 @@ class SearchPlan:
     space: str                            # space_id of the configured search space
     fixed_epochs: Optional[int]           # reuse: exactly this many epochs (no early stopping); None: search
     reason: str                           # one sentence for the log and the run
+    baselines: Optional[Dict[str, Dict[str, object]]] = None   # reuse: the baselines' kept grid entries
+    served: Optional[Dict[str, object]] = None                 # reuse: the served list's kept blend
 
     @property
     def reuses(self) -> bool:
         return self.fixed_epochs is not None
 
-    def params(self, kept: Mapping[str, object], epochs: int) -> Dict[str, str]:
+    def params(self, kept: Mapping[str, object], epochs: int,
+               baselines: Optional[Mapping[str, Mapping[str, object]]] = None,
+               served: Optional[Mapping[str, object]] = None) -> Dict[str, str]:
         """The ``search.*`` parameters the run logs, given what it kept."""
         return {SEARCH_DATE: self.searched_on.isoformat(), SEARCH_SPACE: self.space,
                 SEARCH_KEPT: json.dumps(dict(kept), sort_keys=True), SEARCH_EPOCHS: str(int(epochs)),
-                SEARCH_MODE: "reuse" if self.reuses else "search"}
+                SEARCH_MODE: "reuse" if self.reuses else "search",
+                SEARCH_BASELINES: json.dumps({k: dict(v) for k, v in (baselines or {}).items()}, sort_keys=True),
+                SEARCH_SERVED: json.dumps(dict(served) if served else None, sort_keys=True)}
 
 
 def plan_search(candidates: List[Dict[str, object]], run_date: date, every_days: int,
-                last: Optional[Mapping[str, str]], last_run: str = "") -> SearchPlan:
+                last: Optional[Mapping[str, str]], last_run: str = "",
+                baseline_search: Optional[Mapping[str, List[Mapping[str, object]]]] = None,
+                served: Optional[List[Mapping[str, object]]] = None) -> SearchPlan:
     """Search or reuse (module docstring). ``last``: the parameters of the latest run that searched,
-    dated at or before ``run_date`` (None when there is none); ``last_run`` names it in the reason."""
-    space = space_id(candidates)
+    dated at or before ``run_date`` (None when there is none); ``last_run`` names it in the reason.
+    ``baseline_search``: the baselines' grids, part of the space; a reuse also reuses their kept entries
+    (a run logged before baselines were tuned has none: its reuse fits each baseline's grid again), and
+    ``served``, the served list's blend settings, likewise."""
+    space = space_id(candidates, baseline_search, served)
 
     def search(why: str) -> SearchPlan:
         return SearchPlan(list(candidates), run_date, space, None,
@@ -94,7 +116,13 @@ def plan_search(candidates: List[Dict[str, object]], run_date: date, every_days:
         epochs = int(last[SEARCH_EPOCHS])
     except (KeyError, TypeError, ValueError) as e:
         return search(f"{who}'s search settings do not read back ({type(e).__name__}: {e})")
-    if not isinstance(kept, dict) or epochs < 1:
+    try:
+        kept_baselines = json.loads(last.get(SEARCH_BASELINES) or "{}")
+        kept_served = json.loads(last.get(SEARCH_SERVED) or "null")
+    except ValueError as e:
+        return search(f"{who}'s kept baseline or served settings do not read back ({e})")
+    if (not isinstance(kept, dict) or epochs < 1 or not isinstance(kept_baselines, dict)
+            or not (kept_served is None or isinstance(kept_served, dict))):
         return search(f"{who}'s search settings do not read back (kept {kept!r}, epochs {epochs})")
     if searched_on > run_date:
         return search(f"{who} searched on {searched_on}, after this run's date")
@@ -105,4 +133,5 @@ def plan_search(candidates: List[Dict[str, object]], run_date: date, every_days:
     nxt = searched_on + timedelta(days=every_days)
     return SearchPlan([kept], searched_on, space, epochs,
                       f"reusing the settings {candidate_label(kept)} and {epochs} epoch(s) kept by the search of "
-                      f"{searched_on} ({who}); the next search runs on or after {nxt}")
+                      f"{searched_on} ({who}); the next search runs on or after {nxt}", kept_baselines,
+                      kept_served)

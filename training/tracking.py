@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from dataclasses import asdict
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")   # no usage data leaves the machine
 import mlflow  # noqa: E402
@@ -23,13 +23,14 @@ import torch  # noqa: E402
 from mlflow.tracking import MlflowClient
 
 from jobs.errors import RecoError  # noqa: E402
-from training.experiment import MODEL, ExperimentResult
+from training.experiment import BLEND, CHALLENGER_LABELS, MODEL, SERVED, ExperimentResult
 from training.registry import GateDecision, register_and_gate
 from training.report import write_report
 
 log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
+SERVED_WEIGHTS, SERVED_MMR = "served.weights", "served.mmr_strength"   # run params: the blend scoring uses
 SCALAR_METRICS = ("precision", "recall", "ndcg", "map", "hit", "coverage")
 
 
@@ -46,6 +47,32 @@ def _flat(phase_result, phase: str) -> Dict[str, float]:
                     and math.isfinite(float(v)):
                 out[metric_key(phase, k, model)] = float(v)
     return out
+
+
+def gate_inputs(gate_cfg, baselines: Sequence[str], metrics: Mapping[str, float]
+                ) -> Tuple[str, str, Dict[str, str], List[str]]:
+    """What the gate compares, from a run's flat metrics (the MLflow keys of :func:`metric_key`):
+    ``(label, challenger key, {baseline: key}, notes)``.
+
+    The challenger is the list customers get (``gate.challenger: served``): the served list's validation
+    metric when the run evaluated it, else the model blended with buy-again, else the model alone;
+    ``gate.challenger: model`` gates the two-tower's own ranking. ``gate.baselines: all`` compares with
+    every baseline of ``training.baselines`` that ran (one that refused the data, e.g. EASE on a catalog
+    above its ``max_items``, is named in ``notes``); a listed baseline must have run (else ValueError
+    later: a gate that cannot check must not pass)."""
+    order = (SERVED, BLEND, MODEL) if gate_cfg.challenger == "served" else (MODEL,)
+    name = next((n for n in order if metric_key("valid", gate_cfg.metric, n) in metrics), MODEL)
+    label = f"valid {gate_cfg.metric} of the {CHALLENGER_LABELS[name]}"
+    notes: List[str] = []
+    if gate_cfg.baselines == "all":
+        required = [b for b in baselines if metric_key("valid", gate_cfg.metric, b) in metrics]
+        missing = [b for b in baselines if b not in required]
+        if missing:
+            notes.append(f"not compared (did not run): {', '.join(missing)}")
+    else:
+        required = list(gate_cfg.baselines)
+    return label, metric_key("valid", gate_cfg.metric, name), \
+        {b: metric_key("valid", gate_cfg.metric, b) for b in required}, notes
 
 
 def report_metrics(result: ExperimentResult) -> Dict[str, Dict[str, float]]:
@@ -82,7 +109,8 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
     challenger waiting for :func:`gate_run_date`). Returns run id, version and the decision (None when
     not gated)."""
     tcfg = cfg.training
-    missing = [b for b in tcfg.gate.baselines if b not in result.valid.metrics]
+    missing = [b for b in (tcfg.gate.baselines if tcfg.gate.baselines != "all" else [])
+               if b not in result.valid.metrics]
     if missing:
         raise RecoError(f"the gate compares with {missing}, which did not run "
                         f"({ {b: result.valid.skipped.get(b, 'not run') for b in missing} }); nothing was "
@@ -98,8 +126,15 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
                            "best_epoch": result.valid.best_epoch,
                            "gate": json.dumps(tcfg.gate.model_dump())})
         mlflow.log_params({f"input.{k}": v for k, v in inputs.items()})
+        if result.valid.served is not None:     # the served list's blend, chosen on validation: scoring uses it
+            mlflow.log_params({SERVED_WEIGHTS: json.dumps(result.valid.served["weights"]),
+                               SERVED_MMR: result.valid.served["mmr_strength"]})
+        # every baseline's settings as fitted (tuned on validation: training.baseline_search)
+        mlflow.log_params({f"baseline.{name}.{k}": v for name, ps in result.valid.baseline_params.items()
+                           for k, v in ps.items()})
         if result.plan is not None:     # how later runs find this run's search (training.search)
-            mlflow.log_params(result.plan.params(result.valid.kept, result.valid.best_epoch))
+            mlflow.log_params(result.plan.params(result.valid.kept, result.valid.best_epoch, result.valid.baselines,
+                                                 result.valid.served))
             mlflow.set_tag("search_reason", result.plan.reason[:500])
         mlflow.set_tags({"as_of_date": str(inputs.get("as_of_date", "")),
                          "device": result.valid.train_result.get("device", "cpu")})
@@ -142,16 +177,30 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
         log.info("MLflow run %s, model %s v%s registered as challenger (gate: `reco gate`)", run_id,
                  cfg.mlflow.registered_model, version)
         return {"run_id": run_id, "version": version, "decision": None}
-    gate_cfg = tcfg.gate
-    metric = gate_cfg.metric
-    mkey = metric_key("valid", metric)
-    baseline_values = {b: float(result.valid.metrics[b][metric]) for b in gate_cfg.baselines
-                       if b in result.valid.metrics}
+    flat = _flat(result.valid, "valid")
+    label, mkey, keys, notes = gate_inputs(tcfg.gate, tcfg.baselines, flat)
+    if notes:
+        log.info("gate: %s", "; ".join(notes))
     decision, version = register_and_gate(MlflowClient(), cfg.mlflow.registered_model, run_id, MODEL_ARTIFACT,
-                                          metric, float(result.valid.metrics[MODEL][metric]), baseline_values,
-                                          gate_cfg.baselines, gate_cfg.margin, mkey)
+                                          label, flat[mkey], {b: flat[k] for b, k in keys.items() if k in flat},
+                                          list(keys), tcfg.gate.margin, mkey)
     log.info("MLflow run %s, model %s v%s: %s", run_id, cfg.mlflow.registered_model, version, decision.reason)
     return {"run_id": run_id, "version": version, "decision": decision}
+
+
+def served_choice(tracking_uri: str, run_id: str) -> Optional[Dict[str, object]]:
+    """The served list's blend (``{"weights": {...}, "mmr_strength": x}``) a training run chose on
+    validation, or None when the run logged none (a run from before, or without a served evaluation)."""
+    params = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.params
+    if SERVED_WEIGHTS not in params:
+        return None
+    try:
+        return {"weights": {str(k): float(v) for k, v in json.loads(params[SERVED_WEIGHTS]).items()},
+                "mmr_strength": float(params[SERVED_MMR])}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RecoError(f"run {run_id} logged an unreadable served blend ({SERVED_WEIGHTS}="
+                        f"{params.get(SERVED_WEIGHTS)!r}, {SERVED_MMR}={params.get(SERVED_MMR)!r}: {e}); "
+                        "set scoring.weights_from_model: false to use scoring.weights") from e
 
 
 def last_search(cfg, run_date: str, space: str) -> Optional[Tuple[str, Dict[str, str]]]:
@@ -185,8 +234,11 @@ def gate_run_date(cfg, as_of_date: str):
         raise RecoError(f"no version of model '{name}' was registered for {as_of_date} at {cfg.mlflow.tracking_uri}: "
                         f"run `reco train --date {as_of_date} --no-gate` first")
     g = cfg.training.gate
-    decision = gate_version(client, name, version, g.metric, metric_key("valid", g.metric),
-                            {b: metric_key("valid", g.metric, b) for b in g.baselines}, g.baselines, g.margin)
+    run_metrics = client.get_run(client.get_model_version(name, version).run_id).data.metrics
+    label, mkey, keys, notes = gate_inputs(g, cfg.training.baselines, run_metrics)
+    if notes:
+        log.info("gate: %s", "; ".join(notes))
+    decision = gate_version(client, name, version, label, mkey, keys, list(keys), g.margin)
     log.info("model %s v%s (%s): %s", name, version, as_of_date, decision.reason)
     return version, decision
 

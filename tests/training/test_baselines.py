@@ -91,6 +91,20 @@ def test_buy_again_history_frequency_recency_then_popularity():
     assert list(np.argsort(-scores[1], kind="stable"))[:3] == [5, 3, 4]
 
 
+def test_buy_again_back_fills_with_recent_popularity():
+    # item 1: three users long ago; item 2: one user this week. All-time popularity puts 1 first behind the
+    # customer's own item 0, the last 14 days' popularity puts 2 first.
+    old = NOW - 200 * DAY
+    train = Interactions.from_arrays(user=[0, 1, 2, 3, 4], item=[0, 1, 1, 1, 2], n_users=5, n_items=4,
+                                     time=[NOW, old, old, old, NOW])
+    for backfill, first in ((None, 1), (14.0, 2)):
+        row = BuyAgain(half_life_days=30, backfill_days=backfill).fit(train).score([0])[0]
+        assert row[0] >= 1.0 > row[1:].max()                  # the history still comes first
+        assert int(np.argmax(row[1:])) + 1 == first
+    with pytest.raises(ValueError, match="backfill_days"):
+        BuyAgain(backfill_days=0)
+
+
 def test_buy_again_very_old_purchase_still_history():
     train = Interactions.from_arrays(user=[0, 1, 2], item=[0, 1, 1], n_users=3, n_items=2,
                                      time=[0.0, NOW, NOW])             # 0 = unknown time: "very old"

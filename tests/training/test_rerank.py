@@ -25,7 +25,7 @@ def test_blend_interleaves_by_quota_as_documented():
                "buy_again": cands([20, 21, 22, 23]),
                "trending": cands([30, 31])}
     items, scores, names = blend(sources, {"personal": 0.6, "buy_again": 0.3, "trending": 0.1}, 10)
-    # quotas 6 / 3 / 1; merged ranks: P (j+.5)/6, B (j+.5)/3, T .5 (ties by priority: B before T)
+    # quotas 6 / 3 / 1; merged ranks: P (j+.5)/.6, B (j+.5)/.3, T .5/.1 (ties by priority: B before T)
     assert names.tolist() == ["personal", "buy_again", "personal", "personal", "buy_again", "trending",
                               "personal", "personal", "buy_again", "personal"]
     assert items.tolist() == [10, 20, 11, 12, 21, 30, 13, 14, 22, 15]
@@ -58,9 +58,10 @@ def test_blend_unfilled_slots_go_to_other_sources_by_weight():
     items, _, names = blend(sources, {"buy_again": 0.5, "personal": 0.3, "trending": 0.2}, 6)
     # quotas: 3, 1.8, 1.2 -> floor 3, 1, 1 + the 1 leftover to personal (.8) -> 3 / 2 / 1.
     # buy_again fills 1 of 3; the 2 spare slots go to the next weight: personal (3, 4).
-    # taken: B [7], P [1, 2, 3, 4], T [8]; merged: P .125 .375 .625 .875, B .5, T .5
-    assert items.tolist() == [1, 2, 7, 8, 3, 4]
-    assert names.tolist() == ["personal", "personal", "buy_again", "trending", "personal", "personal"]
+    # taken: B [7], P [1, 2, 3, 4], T [8]; merged (j+.5)/w: B 1.0, P 1.67 5 8.3 11.7, T 2.5: the heaviest
+    # source opens the list however few items it has, and the spill-over comes after
+    assert items.tolist() == [7, 1, 8, 2, 3, 4]
+    assert names.tolist() == ["buy_again", "personal", "trending", "personal", "personal", "personal"]
 
 
 def test_blend_zero_weight_only_backfills_and_missing_sources_are_empty():
@@ -71,7 +72,7 @@ def test_blend_zero_weight_only_backfills_and_missing_sources_are_empty():
     # popular takes 3, 4, 5 (1 is taken)
     assert sorted(items.tolist()) == [1, 2, 3, 4, 5]
     assert names.tolist().count("popular") == 3
-    assert items.tolist() == [3, 1, 4, 2, 5]   # popular (j+.5)/3: .17 .5 .83; personal .25 .75
+    assert items.tolist() == [1, 2, 3, 4, 5]   # the weighted source first, back-fill (weight 0) after it
 
 
 def test_blend_returns_fewer_than_k_when_sources_run_dry():

@@ -4,8 +4,9 @@ from datetime import date
 import pytest
 
 from jobs.config import load_config
-from training.search import (SEARCH_DATE, SEARCH_EPOCHS, SEARCH_KEPT, SEARCH_MODE, SEARCH_SPACE, candidate_label,
-                             plan_search, search_candidates, space_id)
+from training.search import (SEARCH_BASELINES, SEARCH_DATE, SEARCH_EPOCHS, SEARCH_KEPT, SEARCH_MODE, SEARCH_SERVED,
+                             SEARCH_SPACE,
+                             candidate_label, plan_search, search_candidates, space_id)
 
 SPACE = [{"others_share": 0.0}, {"others_share": 1.0}]
 D = date(2026, 10, 28)
@@ -61,10 +62,49 @@ def test_it_searches_the_whole_space_when_there_is_nothing_fresh_to_reuse(every,
     assert plan.candidates == SPACE and plan.searched_on == D and why in plan.reason
     logged = plan.params({"others_share": 0.0}, 4)
     assert logged == {SEARCH_DATE: "2026-10-28", SEARCH_SPACE: space_id(SPACE), SEARCH_MODE: "search",
-                      SEARCH_KEPT: '{"others_share": 0.0}', SEARCH_EPOCHS: "4"}
+                      SEARCH_KEPT: '{"others_share": 0.0}', SEARCH_EPOCHS: "4", SEARCH_BASELINES: "{}",
+                      SEARCH_SERVED: "null"}
 
 
 def test_a_search_run_on_the_same_date_is_reused_by_its_rerun():
     # a retried or backfilled date finds its own search and fits exactly what that search kept
     plan = plan_search(SPACE, D, 7, searched(D, kept={"others_share": 0.0}, epochs=1))
     assert plan.reuses and plan.candidates == [{"others_share": 0.0}] and plan.fixed_epochs == 1
+
+
+GRIDS = {"ease": [{"l2": 50.0}, {"l2": 500.0}], "als": []}
+
+
+def test_the_baselines_grids_are_part_of_the_space():
+    assert space_id(SPACE, {}) == space_id(SPACE) == space_id(SPACE, {"als": []})   # no grid: the old space
+    assert space_id(SPACE, GRIDS) != space_id(SPACE)
+    assert space_id(SPACE, GRIDS) != space_id(SPACE, {"ease": [{"l2": 50.0}]})
+    # a changed grid is another space: the next run searches again
+    last = {**searched(D), SEARCH_SPACE: space_id(SPACE, {"ease": [{"l2": 50.0}]})}
+    assert not plan_search(SPACE, D, 7, last, baseline_search=GRIDS).reuses
+
+
+def test_a_reuse_fits_the_baselines_the_search_kept():
+    last = {**searched(date(2026, 10, 25)), SEARCH_SPACE: space_id(SPACE, GRIDS),
+            SEARCH_BASELINES: json.dumps({"ease": {"l2": 500.0}, "popular": {}})}
+    plan = plan_search(SPACE, D, 7, last, baseline_search=GRIDS)
+    assert plan.reuses and plan.baselines == {"ease": {"l2": 500.0}, "popular": {}}
+    assert json.loads(plan.params({"others_share": 1.0}, 2, plan.baselines)[SEARCH_BASELINES]) == plan.baselines
+    # a search logged before baselines were tuned has no kept baselines: the reuse tunes them again
+    old = plan_search(SPACE, D, 7, {**searched(date(2026, 10, 25))})
+    assert old.reuses and old.baselines == {}
+    # unreadable kept baselines: search again rather than guess
+    bad = plan_search(SPACE, D, 7, {**last, SEARCH_BASELINES: "not json"}, baseline_search=GRIDS)
+    assert not bad.reuses and "do not read back" in bad.reason
+
+
+def test_a_reuse_keeps_the_served_blend_the_search_chose():
+    served = [{"weights": {"personal": 1.0}, "mmr_strength": 0.2}, {"weights": {"personal": 1.0}, "mmr_strength": 0.0}]
+    assert space_id(SPACE, None, served) != space_id(SPACE) == space_id(SPACE, None, served[:1])   # one setting: no search
+    chosen = {"weights": {"personal": 1.0}, "mmr_strength": 0.0}
+    last = {**searched(date(2026, 10, 25)), SEARCH_SPACE: space_id(SPACE, None, served),
+            SEARCH_SERVED: json.dumps(chosen)}
+    plan = plan_search(SPACE, D, 7, last, served=served)
+    assert plan.reuses and plan.served == chosen
+    assert json.loads(plan.params({}, 2, {}, plan.served)[SEARCH_SERVED]) == chosen
+    assert plan_search(SPACE, D, 7, {**last, SEARCH_SERVED: "[1]"}, served=served).reuses is False
