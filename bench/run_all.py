@@ -207,9 +207,11 @@ machine). Metrics are full-ranking over the whole catalog, averaged over test us
 relevant item (definitions in `training/metrics.py`). "fit s" is the model's training wall time
 (the two-tower: the refit on train + valid, through petastorm and TorchDistributor with one process;
 ALS: Spark MLlib local), "recommend-all s" the time to score and rank every test user against every item.
-`two_tower+buy_again` is the list the product serves: the model's score plus the customer's own
-repeat-purchase signal, weighted by the blend weight chosen on validation (only where repeat purchases
-count).
+`served` is the list the product serves, built by the scoring code itself (`training/served.py`: the blend
+of personal, buy-again, trending, popular and explore candidates, MMR diversity, rules) with its blend
+chosen on validation; the promotion gate compares it with every baseline. `two_tower+buy_again` is the
+model's score plus the customer's own repeat-purchase signal (only where repeat purchases count). Every
+baseline is tuned on validation (`training.baseline_search`); each case runs with seeds 42, 43 and 44.
 
 {model_text}
 
