@@ -187,7 +187,7 @@ def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: d
                      weights, mmr_strength)
     inp = ServingInputs(item_ids=item_ids, categories=categories, item_vecs=item_vecs, available=available,
                         new_items=new_items, lists=list_arrays, rules=rules, run_date=run_date, k=k,
-                        fetch=min(max(sc.fetch, k), n_items), weights=weights,
+                        fetch=min(max(sc.fetch, k), n_items), weights=weights, fallback_weights=dict(sc.weights),
                         mmr_strength=mmr_strength, exclude_bought=sc.exclude_bought,
                         block_users=sc.block_users, backfill=backfill, index=sc.index)
     if sc.diversity.max_per_category and rules.max_per_category is None:

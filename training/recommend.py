@@ -56,6 +56,9 @@ class ServingInputs:
     block_users: Optional[int] = None      # users per scoring block; None: sized for the device
     backfill: Optional[np.ndarray] = None   # int64: every available item, most popular first (last resort)
     index: str = "exact"                    # exact (blocked matmul, GPU when present) | faiss
+    # the trending / popular weights of the lists for customers without their own (None: ``weights``); the
+    # blend chosen on validation for known customers says nothing about them
+    fallback_weights: Optional[Dict[str, float]] = None
     _category_of: Optional[Dict[str, str]] = field(default=None, repr=False)
     _segment_rules: Dict[Optional[str], rules_mod.SegmentRules] = field(default_factory=dict, repr=False)
     _fallbacks: Dict[Optional[str], List[List[str]]] = field(default_factory=dict, repr=False)
@@ -201,7 +204,8 @@ def fallback_list(inp: ServingInputs, segment: Optional[str]) -> Tuple[List[str]
     """The list served to users without a list of their own (unknown or new customers): the segment's
     (else the global) trending and popular lists blended with their ``weights`` (popular alone when both
     are 0), under the segment's rules, exactly ``inp.k`` long."""
-    w = {n: inp.weights.get(n, 0.0) for n in ("popular", "trending")}
+    weights = inp.fallback_weights if inp.fallback_weights is not None else inp.weights
+    w = {n: weights.get(n, 0.0) for n in ("popular", "trending")}
     if sum(w.values()) <= 0:
         w = {"popular": 1.0, "trending": 0.0}
     items, scores, names = rerank.blend({n: inp.list_for(n, segment) for n in w}, w, 2 * inp.k)

@@ -96,6 +96,11 @@ def test_fallback_list_uses_the_segment_lists_and_the_rules():
     # DE: trending I4, I3 and popular:segment:DE I3, I2 (weights 0.25 / 0 -> trending first); I3 excluded
     assert len(items) == 4 and "I3" not in items and items[0] == "I4"
     assert set(sources) <= {"trending", "popular", "backfill"}
+    # a personal-only blend chosen for known customers leaves the fallback's own weights alone
+    chosen = _inputs(None, rules=rules, weights={"personal": 1.0},
+                     fallback_weights={"personal": 0.5, "trending": 0.25, "popular": 0.0})
+    assert fallback_list(chosen, "DE")[0] == items
+    assert fallback_list(_inputs(None, rules=rules, weights={"personal": 1.0}), "DE")[2][0] == "popular"
 
 
 def test_similar_lists_never_hold_the_item_itself_and_fill_from_co_purchase(model):
