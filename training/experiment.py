@@ -254,7 +254,7 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     for name in tcfg.baselines:
         # a fixed choice (the test phase, a reusing nightly) fits exactly it; else the grid is searched
         entries = ([baseline_kept[name]] if baseline_kept is not None and name in baseline_kept
-                   else getattr(tcfg, "baseline_search", {}).get(name, []))
+                   else tcfg.baseline_search.get(name, []))
         try:
             tb = tune_baseline(name, tcfg.baseline_params.get(name, {}), entries, fit, on_split, spark=spark)
         except bl.BaselineSkipped as e:
