@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from jobs.config import Config, load_config
+from config import Config, load_config
 from jobs.spark import build_spark
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -319,6 +319,7 @@ def _evaluate_served(data: ExperimentData, model: TwoTower, fit: Interactions, e
     tried: Dict[str, float] = {}
     if chosen is None:
         best = None
+        lists.memo = True       # every setting on the same users: the model's candidates once, the kept lists reused
         for cand in settings.candidates():
             weights = {k: v for k, v in cand["weights"].items() if not (data.exclude_seen and k == "buy_again")}
             cand = {**cand, "weights": weights or {"personal": 1.0}}
@@ -327,7 +328,9 @@ def _evaluate_served(data: ExperimentData, model: TwoTower, fit: Interactions, e
             tried[served_label(cand)] = v
             if best is None or v > best[0]:
                 best = (v, cand)
+            lists.keep_only(best[1]["weights"], best[1]["mmr_strength"])
         chosen = best[1]
+        lists.keep_only(chosen["weights"], chosen["mmr_strength"], candidates=False)
         if len(tried) > 1:
             log.info("  %-22s blend settings tried: %s; kept %s", SERVED,
                      {k: round(v, 4) for k, v in tried.items()}, served_label(chosen))

@@ -135,33 +135,51 @@ def _bought_matrix(bought: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(idx), np.float32), idx, indptr), shape=(len(bought), n_items))
 
 
-def _explore_k(inp: ServingInputs) -> int:
+def explore_k(inp: ServingInputs) -> int:
     w = inp.weights.get("explore", 0.0)
     return 0 if w <= 0 else max(1, math.ceil(inp.k * w / sum(inp.weights.values()))) * 2
 
 
-def recommend(model: Optional[TwoTower], batch: UserBatch, inp: ServingInputs) -> Recommendations:
-    """The served list of every user of ``batch`` (see the module docstring). Without a model (no
-    champion yet) the lists are built from the other sources only."""
-    k = inp.k
-    n_items = len(inp.item_ids)
-    ek = _explore_k(inp)
-    explore_mask = inp.available & inp.new_items
+@dataclass
+class Candidates:
+    """The model's candidates for a batch of users: ``personal`` (the ``fetch`` best available items,
+    [U, fetch]) and ``explore`` (the best new items, [U, explore k]; None when the blend has no explore
+    slot). They depend on the model, the users and ``fetch``/``exclude_bought``/the explore share, not on
+    the blend's weights otherwise: a search over blend settings computes them once
+    (``training.served``)."""
+    personal: Ranked
+    explore: Optional[Ranked]
+
+
+def candidates(model: Optional[TwoTower], batch: UserBatch, inp: ServingInputs) -> Candidates:
+    """Step 1 of the module docstring for the model's sources (``personal``, ``explore``)."""
+    n = len(batch.users)
     if model is None:
-        p_items = np.zeros((len(batch.users), 0), np.int64)
-        p_scores = np.zeros((len(batch.users), 0), np.float32)
-        ek = 0
-    else:
-        item_vecs_t = torch.as_tensor(inp.item_vecs)
-        uv = user_vectors(model, batch, item_vecs_t, inp.block_users or 4096)
-        bought = _bought_matrix(batch.bought, n_items)
-        top_k = scoring.make_index(inp.index)
-        p_items, p_scores = top_k(uv, item_vecs_t, inp.fetch, exclude=bought if inp.exclude_bought else None,
-                                  block_users=inp.block_users, item_mask=inp.available)
+        return Candidates((np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)), None)
+    item_vecs_t = torch.as_tensor(inp.item_vecs)
+    uv = user_vectors(model, batch, item_vecs_t, inp.block_users or 4096)
+    bought = _bought_matrix(batch.bought, len(inp.item_ids))
+    top_k = scoring.make_index(inp.index)
+    personal = top_k(uv, item_vecs_t, inp.fetch, exclude=bought if inp.exclude_bought else None,
+                     block_users=inp.block_users, item_mask=inp.available)
+    ek = explore_k(inp)
+    explore_mask = inp.available & inp.new_items
+    explore = None
     if ek and explore_mask.any():
-        e_items, e_scores = scoring.top_k(uv, item_vecs_t, ek, block_users=inp.block_users, item_mask=explore_mask)
-    else:
-        e_items = e_scores = None
+        explore = scoring.top_k(uv, item_vecs_t, ek, block_users=inp.block_users, item_mask=explore_mask)
+    return Candidates(personal, explore)
+
+
+def recommend(model: Optional[TwoTower], batch: UserBatch, inp: ServingInputs,
+              cands: Optional[Candidates] = None) -> Recommendations:
+    """The served list of every user of ``batch`` (see the module docstring). Without a model (no
+    champion yet) the lists are built from the other sources only. ``cands``: the model's candidates when
+    already computed for these users and settings (:func:`candidates`)."""
+    k = inp.k
+    if cands is None:
+        cands = candidates(model, batch, inp)
+    p_items, p_scores = cands.personal
+    e_items, e_scores = cands.explore if cands.explore is not None else (None, None)
 
     out_users, out_rank, out_items, out_scores, out_sources = [], [], [], [], []
     for row, user in enumerate(batch.users):

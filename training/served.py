@@ -37,7 +37,7 @@ import torch
 from training import rules as rules_mod
 from training.interactions import Interactions
 from training.model import TwoTower
-from training.recommend import Ranked, ServingInputs, UserBatch, recommend
+from training.recommend import Candidates, Ranked, ServingInputs, UserBatch, explore_k, candidates, recommend
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,33 @@ class ServedLists:
     bought: sp.csr_matrix         # the fitted split's pairs (a user's bought items)
     buy_again: sp.csr_matrix      # BuyAgain.history_ (scores in [1, 2) on a user's own items)
     index_of: Dict[object, int]
+    # a search scores several blend settings on the same blocks of users: with ``memo`` the model's
+    # candidates of a block (key: users, explore k) and each setting's lists of a block are computed once
+    memo: bool = False
+    _cands: Dict[tuple, Candidates] = field(default_factory=dict, repr=False)
+    _lists: Dict[tuple, List[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def lists(self, users: np.ndarray, weights: Mapping[str, float], mmr_strength: float) -> List[np.ndarray]:
         """Each user's served list (item indices, best first) under these blend settings."""
+        users = np.asarray(users, np.int64)
+        setting = (tuple(sorted((str(k), float(v)) for k, v in weights.items())), float(mmr_strength))
+        key = (users.tobytes(), setting)
+        if key in self._lists:
+            return self._lists[key]
+        out = self._compute(users, weights, mmr_strength)
+        if self.memo:
+            self._lists[key] = out
+        return out
+
+    def keep_only(self, weights: Mapping[str, float], mmr_strength: float, candidates: bool = True) -> None:
+        """Forget every cached list but this setting's (a search: the best so far), and the model's
+        candidates unless ``candidates`` (more settings to score)."""
+        setting = (tuple(sorted((str(k), float(v)) for k, v in weights.items())), float(mmr_strength))
+        self._lists = {k: v for k, v in self._lists.items() if k[1] == setting}
+        if not candidates:
+            self._cands.clear()
+
+    def _compute(self, users: np.ndarray, weights: Mapping[str, float], mmr_strength: float) -> List[np.ndarray]:
         inp = replace(self.inputs, weights=dict(weights), mmr_strength=float(mmr_strength))
         if "buy_again" not in inp.weights:
             ba = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(users)
@@ -156,7 +180,13 @@ class ServedLists:
                           segments=[None] * len(users),
                           bought=[self.bought.indices[self.bought.indptr[u]:self.bought.indptr[u + 1]]
                                   for u in users], buy_again=ba)
-        rec = recommend(self.model, batch, inp)
+        ckey = (users.tobytes(), explore_k(inp))
+        cands = self._cands.get(ckey)
+        if cands is None:
+            cands = candidates(self.model, batch, inp)
+            if self.memo:
+                self._cands[ckey] = cands
+        rec = recommend(self.model, batch, inp, cands)
         out, start = [], 0
         for _ in users:
             items = rec.items[start:start + inp.k]

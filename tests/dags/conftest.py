@@ -18,8 +18,8 @@ from typing import Dict, Iterator, Optional
 
 import pytest
 
-from jobs.airflow_tasks import DAGS_FOLDER
-from jobs.config import PROJECT_ROOT
+from orchestration.schedule import DAGS_FOLDER
+from config import PROJECT_ROOT
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,11 +44,11 @@ def dagbag(airflow_home):
 
 def rendered_args(task, start, end) -> list:
     """The reco arguments of ``task`` rendered for the data interval [start, end) (a copy is rendered)."""
-    from jobs.airflow_tasks import _task_args
+    from orchestration.harness import task_args
 
     t = copy.deepcopy(task)
     t.render_template_fields({"data_interval_start": start, "data_interval_end": end})
-    return _task_args(t)
+    return task_args(t)
 
 
 def run_python(code: str, env: Optional[Dict[str, str]] = None, timeout: int = 120) -> dict:

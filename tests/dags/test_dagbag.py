@@ -5,7 +5,9 @@ import textwrap
 
 import pytest
 
-from jobs.airflow_tasks import DAGS_FOLDER, HEAVY_MODULES, HOURLY_DAG_ID, MAINTENANCE_DAG_ID, NIGHTLY_DAG_ID
+from core.names import HOURLY_DAG_ID, MAINTENANCE_DAG_ID, NIGHTLY_DAG_ID
+from orchestration.schedule import DAGS_FOLDER
+from orchestration.tasks import HEAVY_MODULES
 from tests.dags.conftest import run_python
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.airflow_tasks import HOURLY_DAG_ID, run_dag
-from jobs.cli import main
-from jobs.config import load_config
+from core.names import HOURLY_DAG_ID
+from orchestration.harness import run_dag
+from orchestration.cli import main
+from config import load_config
 from jobs.hourly import HOURLY_LISTS, HOURLY_RECS, batch_id
 from jobs.ingest import default_run_date
 from jobs.lakehouse import Lakehouse

@@ -7,9 +7,10 @@ from datetime import timedelta
 import pendulum
 import pytest
 
-from jobs.airflow_tasks import (ASSET_URIS, CLI_PATH, HOURLY_DAG_ID, MAINTENANCE_DAG_ID, NIGHTLY_DAG_ID, log_failure,
-                                run_reco)
-from jobs.config import load_config
+from core.names import HOURLY_DAG_ID, MAINTENANCE_DAG_ID, NIGHTLY_DAG_ID
+from orchestration.schedule import ASSET_URIS
+from orchestration.tasks import CLI_PATH, log_failure, run_reco
+from config import load_config
 from tests.dags.conftest import rendered_args, run_python
 
 NIGHTLY_CHAIN = ["ingest", "validate", "features", "train", "gate", "score", "publish", "report"]
@@ -155,7 +156,7 @@ SPARK_SUBMIT_SHAPE = textwrap.dedent("""
     import json
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
-    from jobs.airflow_tasks import DAGS_FOLDER
+    from orchestration.schedule import DAGS_FOLDER
     from tests.dags.conftest import rendered_args
     from tests.dags.test_shape import HOURLY_INTERVAL, NIGHTLY_INTERVAL
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
@@ -206,7 +207,8 @@ def test_spark_submit_executor_builds_spark_submit_operators(cfg, airflow_home):
 ONE_TASK_HOURLY = textwrap.dedent("""
     import json
     from airflow.dag_processing.dagbag import DagBag
-    from jobs.airflow_tasks import DAGS_FOLDER, run_reco
+    from orchestration.schedule import DAGS_FOLDER
+    from orchestration.tasks import run_reco
     from tests.dags.conftest import rendered_args
     from tests.dags.test_shape import HOURLY_INTERVAL, edges
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
@@ -241,7 +243,7 @@ def test_hourly_as_one_task_runs_every_step_in_one_process(cfg, airflow_home):
 BACKTEST_TASK = textwrap.dedent("""
     import json
     from airflow.dag_processing.dagbag import DagBag
-    from jobs.airflow_tasks import DAGS_FOLDER
+    from orchestration.schedule import DAGS_FOLDER
     from tests.dags.conftest import rendered_args
     from tests.dags.test_shape import NIGHTLY_INTERVAL, edges
     bag = DagBag(dag_folder=str(DAGS_FOLDER))

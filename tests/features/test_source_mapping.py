@@ -4,7 +4,7 @@ from datetime import datetime
 from pyspark.sql import functions as F
 
 from features.source_mapping import map_to_contract
-from jobs.config import load_config
+from config import load_config
 from tests.compare import assert_rows
 
 

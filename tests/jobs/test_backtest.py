@@ -11,8 +11,8 @@ from mlflow.entities import ViewType
 from pyspark.sql import functions as F
 
 from jobs.backtest import backtest, batch_id
-from jobs.cli import main
-from jobs.errors import NotReadyError
+from orchestration.cli import main
+from core.errors import NotReadyError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 from tests.conftest import make_config

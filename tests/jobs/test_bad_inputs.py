@@ -30,7 +30,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import cli
-from jobs.errors import EmptyInputError, InputSchemaError, QualityGateError
+from core.errors import EmptyInputError, InputSchemaError, QualityGateError
 from jobs.ingest import ingest
 from jobs.lakehouse import Lakehouse
 from jobs.storage import InputError

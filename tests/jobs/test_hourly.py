@@ -173,7 +173,7 @@ def _reference_records(lh, cutoff, end):
 def test_publish_hour_patches_the_latest_list_of_every_user(spark, tmp_path, redis_server, monkeypatch):
     """The same records as the one-query-per-count implementation (the reference), the same version id."""
     import serving.publish
-    from jobs.errors import EmptyInputError
+    from core.errors import EmptyInputError
     from jobs.hourly import _patch_id, publish_hour
     from jobs.publish import keyspace, redis_client
     from serving.client import LookupClient

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.config import PROJECT_ROOT
+from config import PROJECT_ROOT
 from jobs.ingest import ingest
 from jobs.lakehouse import Lakehouse
 from jobs.tables import content_checksum, list_tables
@@ -29,7 +29,7 @@ def test_an_ingest_killed_midway_and_rerun_converges(spark, cfg, tmp_path):
     ingest(spark, reference, "online_retail", RUN_DATE, path)
 
     bronze_log = Path(cfg.lakehouse.root) / "bronze_online_retail" / "_delta_log" / "00000000000000000000.json"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "ingest", "--source", "online_retail", "--date",
+    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "ingest", "--source", "online_retail", "--date",
                              RUN_DATE.isoformat(), "--path", path], cwd=PROJECT_ROOT, env=_env_for(cfg),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240

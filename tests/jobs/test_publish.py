@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.cli import main
+from orchestration.cli import main
 from jobs.lakehouse import Lakehouse
 from jobs.publish import keyspace, publish, redis_client
 from jobs.score import score

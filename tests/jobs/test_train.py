@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from jobs.build_features import build_features
-from jobs.cli import main
+from orchestration.cli import main
 from jobs.ingest import default_run_date, ingest
 from jobs.train import train
 from tests.conftest import make_config

@@ -119,7 +119,7 @@ def test_check_follows_the_latest_ingest_of_the_day(spark, tmp_path):
 
     import pytest
 
-    from jobs.errors import QualityGateError
+    from core.errors import QualityGateError
     from jobs.ingest import ingest
     from jobs.validate import check_ingested
     from tests.conftest import make_config

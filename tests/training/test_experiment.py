@@ -1,4 +1,4 @@
-from jobs.config import load_config
+from config import load_config
 from training.experiment import train_params
 from training.search import candidate_label
 

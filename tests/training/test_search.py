@@ -3,7 +3,7 @@ from datetime import date
 
 import pytest
 
-from jobs.config import load_config
+from config import load_config
 from training.search import (SEARCH_BASELINES, SEARCH_DATE, SEARCH_EPOCHS, SEARCH_KEPT, SEARCH_MODE, SEARCH_SERVED,
                              SEARCH_SPACE,
                              candidate_label, plan_search, search_candidates, space_id)

@@ -85,3 +85,24 @@ def test_candidates_start_with_the_configured_settings_and_drop_repeats():
                        search=[{"mmr_strength": 0.0}, {"weights": {"personal": 0.6, "buy_again": 0.4}}])
     assert s.candidates() == [{"weights": {"personal": 0.6, "buy_again": 0.4}, "mmr_strength": 0.2},
                               {"weights": {"personal": 0.6, "buy_again": 0.4}, "mmr_strength": 0.0}]
+
+
+def test_a_search_computes_the_models_candidates_once_and_the_same_lists(served, monkeypatch):
+    import training.served as served_mod
+    lists, _ = served
+    users = np.arange(N_USERS)
+    settings = [({"personal": 1.0}, 0.0), ({"personal": 0.5, "buy_again": 0.5}, 0.0),
+                ({"personal": 0.5, "buy_again": 0.5}, 0.5)]
+    plain = [lists.lists(users, w, m) for w, m in settings]          # memo off: nothing kept
+    assert lists._cands == {} and lists._lists == {}
+    calls = []
+    real = served_mod.candidates
+    monkeypatch.setattr(served_mod, "candidates", lambda *a: calls.append(1) or real(*a))
+    lists.memo = True
+    memo = [lists.lists(users, w, m) for w, m in settings]
+    assert len(calls) == 1                                            # no explore slot: one key for all three
+    assert [[x.tolist() for x in a] for a in memo] == [[x.tolist() for x in a] for a in plain]
+    lists.keep_only(*settings[1], candidates=False)
+    assert lists._cands == {} and len(lists._lists) == 1
+    assert [x.tolist() for x in lists.lists(users, *settings[1])] == [x.tolist() for x in plain[1]]
+    assert len(calls) == 1                                            # the kept setting's lists: from the cache

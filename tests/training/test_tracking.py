@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.tracking._tracking_service import utils as tracking_utils  # noqa: E402
 
-from jobs.config import load_config  # noqa: E402
+from config import load_config  # noqa: E402
 from training.registry import load_alias, register_challenger  # noqa: E402
 from training.tracking import gate_inputs, gate_run_date  # noqa: E402
 

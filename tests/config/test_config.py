@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import PROJECT_ROOT, ConfigError, load_config
+from config import PROJECT_ROOT, ConfigError, load_config
 
 
 def test_local_env_loads_with_absolute_paths():

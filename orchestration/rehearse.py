@@ -33,7 +33,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from jobs.config import Config
+from config import Config
 from jobs.rehearsal_plan import FAULTS, HOURLY, MAINTENANCE, NIGHTLY, ROLLBACK, Step, parse_faults, plan
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,8 @@ import subprocess
 
 import pytest
 
-from jobs.cli import main
-from jobs.config import PROJECT_ROOT
+from orchestration.cli import main
+from config import PROJECT_ROOT
 
 
 @pytest.fixture

@@ -35,13 +35,13 @@ from typing import List, Optional
 
 if __name__ == "__main__" and __package__ in (None, ""):
     # run as a script (spark-submit jobs/cli.py, the DAGs' spark_submit executor): its own folder must not
-    # shadow top-level modules (jobs/config.py as `config`, ...), and the project root must be importable
+    # shadow top-level modules (jobs/spark.py as `spark`, ...), and the project root must be importable
     _here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
-from jobs.config import ConfigError, load_config
-from jobs.errors import RecoError
+from config import ConfigError, load_config
+from core.errors import RecoError
 from jobs.airflow_tasks import HOURLY_STEPS
 from jobs.spark import use_utc
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from jobs.rehearsal_plan import FAULTS, HOURLY, NIGHTLY
+from orchestration.rehearsal_plan import FAULTS, HOURLY, NIGHTLY
 from tests.conftest import free_port, make_config
 from tests.jobs.conftest import SCORING
 from tests.jobs.test_train import TINY_TRAINING
@@ -15,7 +15,7 @@ from tests.jobs.test_train import TINY_TRAINING
 
 @pytest.fixture(scope="module")
 def rehearsal(spark, tmp_path_factory):
-    from jobs.rehearse import rehearse
+    from orchestration.rehearse import rehearse
     tmp = tmp_path_factory.mktemp("rehearsal")
     cfg = make_config(tmp, synthetic={"n_events": 8000, "n_users": 300, "n_items": 80, "days": 60},
                       splits={"valid_days": 10, "test_days": 10},
@@ -25,7 +25,7 @@ def rehearsal(spark, tmp_path_factory):
     out = tmp / "out"
     summary = rehearse(cfg, days=2, hours_per_day=3, faults="all", out=str(out), runner="inline", kill_after_s=15)
     yield summary, out, cfg
-    from jobs.rehearse import Rehearsal
+    from orchestration.rehearse import Rehearsal
     Rehearsal(cfg, out / "stop", runner="inline")._server().stop(save=False)
 
 

@@ -3,7 +3,7 @@ from datetime import date
 
 import pytest
 
-from jobs.rehearsal_plan import FAULTS, HOURLY, MAINTENANCE, NIGHTLY, _hours, parse_faults, plan
+from orchestration.rehearsal_plan import FAULTS, HOURLY, MAINTENANCE, NIGHTLY, _hours, parse_faults, plan
 
 L = date(2026, 10, 28)   # the data set's last day
 

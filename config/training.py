@@ -1,0 +1,131 @@
+"""The ``training:`` section: the two-tower, its optimiser and search, the baselines and the gate."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from config.base import Strict
+from config.scoring import DiversitySection, ScoringConfig
+
+
+class ModelSection(Strict):
+    dim: int = Field(64, gt=0)
+    hidden: int = Field(256, gt=0)
+    history_len: int = Field(20, gt=0)
+    n_category_buckets: int = Field(1024, gt=1)
+    n_price_buckets: int = Field(32, gt=1)
+    n_popularity_buckets: int = Field(24, gt=1)
+    n_title_buckets: int = Field(32768, gt=1)
+    max_title_tokens: int = Field(8, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    id_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    use_user_id: bool = True            # false: a user is their history and activity only (no per-user row)
+
+
+class OptimSection(Strict):
+    loss: Literal["softmax", "bpr", "mse"] = "softmax"
+    temperature: float = Field(0.05, gt=0.0)
+    logq_correction: bool = True
+    uniform_negatives: int = Field(0, ge=0)
+    lr: float = Field(0.005, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(1024, gt=1)
+    max_epochs: int = Field(20, gt=0)
+    patience: int = Field(3, gt=0)
+    seed: int = 42
+    use_gpu: bool = True
+    cpu_threads: int = Field(1, ge=0)
+    # history of a training example: 0 = the items before it (next-item, time splits, repeats);
+    # 1 = the user's other items (random held-out splits); each value listed is tried, the best on
+    # validation is kept
+    others_share: List[float] = Field(default_factory=lambda: [0.0, 1.0])
+    # weight of "what comes next" examples whose item is already in the history (repeat purchases)
+    repeat_weight: float = Field(1.0, gt=0.0)
+    # > 0: validate, early-stop on and keep a moving average of the weights (decay per step; 0 = off)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    # extra settings to try on validation: each entry overrides some of the fields above (not
+    # others_share or search) and is tried with every others_share value; the best is kept
+    search: List[Dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("search")
+    @classmethod
+    def _search(cls, v: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        allowed = set(cls.model_fields) - {"others_share", "search"}
+        for i, entry in enumerate(v):
+            unknown = sorted(set(entry) - allowed)
+            if unknown:
+                raise ValueError(f"search[{i}] sets {unknown}, which are not optim settings; "
+                                 f"allowed: {sorted(allowed)}")
+            cls.model_validate({k: val for k, val in entry.items()})   # each value must be valid too
+        return v
+
+    @field_validator("others_share")
+    @classmethod
+    def _shares(cls, v: List[float]) -> List[float]:
+        if not v or any(not 0.0 <= x <= 1.0 for x in v):
+            raise ValueError("needs one or more values in [0, 1]")
+        return v
+
+
+class GateSection(Strict):
+    metric: str = "ndcg@10"             # on the validation split
+    # "all": every baseline of training.baselines that ran; or a list, each of which must run
+    baselines: Union[Literal["all"], List[str]] = "all"
+    # served: the list customers get (training/served.py) when evaluated; model: the two-tower alone
+    challenger: Literal["served", "model"] = "served"
+    margin: float = Field(0.0, ge=0.0)  # relative: 0.01 = the challenger must be 1% better
+
+
+class TrainingConfig(Strict):
+    model: ModelSection = Field(default_factory=ModelSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    processes: int = Field(1, gt=0)     # TorchDistributor processes (one per GPU when GPUs are used)
+    parallel_fits: int = Field(2, gt=0)  # validation candidates fitted at once (distributor launcher)
+    launcher: Literal["distributor", "inprocess"] = "distributor"
+    distributor_local_mode: bool = True  # false on a cluster: ranks run on the executors
+    ks: List[int] = Field(default_factory=lambda: [10, 20])
+    exclude_seen: bool = False          # time protocol: may a customer's earlier items be recommended (and hit)?
+    baselines: List[str] = Field(default_factory=lambda: ["popular", "popular_recent", "buy_again", "als", "ease"])
+    baseline_params: Dict[str, Dict[str, Any]] = Field(default_factory=dict)
+    # per baseline, the settings tried on validation (each entry overrides baseline_params; the best is
+    # kept, like the model's search; training/baseline_search.py)
+    baseline_search: Dict[str, List[Dict[str, Any]]] = Field(default_factory=dict)
+    blend_weights: List[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
+    # the served list's blend settings tried on validation besides scoring.weights / mmr_strength: each
+    # entry sets `weights` (sources in priority order) and/or `mmr_strength`; the best is kept and scoring
+    # uses it (training/served.py)
+    served_search: List[Dict[str, Any]] = Field(default_factory=list)
+    refit: bool = True                  # serving model: retrain on train + valid + test with the chosen epochs
+    evaluate_test: bool = True          # refit on train + valid and report test metrics (the nightly skips it)
+    # `reco train`: search the optim settings on validation at most this often; runs in between reuse
+    # the settings and epochs the latest search kept (training/search.py); 0 = every run searches
+    search_every_days: int = Field(7, ge=0)
+    gate: GateSection = Field(default_factory=GateSection)
+    # petastorm cache, checkpoints and reports: a local folder; default <lakehouse.root>/_training
+    work_dir: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _gate_metric_evaluated(self) -> "TrainingConfig":
+        name, _, k = self.gate.metric.partition("@")
+        if name not in ("ndcg", "recall", "precision", "map", "hit") or not k.isdigit() or int(k) not in self.ks:
+            raise ValueError(f"gate.metric {self.gate.metric!r} must be ndcg|recall|precision|map|hit@K with K in "
+                             f"training.ks {self.ks}")
+        return self
+
+    @model_validator(mode="after")
+    def _gate_baselines_run(self) -> "TrainingConfig":
+        for i, entry in enumerate(self.served_search):
+            extra = sorted(set(entry) - {"weights", "mmr_strength"})
+            if extra:
+                raise ValueError(f"served_search[{i}] sets {extra}; allowed: weights, mmr_strength")
+            if "weights" in entry:
+                ScoringConfig.model_validate({"weights": entry["weights"]})
+            if "mmr_strength" in entry:
+                DiversitySection.model_validate({"mmr_strength": entry["mmr_strength"]})
+        missing = [b for b in (self.gate.baselines if self.gate.baselines != "all" else [])
+                   if b not in self.baselines]
+        if missing:
+            raise ValueError(f"gate.baselines {missing} are not in training.baselines {self.baselines}: "
+                             "the gate can only compare with baselines that run")
+        return self
