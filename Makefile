@@ -32,7 +32,7 @@ run: $(STAMP) ## Run the nightly DAG through Airflow, end to end, on the synthet
 	$(VENV)/bin/reco run
 
 airflow: $(STAMP) ## Airflow UI at http://127.0.0.1:8080 with the nightly and hourly DAGs (airflow standalone; Ctrl-C stops)
-	$(VPY) -m jobs.airflow_tasks ui
+	$(VPY) -m orchestration.harness ui
 
 .PHONY: airflow
 

@@ -21,7 +21,7 @@ RETAIL = ROOT.parent / "shared" / "datasets" / "uci-online-retail" / "online_ret
 
 BASELINE_SNIPPET = """
 import sys
-from jobs.config import load_config
+from config import load_config
 from jobs.spark import build_spark
 cfg = load_config()
 spark = build_spark(cfg, app_name="bench-baseline")

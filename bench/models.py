@@ -51,7 +51,7 @@ log = logging.getLogger("bench.models")
 
 
 def _config(work: Path, **optim):
-    from jobs.config import load_config
+    from config import load_config
     return load_config(env="local", environ={}, overrides={
         "lakehouse": {"root": str(work / "lakehouse"), "staging_dir": str(work / "staging")},
         "quality": {"quality_dir": str(work / "quality")},

@@ -7,12 +7,12 @@ another port), on the synthetic default data set:
 
 1. ``reco run``: ``airflow dags test reco_nightly`` for the synthetic data's last day, end to end
    (ingest, check, features, train, gate, score, publish, report);
-2. ``python -m jobs.airflow_tasks run-dag reco_hourly H`` for the first ``--hours`` hours after that day
+2. ``python -m orchestration.harness run-dag reco_hourly H`` for the first ``--hours`` hours after that day
    (live synthetic events; each run patches the nightly's Redis version), then the next hour with each
    task in a process of its own (``run-task``), as a scheduler's workers run them;
-3. ``python -m jobs.airflow_tasks run-dag reco_maintenance D``: OPTIMIZE + VACUUM of every table, the daily
+3. ``python -m orchestration.harness run-dag reco_maintenance D``: OPTIMIZE + VACUUM of every table, the daily
    job that keeps table maintenance off the nightly's critical path (reported; it has no target);
-4. ``python -m jobs.airflow_tasks run-dag reco_nightly D+1``: the next night, a steady-state nightly. Its
+4. ``python -m orchestration.harness run-dag reco_nightly D+1``: the next night, a steady-state nightly. Its
    train task reuses the settings and epochs the first night's search kept (``training.search_every_days``,
    training/search.py) instead of searching again; the first night (1.) is what a fresh clone's
    ``make run`` does, and always searches.
@@ -73,11 +73,11 @@ def _per_task_process(env: Dict[str, str], work: Path, hour: dt.datetime, one_ta
     if one_task:
         env, names, tag = {**env, "RECO__ORCHESTRATION__HOURLY_TASKS": "one"}, ["update"], "one-task"
     else:
-        from jobs.airflow_tasks import HOURLY_STEPS   # the DAG's task ids (dags/hourly.py): one task per step
+        from core.names import HOURLY_STEPS
         names, tag = HOURLY_STEPS, "task"
     tasks = []
     for task in names:
-        m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-task", "reco_hourly", task,
+        m = run_measured([sys.executable, "-m", "orchestration.harness", "run-task", "reco_hourly", task,
                           hour.isoformat()], env=env, log=work / f"hourly-{tag}-{task}.log", timeout_s=3600)
         tasks.append({"task": task, "wall_s": round(m.wall_s, 1), "rc": m.returncode,
                       "peak_rss_mb": round(m.peak_rss_mb)})
@@ -89,7 +89,7 @@ def _per_task_process(env: Dict[str, str], work: Path, hour: dt.datetime, one_ta
 
 
 def run(hours: int) -> Dict[str, Any]:
-    from jobs.config import load_config
+    from config import load_config
     from jobs.ingest import default_run_date
 
     work = OUT / "pipeline"
@@ -112,7 +112,7 @@ def run(hours: int) -> Dict[str, Any]:
     for h in range(hours):
         hour = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(h))
         print(f"hourly: {hour.isoformat()}", flush=True)
-        m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-dag", "reco_hourly", hour.isoformat()],
+        m = run_measured([sys.executable, "-m", "orchestration.harness", "run-dag", "reco_hourly", hour.isoformat()],
                          env=env, log=work / f"hourly-{h}.log", timeout_s=3600)
         result["hourly"].append({"hour": hour.isoformat(), "wall_s": round(m.wall_s, 1), "rc": m.returncode,
                                  "peak_rss_mb": round(m.peak_rss_mb)})
@@ -126,7 +126,7 @@ def run(hours: int) -> Dict[str, Any]:
     print(f"hourly as one task (orchestration.hourly_tasks: one), in its own process: {hour.isoformat()}", flush=True)
     result["hourly_one_task"] = _per_task_process(env, work, hour, one_task=True)
     print(f"maintenance: {day}", flush=True)
-    m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-dag", "reco_maintenance", day.isoformat()],
+    m = run_measured([sys.executable, "-m", "orchestration.harness", "run-dag", "reco_maintenance", day.isoformat()],
                      env=env, log=work / "maintenance.log", timeout_s=3600)
     result["maintenance"] = {"wall_s": round(m.wall_s, 1), "rc": m.returncode, "peak_rss_mb": round(m.peak_rss_mb),
                              "tasks": _task_times(work / "airflow" / "airflow.db", "reco_maintenance")}
@@ -134,7 +134,7 @@ def run(hours: int) -> Dict[str, Any]:
         raise SystemExit(f"maintenance {day} failed (exit {m.returncode}); see the log:\n{m.output_tail}")
     nxt = day + dt.timedelta(days=1)
     print(f"next nightly: {nxt}", flush=True)
-    m = run_measured([sys.executable, "-m", "jobs.airflow_tasks", "run-dag", "reco_nightly", nxt.isoformat()],
+    m = run_measured([sys.executable, "-m", "orchestration.harness", "run-dag", "reco_nightly", nxt.isoformat()],
                      env=env, log=work / "nightly-next.log", timeout_s=3 * 3600)
     result["next_nightly"] = {"run_date": nxt.isoformat(), "wall_s": round(m.wall_s, 1), "rc": m.returncode,
                               "peak_rss_mb": round(m.peak_rss_mb),
@@ -189,7 +189,7 @@ def to_markdown(data: Dict[str, Any]) -> str:
             secs = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
             lines.append(f"| {dag} | {r['interval'][:16]} | {r['task']} | {secs} |")
     if pt:
-        lines += ["", f"The hourly DAG with each task in its own process (`python -m jobs.airflow_tasks run-task "
+        lines += ["", f"The hourly DAG with each task in its own process (`python -m orchestration.harness run-task "
                   f"reco_hourly TASK {pt['hour']}`, i.e. `airflow tasks test`; wall time of each process, its "
                   "Python, Airflow and Spark driver start included):", "", "| task | s |", "|---|---:|"]
         lines += [f"| {r['task']} | {r['wall_s']:.0f} |" for r in pt["tasks"]]

@@ -31,7 +31,7 @@ def run(days: int, hours_per_day: int, faults: str) -> Dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     env = {**os.environ, **_env(work), "RECO__REDIS__URL": "redis://127.0.0.1:6393/0"}
-    cmd = [sys.executable, "-m", "jobs.cli", "rehearse", "--days", str(days), "--hours-per-day", str(hours_per_day),
+    cmd = [sys.executable, "-m", "orchestration.cli", "rehearse", "--days", str(days), "--hours-per-day", str(hours_per_day),
            "--faults", faults, "--runner", "process", "--out", str(work / "out")]
     m = run_measured(cmd, log=OUT / "rehearsal.log", timeout_s=8 * 3600, env=env)
     summary = json.loads((work / "out" / "rehearsal.json").read_text())
@@ -44,7 +44,7 @@ def run(days: int, hours_per_day: int, faults: str) -> Dict[str, Any]:
 
 def to_markdown(data: Dict[str, Any]) -> str:
     s = data["summary"]
-    command = data["command"].removeprefix("jobs.cli ")
+    command = data["command"].removeprefix("orchestration.cli ")
     targets = {"reco_nightly": NIGHTLY_TARGET_S, "reco_hourly": HOURLY_TARGET_S}
     lines = [f"Written by `python -m bench.rehearsal` (part of `make bench`) on {data['date']}; machine: "
              f"{data['machine']}. Command: `reco {command}` (the default synthetic size, every task in its "

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from jobs.airflow_tasks import (HOUR_END, HOUR_START, HOURLY_DAG_ID, asset, dag_source, hourly_offset, reco_task,
-                                start_date, timetable)
-from jobs.config import load_config
+from config import load_config
+from core.names import HOURLY_DAG_ID
+from orchestration.schedule import HOUR_END, HOUR_START, asset, dag_source, hourly_offset, start_date, timetable
+from orchestration.tasks import reco_task
 
 cfg = load_config()
 orch = cfg.orchestration

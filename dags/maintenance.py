@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from jobs.airflow_tasks import MAINTENANCE_DAG_ID, RUN_DATE, daily_offset, dag_source, reco_task, start_date, timetable
-from jobs.config import load_config
+from config import load_config
+from core.names import MAINTENANCE_DAG_ID
+from orchestration.schedule import RUN_DATE, dag_source, daily_offset, start_date, timetable
+from orchestration.tasks import reco_task
 
 cfg = load_config()
 orch = cfg.orchestration

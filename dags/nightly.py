@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from jobs.airflow_tasks import (NIGHTLY_DAG_ID, RUN_DATE, RUN_DATE_MINUS_DAYS, asset, dag_source, daily_offset,
-                                reco_task, start_date, timetable)
-from jobs.config import load_config
+from config import load_config
+from core.names import NIGHTLY_DAG_ID
+from orchestration.schedule import (RUN_DATE, RUN_DATE_MINUS_DAYS, asset, dag_source, daily_offset, start_date,
+                                    timetable)
+from orchestration.tasks import reco_task
 
 cfg = load_config()
 orch = cfg.orchestration

@@ -52,5 +52,5 @@ def silver_day_expectations(strength_max: float = 1.0) -> List[gxe.Expectation]:
     for col in ("item_id", "event_type", "event_time", "event_date", "strength", "batch_id"):
         out.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
     out.append(gxe.ExpectColumnValuesToBeBetween(column="strength", min_value=0, max_value=strength_max))
-    out.append(gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES) + ["return"]))
+    out.append(gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)))
     return out

@@ -84,7 +84,8 @@ from typing import Iterable
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-EVENT_TYPES = ("view", "cart", "purchase", "rating")
+from core.contract import ACTION_TYPES
+
 LIST_COLUMNS = ("list_name", "rank", "item_id", "score")
 DEFAULT_TRENDING_PRIOR = 0.1
 
@@ -178,7 +179,7 @@ def popular_lists(events: DataFrame, items: DataFrame, as_of_date: date, window_
     """
     _check_events(events, items, segment_col)
     _positive(window_days=window_days, k=k)
-    ev = _available(events.filter(_in_window(as_of_date, window_days) & F.col("event_type").isin(*EVENT_TYPES)),
+    ev = _available(events.filter(_in_window(as_of_date, window_days) & F.col("event_type").isin(*ACTION_TYPES)),
                     items)
     own = _ranked(_by_list(ev, segment_col, [F.sum("strength").alias("score")]), k)
     return _with_global_filler(own, events, as_of_date, segment_col, k)
@@ -201,7 +202,7 @@ def trending_lists(events: DataFrame, items: DataFrame, as_of_date: date, short_
     _positive(short_days=short_days, long_days=long_days, k=k, prior=prior)
     if short_days > long_days:
         raise ValueError(f"short_days ({short_days}) must not exceed long_days ({long_days})")
-    ev = _available(events.filter(_in_window(as_of_date, long_days) & F.col("event_type").isin(*EVENT_TYPES)),
+    ev = _available(events.filter(_in_window(as_of_date, long_days) & F.col("event_type").isin(*ACTION_TYPES)),
                     items)
     in_short = _in_window(as_of_date, short_days)
     stats = _by_list(ev, segment_col, [F.sum(F.when(in_short, F.col("strength")).otherwise(0.0)).alias("s_short"),

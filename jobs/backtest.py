@@ -37,8 +37,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.backtest import PER_USER_METRICS, backtest_metrics, same_list_for_all
-from jobs.config import Config
-from jobs.errors import NotReadyError, RecoError
+from config import Config
+from core.errors import NotReadyError, RecoError
 from jobs.ingest import HOURLY_PREFIX
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run

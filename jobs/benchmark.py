@@ -30,8 +30,8 @@ import torch
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.config import Config
-from jobs.errors import InputSchemaError
+from config import Config
+from core.errors import InputSchemaError
 from training.baselines import BuyAgain
 from training.data import PAIR_COLUMNS, Catalog, to_interactions
 from training.experiment import BLEND, MODEL, ExperimentData, blend_scorer, run_experiment

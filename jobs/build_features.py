@@ -20,8 +20,8 @@ from features.id_maps import new_id_rows
 from features.item_features import item_features
 from features.training_examples import training_examples
 from features.user_features import user_features
-from jobs.config import Config
-from jobs.errors import EmptyInputError
+from config import Config
+from core.errors import EmptyInputError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 from jobs.tables import maintain_tables

@@ -8,8 +8,8 @@ from typing import List, Optional
 from pyspark.sql import SparkSession
 
 from jobs.build_features import build_features
-from jobs.config import PROJECT_ROOT, Config
-from jobs.errors import RecoError
+from config import PROJECT_ROOT, Config
+from core.errors import RecoError
 from jobs.ingest import default_run_date, ingest as ingest_batch
 from jobs.lakehouse import Lakehouse
 from jobs.sql_runner import run_sql_file
@@ -101,7 +101,7 @@ def hourly(spark: SparkSession, cfg: Config, step: str, source: str, start: str,
     """One step of the hourly path for the window, or ``all``: the four in order in this Spark session
     (each step idempotent, so a retry of the whole runs them again to the same result)."""
     from jobs import hourly as h
-    from jobs.airflow_tasks import HOURLY_STEPS
+    from core.names import HOURLY_STEPS
     if step == "all":
         return [hourly(spark, cfg, s, source, start, end) for s in HOURLY_STEPS]
     lo, hi = h.parse_window(start, end)

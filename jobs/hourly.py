@@ -33,8 +33,8 @@ from typing import Dict, Optional, Tuple
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Config
-from jobs.errors import EmptyInputError, RecoError
+from config import Config
+from core.errors import EmptyInputError, RecoError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 

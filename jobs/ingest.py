@@ -33,8 +33,8 @@ from features.interactions import build_silver
 from features.row_quality import QualityLimits, quarantine_rows, split_good_bad, with_reasons
 from features.source_mapping import map_to_contract
 from jobs import ingested_files, return_netting
-from jobs.config import Config, SourceConfig
-from jobs.errors import EmptyInputError, InputSchemaError, QualityGateError, RunDateError
+from config import Config, SourceConfig
+from core.errors import EmptyInputError, InputSchemaError, QualityGateError, RunDateError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 from jobs.storage import InputFile, batch_id_for, changed_since, resolve_inputs, unclaimed

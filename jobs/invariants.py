@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Config
+from config import Config
 from jobs.lakehouse import Lakehouse
 
 EVENT_KEY = ["user_id", "item_id", "event_type", "event_time", "session_id"]

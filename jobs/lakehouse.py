@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.config import Config
+from config import Config
 
 log = logging.getLogger(__name__)
 

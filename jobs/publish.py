@@ -23,8 +23,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Config
-from jobs.errors import EmptyInputError
+from config import Config
+from core.errors import EmptyInputError
 from jobs.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features import lists
-from jobs.config import Config
-from jobs.errors import EmptyInputError
+from config import Config
+from core.errors import EmptyInputError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 

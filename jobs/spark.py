@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from jobs.config import PROJECT_ROOT, Config
+from config import PROJECT_ROOT, Config
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def build_class_archive(cfg: Config, force: bool = False) -> Optional[Path]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from jobs.config import load_config
+    from config import load_config
 
     p = argparse.ArgumentParser(prog="python -m jobs.spark", description="the local Spark driver's class archive")
     sub = p.add_subparsers(dest="action", required=True)

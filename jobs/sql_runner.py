@@ -13,7 +13,7 @@ from typing import Dict, List
 
 from pyspark.sql import DataFrame
 
-from jobs.errors import RecoError
+from core.errors import RecoError
 from jobs.lakehouse import Lakehouse
 from jobs.tables import list_tables
 

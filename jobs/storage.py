@@ -40,6 +40,8 @@ from typing import Iterator, List, Mapping, Optional, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from core.errors import InputError  # noqa: F401 (raised here; callers import it from here too)
+
 log = logging.getLogger(__name__)
 
 _GZIP_CHUNK = 1 << 20
@@ -65,10 +67,6 @@ _S3_HINTS = {
     "EndpointConnectionError": "check s3.endpoint_url in conf and that the store is reachable",
 }
 _S3_DEFAULT_HINT = "check the path, the credentials (AWS_* environment variables) and s3.endpoint_url"
-
-
-class InputError(ValueError):
-    """An input location or file cannot be used; the message says what, where and what to do."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Dict, Optional
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Config
-from jobs.errors import EmptyInputError
+from config import Config
+from core.errors import EmptyInputError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 from training.data import Catalog, pairs_from_examples

@@ -142,7 +142,7 @@ def check_ingested(spark, cfg, source: str, run_date) -> Dict[str, object]:
     from pyspark.sql import functions as F
 
     from features.expectations import silver_day_expectations
-    from jobs.errors import EmptyInputError, QualityGateError
+    from core.errors import EmptyInputError, QualityGateError
     from jobs.lakehouse import Lakehouse
 
     lh = Lakehouse(spark, cfg)

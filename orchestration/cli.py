@@ -34,7 +34,7 @@ from datetime import date
 from typing import List, Optional
 
 if __name__ == "__main__" and __package__ in (None, ""):
-    # run as a script (spark-submit jobs/cli.py, the DAGs' spark_submit executor): its own folder must not
+    # run as a script (spark-submit orchestration/cli.py, the DAGs' spark_submit executor): its own folder must not
     # shadow top-level modules (jobs/spark.py as `spark`, ...), and the project root must be importable
     _here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
@@ -42,7 +42,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 
 from config import ConfigError, load_config
 from core.errors import RecoError
-from jobs.airflow_tasks import HOURLY_STEPS
+from core.names import HOURLY_STEPS
 from jobs.spark import use_utc
 
 
@@ -199,7 +199,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _dispatch(args, cfg) -> int:
     # commands that need no Spark
     if args.command == "rehearse":
-        from jobs.rehearse import rehearse
+        from orchestration.rehearse import rehearse
         summary = rehearse(cfg, args.days, args.hours_per_day, args.faults, args.out, runner=args.runner,
                            kill_after_s=args.kill_after)
         recovered = sum(f["recovered"] for f in summary["faults"])
@@ -220,7 +220,7 @@ def _dispatch(args, cfg) -> int:
         parse_window(args.start, args.end)   # a bad window fails before Spark starts
     if args.command == "run" and not args.no_airflow:
         from jobs import commands
-        from jobs.airflow_tasks import run_nightly
+        from orchestration.harness import run_nightly
         return run_nightly(cfg, source, args.date or commands.default_date(cfg, source))
     # The JVM starts (10-15 s) on a thread while the job modules import (great-expectations, torch, MLflow:
     # about as long); a start error is raised here by result(). pyspark and delta are imported here first

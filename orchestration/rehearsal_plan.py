@@ -1,5 +1,5 @@
 """The rehearsal's calendar: which DAG runs a scheduler starts over N days, in order, and where each fault
-goes. Pure: no Spark, no Airflow, no I/O (``jobs/rehearse.py`` runs the plan).
+goes. Pure: no Spark, no Airflow, no I/O (``orchestration/rehearse.py`` runs the plan).
 
 A day D of the rehearsal (the days after the synthetic data's last day L) is a calendar day. On it, in the
 order the schedules fire (``orchestration``: nightly ``0 2 * * *``, hourly ``10 * * * *``, maintenance once

@@ -1,7 +1,7 @@
 """`reco rehearse`: run the schedule as production does, N days in fast-forward, with faults, checking the
 invariants (``jobs/invariants.py``) after every DAG run.
 
-The plan (``jobs/rehearsal_plan.py``) lists the DAG runs a scheduler starts over the days after the
+The plan (``orchestration/rehearsal_plan.py``) lists the DAG runs a scheduler starts over the days after the
 synthetic data's last day, fed by the live synthetic source. Each run's tasks come from the real DAG files
 (parsed with this run's config), in their dependency order, and run:
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from config import Config
-from jobs.rehearsal_plan import FAULTS, HOURLY, MAINTENANCE, NIGHTLY, ROLLBACK, Step, parse_faults, plan
+from orchestration.rehearsal_plan import FAULTS, HOURLY, MAINTENANCE, NIGHTLY, ROLLBACK, Step, parse_faults, plan
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class TaskFailed(RuntimeError):
 
 class Rehearsal:
     def __init__(self, cfg: Config, out: Path, runner: str = "process", kill_after_s: float = 25.0) -> None:
-        from jobs.airflow_tasks import config_snapshot
+        from orchestration.harness import config_snapshot
         from jobs.ingest import default_run_date
         if runner not in ("process", "inline"):
             raise ValueError(f"--runner must be process or inline, got {runner!r}")
@@ -130,7 +130,7 @@ class Rehearsal:
         if dag_id not in self._dags:
             from airflow.dag_processing.dagbag import DagBag
 
-            from jobs.airflow_tasks import DAGS_FOLDER
+            from orchestration.schedule import DAGS_FOLDER
             bag = DagBag(dag_folder=str(DAGS_FOLDER))
             if bag.import_errors:
                 raise RuntimeError(f"the DAG files do not parse: {bag.import_errors}")
@@ -152,7 +152,8 @@ class Rehearsal:
         return [dag.task_dict[t] for t in done]
 
     def _interval(self, step: Step) -> Tuple[datetime, datetime]:
-        from jobs.airflow_tasks import HOURLY_DAG_ID, dag_test_date
+        from core.names import HOURLY_DAG_ID
+        from orchestration.schedule import dag_test_date
         end = dag_test_date(self.cfg, step.kind, step.covers if step.kind == HOURLY_DAG_ID else
                             date.fromisoformat(step.covers))
         length = timedelta(hours=1) if step.kind == HOURLY else timedelta(days=1)
@@ -164,25 +165,26 @@ class Rehearsal:
 
         import pendulum
 
-        from jobs.airflow_tasks import _task_args
+        from orchestration.harness import task_args
         start, end = (pendulum.instance(t) for t in self._interval(step))
         rendered = copy.deepcopy(task)
         rendered.render_template_fields({"data_interval_start": start, "data_interval_end": end})
-        return _task_args(rendered)
+        return task_args(rendered)
 
     # ------------------------------------------------------------------ running one task
 
     def _process_cmd(self, task, step: Step, args: List[str]) -> Tuple[List[str], Dict[str, str]]:
-        from jobs.airflow_tasks import _run_env, dag_test_date
+        from orchestration.harness import run_env
+        from orchestration.schedule import dag_test_date
         if self.runner == "process":
-            env = {**_run_env(self.cfg), **self.env}
+            env = {**run_env(self.cfg), **self.env}
             logical = dag_test_date(self.cfg, step.kind, step.covers if step.kind == HOURLY else
                                     date.fromisoformat(step.covers))
             return [str(Path(sys.prefix) / "bin" / "airflow"), "tasks", "test", step.kind, task.task_id,
                     logical.isoformat()], env
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECO__")}
         env.update({**self.env, "TZ": "UTC"})
-        return [sys.executable, "-m", "jobs.cli", *args], env
+        return [sys.executable, "-m", "orchestration.cli", *args], env
 
     def _run_process(self, cmd: List[str], env: Dict[str, str], log_path: Path,
                      kill_after: Optional[float] = None) -> Tuple[int, bool]:
@@ -212,16 +214,23 @@ class Rehearsal:
             return code == 0 and not killed, killed
         from contextlib import redirect_stderr, redirect_stdout
 
-        from jobs.cli import main
+        from airflow.sdk.exceptions import AirflowException
+
+        # what the Airflow worker runs: the PythonOperator's callable (orchestration.tasks.run_reco)
+        run = getattr(task, "python_callable", None)
+        if run is None:
+            raise ValueError(f"the inline runner runs PythonOperator tasks (orchestration.executor: inprocess); "
+                             f"{task.task_id} is a {type(task).__name__}: use --runner process")
         old_tz = os.environ.get("TZ")
         if tz:
             os.environ["TZ"] = tz
             time.tzset()
         try:
             with open(log_path, "a") as fh, redirect_stdout(fh), redirect_stderr(fh):   # the console is for people
-                code = main(args)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+                run(args)
+            code = 0
+        except AirflowException:        # the command exited non-zero (its message is in the task's log)
+            code = 1
         finally:
             if tz:
                 os.environ["TZ"] = old_tz or "UTC"
@@ -542,7 +551,7 @@ def rehearse(cfg: Config, days: int, hours_per_day: int, faults: str, out: str, 
     from jobs.ingest import default_run_date
     names = parse_faults(faults)
     source = cfg.orchestration.source or cfg.default_source
-    from jobs.airflow_tasks import daily_offset, hourly_offset
+    from orchestration.schedule import daily_offset, hourly_offset
     orch = cfg.orchestration
     steps = plan(default_run_date(cfg, source), days, hours_per_day, names,
                  nightly_at=daily_offset(orch.nightly_schedule), hourly_at=hourly_offset(orch.hourly_schedule),

@@ -47,7 +47,7 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from jobs.errors import RecoError
+from core.errors import RecoError
 from serving.codec import StoredValueError, decode_item, decode_list, decode_meta, maybe_decode_str
 from serving.connection import SCHEMES, describe, redact
 from serving.keys import MAX_ID_LENGTH, KeySpace, check_id

@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Uni
 import msgspec
 import numpy as np
 
+from core.errors import StoredDataError
+
 LIST_FORMAT = 1
 SCORE_DECIMALS = 4
 
@@ -44,10 +46,11 @@ _loads = msgspec.json.Decoder().decode
 _JSON_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # what JSON escapes in a string when ensure_ascii is off
 
 
-class StoredValueError(ValueError):
+class StoredValueError(StoredDataError):
     """Bytes read from Redis are not a value this reader can decode: corrupt, or written in a newer
     format. The stored data is at fault, not the caller's request (a lookup service answers 5xx, not
-    422). A ValueError, so code that caught decoding errors as ValueError still does.
+    422). A ValueError too (``core.errors.StoredDataError``), so code that caught decoding errors as
+    ValueError still does.
 
     Attributes:
         key: the Redis key the bytes came from, where the reader knows it.

@@ -9,7 +9,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from jobs.errors import RecoError
+from core.errors import RecoError
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import List, Optional, Union
 from urllib.parse import urlsplit
 
-from jobs.errors import RecoError
+from core.errors import RecoError
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import redis
 
-from jobs.errors import RecoError
+from core.errors import RecoError
 from serving import lock_owner
 from serving.codec import decode_meta, maybe_decode_str
 from serving.connection import describe

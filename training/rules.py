@@ -51,6 +51,8 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tupl
 
 import yaml
 
+from core.errors import RulesError  # noqa: F401 (raised here; callers import it from here too)
+
 logger = logging.getLogger(__name__)
 
 TOP_KEYS = ("exclude_items", "exclude_categories", "segments", "boosts", "max_per_category",
@@ -60,10 +62,6 @@ BOOST_KEYS = ("segment", "items", "factor", "pin", "start", "end")
 ALL_SEGMENTS = "*"
 FALLBACK_HINT = ("pass a longer fallback list (e.g. the global popular list of the whole catalog) "
                  "or relax the rules")
-
-
-class RulesError(ValueError):
-    """A rule file is invalid, or the rules cannot be met for a list; the message says what to do."""
 
 
 # ------------------------------------------------------------------------------------------ model

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mlflow.tracking import MlflowClient
 
-from jobs.errors import RecoError  # noqa: E402
+from core.errors import RecoError  # noqa: E402
 from training.experiment import BLEND, CHALLENGER_LABELS, MODEL, SERVED, ExperimentResult
 from training.registry import GateDecision, register_and_gate
 from training.report import write_report

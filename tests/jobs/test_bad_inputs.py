@@ -29,7 +29,7 @@ from typing import Dict, List
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import cli
+from orchestration import cli
 from core.errors import EmptyInputError, InputSchemaError, QualityGateError
 from jobs.ingest import ingest
 from jobs.lakehouse import Lakehouse
