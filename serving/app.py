@@ -782,7 +782,7 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         request_id = uuid.uuid4().hex[:12]
         log.error("unreadable stored value on %s (request_id=%s): %s", request.url.path, request_id, exc)
         body = ErrorBody(detail=f"{STORED_VALUE_UNREADABLE}: {exc}", request_id=request_id)
-        return JSONResponse(body.model_dump(), status_code=500)
+        return JSONResponse(body.model_dump(), status_code=exc.http_status)   # core.errors.StoredDataError: 500
 
     # ---- lookups ------------------------------------------------------------------------
 
