@@ -266,6 +266,7 @@ def report(spark: SparkSession, cfg: Config, source: str, run_date: Optional[dat
     """The run's summary: tables with counts, the MLflow run and champion, the Redis version, a sample lookup
     and the local URLs."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from training.registry import CHAMPION, find_version
     d = _run_date(cfg, source, run_date)
@@ -277,7 +278,7 @@ def report(spark: SparkSession, cfg: Config, source: str, run_date: Optional[dat
     version = find_version(client, name, d.isoformat())
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION).version
-    except Exception:   # noqa: BLE001 - no registered model or alias yet
+    except MlflowException:     # no registered model or alias yet
         champion = None
     if version is not None:
         mv = client.get_model_version(name, version)

@@ -140,7 +140,7 @@ class _Petastorm:
     def __exit__(self, *exc):
         try:
             self.converter.delete()
-        except Exception as e:  # the cache is only a cache: never fail a finished run over it
+        except OSError as e:    # the cache is only a cache: never fail a finished run over it
             log.warning("could not delete the petastorm cache %s: %s", self.converter.cache_dir_url, e)
 
 
