@@ -18,7 +18,10 @@ TINY_TRAINING = {"optim": {"max_epochs": 2, "patience": 1, "batch_size": 256, "o
                  "model": {"dim": 16, "hidden": 32, "history_len": 5, "n_title_buckets": 512},
                  "baselines": ["popular", "buy_again", "als"], "gate": {"baselines": ["popular", "als"]},
                  "baseline_params": {"als": {"rank": 8, "max_iter": 3}}, "launcher": "inprocess",
-                 "blend_weights": [0.0, 1.0]}
+                 "blend_weights": [0.0, 1.0],
+                 # tuning is tested on its own (tests/training/test_baseline_search.py); here ALS, a Spark fit
+                 # each, keeps one setting, and buy-again (numpy) two
+                 "baseline_search": {"als": [], "buy_again": [{"half_life_days": 14}, {"half_life_days": 60}]}}
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +114,7 @@ def test_benchmark_mode_from_files(spark, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RECO__TRAINING__LAUNCHER", "inprocess")
     monkeypatch.setenv("RECO__TRAINING__BASELINES", json.dumps(["popular", "als"]))
     monkeypatch.setenv("RECO__TRAINING__GATE__BASELINES", json.dumps(["popular"]))
+    monkeypatch.setenv("RECO__TRAINING__BASELINE_SEARCH__ALS", "[]")      # one ALS fit (tuning: its own tests)
     # users 0..59 in 3 groups of 6 items; timestamps increase; the test file holds each user's last item
     rows, test = [], []
     for u in range(60):
