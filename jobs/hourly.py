@@ -190,15 +190,10 @@ def _base_date(lh: Lakehouse, end: datetime) -> date:
     return found
 
 
-def _require(lh: Lakehouse, *tables: str) -> None:
-    for t in tables:
-        if not lh.exists(t):
-            raise EmptyInputError(f"no {t} table under {lh.root}: run the nightly pipeline first")
-
-
 def hour_inputs(lh: Lakehouse, end: datetime) -> HourInputs:
     from training.data import pairs_from_examples
-    _require(lh, "silver_interactions", "training_examples", "item_features", "user_index", "item_index")
+    lh.require("silver_interactions", "training_examples", "item_features", "user_index", "item_index",
+               run="run the nightly pipeline")
     base = _base_date(lh, end)
     cutoff = datetime.combine(base + timedelta(days=1), dt.time())
     events = lh.read("silver_interactions").filter(F.col("event_time") < F.lit(_naive(end)))
@@ -310,7 +305,7 @@ def score_hour(spark: SparkSession, cfg: Config, source: Optional[str], start: d
     from features import lists
     t0 = time.time()
     lh = Lakehouse(spark, cfg)
-    _require(lh, HOURLY_LISTS)
+    lh.require(HOURLY_LISTS, run="run the nightly pipeline")
     hi = hour_inputs(lh, end)
     day = _day_of(end)
     fallback = (lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(_naive(end)))
@@ -381,13 +376,13 @@ def _patch_id(base: str, end: datetime, parts) -> str:
 
 
 def publish_hour(spark: SparkSession, cfg: Config, start: datetime, end: datetime) -> HourPublishResult:
-    from jobs.publish import _item_records, _ranked, _records, keyspace, redis_client
+    from jobs.publish import item_records, keyspace, ranked, records, redis_client
     from serving.publish import publish_version
     from serving.versions import current_version, read_meta
 
     t0 = time.time()
     lh = Lakehouse(spark, cfg)
-    _require(lh, HOURLY_RECS, HOURLY_LISTS)
+    lh.require(HOURLY_RECS, HOURLY_LISTS, run="run the nightly pipeline")
     r, ks = redis_client(cfg), keyspace(cfg)
     current = current_version(r, ks)
     if current is None:
@@ -424,19 +419,19 @@ def publish_hour(spark: SparkSession, cfg: Config, start: datetime, end: datetim
                  .select("item_id", "title", "category", F.col("price").cast("double")))
     score_ids = sorted(r_[0] for r_ in hourly.select("score_id").distinct().collect())
     version = _patch_id(base, end, score_ids)
-    users_df = _ranked(users, "user_id", "item_id")
-    fallback_df = _ranked(fallback, "list_name", "item_id")
+    users_df = ranked(users, "user_id", "item_id")
+    fallback_df = ranked(fallback, "list_name", "item_id")
     expected = {"u": users.select("user_id").distinct().count(), "f": fallback.select("list_name").distinct().count()}
     if items is not None:
         expected["i"] = items.count()
 
-    def records():
-        yield from _records("f", fallback_df, "list_name")
+    def all_records():
+        yield from records("f", fallback_df, "list_name")
         if items is not None:
-            yield from _item_records(items)
-        yield from _records("u", users_df, "user_id")
+            yield from item_records(items)
+        yield from records("u", users_df, "user_id")
 
-    res = publish_version(r, ks, version, records(), base=base,
+    res = publish_version(r, ks, version, all_records(), base=base,
                           metadata={"run_date": _day_of(end).isoformat(), "data_day": base_day.isoformat(),
                                     "hour_end": end.isoformat(),
                                     "hour_start": start.isoformat(), "score_ids": ",".join(score_ids)},

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 from pyspark.sql import DataFrame, SparkSession
 
 from config import Config
+from core.errors import EmptyInputError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,12 @@ class Lakehouse:
     def exists(self, table: str) -> bool:
         from delta.tables import DeltaTable
         return DeltaTable.isDeltaTable(self.spark, self.path(table))
+
+    def require(self, *tables: str, run: str) -> None:
+        """Raise :class:`core.errors.EmptyInputError` naming the first missing table and ``run``, what makes it."""
+        for table in tables:
+            if not self.exists(table):
+                raise EmptyInputError(f"no {table} table under {self.root}: {run} first")
 
     def read(self, table: str, version: Optional[int] = None) -> DataFrame:
         reader = self.spark.read.format("delta")

@@ -61,7 +61,7 @@ def keyspace(cfg: Config):
     return KeySpace(namespace=cfg.redis.namespace, n_shards=cfg.redis.n_shards)
 
 
-def _ranked(df: DataFrame, key: str, item: str) -> DataFrame:
+def ranked(df: DataFrame, key: str, item: str) -> DataFrame:
     """One row per ``key`` with its list as an array of (rank, item, score, source), by rank."""
     return (df.groupBy(key)
             .agg(F.sort_array(F.collect_list(F.struct("rank", F.col(item).alias("item"), "score", "source")))
@@ -84,7 +84,7 @@ def _chunked(records: Iterable[Tuple[str, str, bytes]]) -> Iterator[List[Tuple[s
         yield chunk
 
 
-def _records(kind: str, df: DataFrame, key: str) -> Iterator[List[Tuple[str, str, bytes]]]:
+def records(kind: str, df: DataFrame, key: str) -> Iterator[List[Tuple[str, str, bytes]]]:
     from serving.codec import encode_list
 
     def value(lst) -> bytes:
@@ -106,7 +106,7 @@ def _list_records(kind: str, df: DataFrame, key: str, item: str,
     the encoded bytes come to the driver: turning a million nested (rank, item, score, source) rows into
     Python objects in the driver cost 13 s for 20k users. The values are the same bytes either way."""
     if n_keys <= ENCODE_IN_DRIVER_MAX:
-        yield from _records(kind, _ranked(df, key, item), key)
+        yield from records(kind, ranked(df, key, item), key)
         return
     groups = max(1, math.ceil(n_keys / KEYS_PER_GROUP))
     flat = df.select(F.col(key).cast("string").alias("key"), "rank", F.col(item).cast("string").alias("item"),
@@ -119,7 +119,7 @@ def _list_records(kind: str, df: DataFrame, key: str, item: str,
 
 def _encode_group(pdf):
     """(key, value) per key of a group of rows (key, rank, item, score, source): the list by rank, encoded
-    as :func:`_records` encodes it (a missing or non-finite score is 0)."""
+    as :func:`records` encodes it (a missing or non-finite score is 0)."""
     import numpy as np
     import pandas as pd
 
@@ -137,7 +137,7 @@ def _encode_group(pdf):
     return pd.DataFrame({"key": keys[starts], "value": values})
 
 
-def _item_records(items: DataFrame) -> Iterator[List[Tuple[str, str, bytes]]]:
+def item_records(items: DataFrame) -> Iterator[List[Tuple[str, str, bytes]]]:
     from serving.codec import encode_item
 
     def price(v):
@@ -174,7 +174,7 @@ def publish(spark: SparkSession, cfg: Config, run_date: date, restore: bool = Fa
     items = (lh.read("items").select("item_id", "title", "category", F.col("price").cast("double"))
              if lh.exists("items") else None)
 
-    fallback_df = _ranked(fallback, "list_name", "item_id")
+    fallback_df = ranked(fallback, "list_name", "item_id")
     expected = {"u": recs.select("user_id").distinct().count(),
                 "s": similar.select("item_id").distinct().count(),
                 "f": fallback.select("list_name").distinct().count()}
@@ -185,10 +185,10 @@ def publish(spark: SparkSession, cfg: Config, run_date: date, restore: bool = Fa
     k = recs.groupBy("user_id").count().agg(F.min("count"), F.max("count")).first()
     sample_users = [r[0] for r in recs.select("user_id").distinct().orderBy("user_id").limit(20).collect()]
 
-    def records():
-        yield from _records("f", fallback_df, "list_name")
+    def all_records():
+        yield from records("f", fallback_df, "list_name")
         if items is not None:
-            yield from _item_records(items)
+            yield from item_records(items)
         yield from _list_records("s", similar, "item_id", "similar_item_id", expected["s"])
         yield from _list_records("u", recs, "user_id", "item_id", expected["u"])
 
@@ -209,7 +209,7 @@ def publish(spark: SparkSession, cfg: Config, run_date: date, restore: bool = Fa
                  run_date, score_id, current)
         return PublishSummary(version=current, previous=current, skipped=True, counts=expected, keys_per_s=0.0,
                               seconds=0.0, deleted=[])
-    res = publish_version(r, keyspace(cfg), score_id, records(),
+    res = publish_version(r, keyspace(cfg), score_id, all_records(),
                           metadata={"run_date": run_date.isoformat(), "data_day": run_date.isoformat(),
                                     "model_version": model_version,
                                     "run_id": run_id, "score_id": score_id, "list_length": int(k[1]),

@@ -69,13 +69,6 @@ def load_champion(cfg: Config):
     return model, str(version), run_id
 
 
-def _require(lh: Lakehouse, run_date: date, *tables: str) -> None:
-    for table in tables:
-        if not lh.exists(table):
-            raise EmptyInputError(f"no {table} table under {lh.root}: run `reco ingest` and "
-                                  f"`reco features --date {run_date}` first")
-
-
 def _lists_to_arrays(df, idx: Dict[str, int]) -> Dict[str, tuple]:
     """Each list of ``df`` (list_name, rank, item_id, score; a Spark or a pandas DataFrame) as (item
     indices, scores) by rank; items without an index are left out."""
@@ -288,8 +281,8 @@ def score(spark: SparkSession, cfg: Config, run_date: date) -> ScoreResult:
     sc = cfg.scoring
     L = sc.lists
     lh = Lakehouse(spark, cfg)
-    _require(lh, run_date, "training_examples", "user_index", "item_index", "item_features", "user_features",
-             "silver_interactions")
+    lh.require("training_examples", "user_index", "item_index", "item_features", "user_features",
+               "silver_interactions", run=f"run `reco ingest` and `reco features --date {run_date}`")
     d = F.lit(run_date).cast("date")
     item_index = lh.read("item_index")
     user_index = lh.read("user_index")
@@ -410,43 +403,11 @@ def _score_bucket(shared, threads: Optional[int] = 1):
     def fn(pairs: pd.DataFrame, ba: pd.DataFrame) -> pd.DataFrame:
         import torch
 
-        from training.featurize import user_states
-        from training.interactions import Interactions
-        from training.recommend import UserBatch, recommend
+        from training.score_frame import score_frame
 
         if threads is not None:
             torch.set_num_threads(threads)
         model, inp, at = shared.value
-        empty = pd.DataFrame({c: [] for c in ("kind", "user", "rank", "item_id", "score", "source")})
-        if pairs.empty:
-            return empty
-        pairs = pairs.sort_values(["user", "item", "time"], kind="stable")
-        inter = Interactions.from_arrays(pairs["user"].to_numpy(np.int64), pairs["item"].to_numpy(np.int64),
-                                         int(pairs["user"].max()) + 1, len(inp.item_ids),
-                                         weight=pairs["weight"].to_numpy(), time=pairs["time"].to_numpy(),
-                                         count=pairs["count"].to_numpy(), first_time=pairs["first_time"].to_numpy())
-        users, hist, feats = user_states(inter, at, model.cfg.history_len if model is not None else 1)
-        if len(users) == 0:
-            return empty
-        seg = pairs.groupby("user")["segment"].first()
-        bought = pairs.groupby("user")["item"].unique()
-        ba_by = {u: (g.sort_values("rank")["item"].to_numpy(np.int64), g.sort_values("rank")["score"].to_numpy(np.float32))
-                 for u, g in ba.groupby("user")} if not ba.empty else {}
-        none = (np.zeros(0, np.int64), np.zeros(0, np.float32))
-        segs = [None if pd.isna(seg.get(u)) else str(seg.get(u)) for u in users]
-        batch = UserBatch(users=users, history=hist, feats=feats, segments=segs,
-                          bought=[np.asarray(bought[u], np.int64) for u in users],
-                          buy_again=[ba_by.get(int(u), none) for u in users])
-        r = recommend(model, batch, inp)
-        k = r.personal_top.shape[1]
-        final = pd.DataFrame({"kind": "final", "user": r.users, "rank": r.rank, "item_id": r.items,
-                              "score": r.scores, "source": r.sources})
-        top = r.personal_top
-        personal = pd.DataFrame({"kind": "personal", "user": np.repeat(users, k),
-                                 "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(users)),
-                                 "item_id": np.where(top.ravel() >= 0, inp.item_ids[np.maximum(top.ravel(), 0)], None),
-                                 "score": np.full(len(users) * k, np.nan, np.float32), "source": "model_only"})
-        personal = personal[personal["item_id"].notna()]
-        return pd.concat([final, personal], ignore_index=True) if len(personal) else final
+        return score_frame(model, inp, at, pairs, ba)
 
     return fn

@@ -155,7 +155,7 @@ def _hourly_tables(spark, lh):
 
 def _reference_records(lh, cutoff, end):
     """The patch's records as publish_hour built them with one Spark job per count (kept as the reference)."""
-    from jobs.publish import _item_records, _ranked, _records
+    from jobs.publish import item_records, ranked, records
     hourly = lh.read(HOURLY_RECS).filter((F.col("hour_end") > F.lit(cutoff)) & (F.col("hour_end") <= F.lit(end)))
     latest = hourly.groupBy("user_id").agg(F.max("hour_end").alias("hour_end"))
     users = hourly.join(latest, ["user_id", "hour_end"])
@@ -164,8 +164,8 @@ def _reference_records(lh, cutoff, end):
     listed = users.select("item_id").union(fallback.select("item_id")).distinct()
     items = (lh.read("items").filter(F.col("first_seen") >= F.lit(cutoff)).join(listed, "item_id")
              .select("item_id", "title", "category", F.col("price").cast("double")))
-    chunks = [*_records("f", _ranked(fallback, "list_name", "item_id"), "list_name"), *_item_records(items),
-              *_records("u", _ranked(users, "user_id", "item_id"), "user_id")]
+    chunks = [*records("f", ranked(fallback, "list_name", "item_id"), "list_name"), *item_records(items),
+              *records("u", ranked(users, "user_id", "item_id"), "user_id")]
     score_ids = sorted(r[0] for r in hourly.select("score_id").distinct().collect())
     return sorted(rec for chunk in chunks for rec in chunk), score_ids
 
