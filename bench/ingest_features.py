@@ -29,7 +29,7 @@ kind, out = sys.argv[1], sys.argv[2]
 if kind == "csv":
     df = spark.read.option("header", "true").csv(sys.argv[3])
 else:
-    from jobs.ingest import synthetic_params
+    from jobs.sources import synthetic_params
     from features.synthetic import generate_events
     df = generate_events(spark, synthetic_params(cfg))
 df.write.mode("overwrite").parquet(out)

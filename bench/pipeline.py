@@ -90,7 +90,7 @@ def _per_task_process(env: Dict[str, str], work: Path, hour: dt.datetime, one_ta
 
 def run(hours: int) -> Dict[str, Any]:
     from config import load_config
-    from jobs.ingest import default_run_date
+    from jobs.sources import default_run_date
 
     work = OUT / "pipeline"
     if work.exists():

@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 from features.backtest import PER_USER_METRICS, backtest_metrics, same_list_for_all
 from config import Config
 from core.errors import NotReadyError, RecoError
-from jobs.ingest import HOURLY_PREFIX
+from jobs.batches import HOURLY_PREFIX
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 

@@ -10,7 +10,8 @@ from pyspark.sql import SparkSession
 from jobs.build_features import build_features
 from config import PROJECT_ROOT, Config
 from core.errors import RecoError
-from jobs.ingest import default_run_date, ingest as ingest_batch
+from jobs.ingest import ingest as ingest_batch
+from jobs.sources import default_run_date
 from jobs.lakehouse import Lakehouse
 from jobs.sql_runner import run_sql_file
 from jobs.tables import maintain_tables, table_summary
@@ -182,7 +183,7 @@ def serve(cfg: Config, host: Optional[str], port: Optional[int]) -> int:
     import uvicorn
 
     from jobs.publish import keyspace
-    from serving.app import create_app
+    from serving.api.app import create_app
     from serving.client import AsyncLookupClient, connect_async
     from serving.embedded import ensure_running
 

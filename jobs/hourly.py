@@ -153,7 +153,7 @@ def _held_by_nightly(spark: SparkSession, lh: Lakehouse, cfg: Config, source: st
     bid = batch_id(end)
     log.info("[hourly ingest %s] %s .. %s lies in days a nightly batch already holds: nothing to ingest", source,
              start.isoformat(), end.isoformat())
-    from jobs.ingest import withdraw_batch
+    from jobs.batches import withdraw_batch
     for table in ("quarantine", "excluded"):
         if lh.exists(table):
             lh.delete(table, {"source": source, "batch_id": bid})

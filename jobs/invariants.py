@@ -54,7 +54,7 @@ def events_exactly_once(spark: SparkSession, cfg: Config, source: str, day: date
     """No event of ``day`` is in silver more often than the live source generated it (by :data:`EVENT_KEY`,
     as multisets: twice is a double delivery, never is a foreign row); every generated view and cart of
     the day is there."""
-    from jobs.ingest import live_synthetic_events
+    from jobs.sources import live_synthetic_events
     lh = Lakehouse(spark, cfg)
     lo = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
     want = live_synthetic_events(spark, cfg, (lo, lo + timedelta(days=1)))

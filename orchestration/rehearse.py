@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from config import Config
-from orchestration.rehearsal_plan import FAULTS, HOURLY, MAINTENANCE, NIGHTLY, ROLLBACK, Step, parse_faults, plan
+from orchestration.rehearsal_plan import HOURLY, MAINTENANCE, NIGHTLY, ROLLBACK, Step, parse_faults, plan
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class TaskFailed(RuntimeError):
 class Rehearsal:
     def __init__(self, cfg: Config, out: Path, runner: str = "process", kill_after_s: float = 25.0) -> None:
         from orchestration.harness import config_snapshot
-        from jobs.ingest import default_run_date
+        from jobs.sources import default_run_date
         if runner not in ("process", "inline"):
             raise ValueError(f"--runner must be process or inline, got {runner!r}")
         self.cfg, self.out, self.runner, self.kill_after_s = cfg, out, runner, kill_after_s
@@ -548,7 +548,7 @@ class _RedisStopper(threading.Thread):
 
 def rehearse(cfg: Config, days: int, hours_per_day: int, faults: str, out: str, runner: str = "process",
              kill_after_s: float = 25.0) -> Dict[str, Any]:
-    from jobs.ingest import default_run_date
+    from jobs.sources import default_run_date
     names = parse_faults(faults)
     source = cfg.orchestration.source or cfg.default_source
     from orchestration.schedule import daily_offset, hourly_offset

@@ -18,7 +18,7 @@ from orchestration.harness import run_dag
 from orchestration.cli import main
 from config import load_config
 from jobs.hourly import HOURLY_LISTS, HOURLY_RECS, batch_id
-from jobs.ingest import default_run_date
+from jobs.sources import default_run_date
 from jobs.lakehouse import Lakehouse
 from jobs.publish import keyspace, redis_client
 from jobs.tables import content_checksum

@@ -14,7 +14,8 @@ def champion_lake(spark, tmp_path_factory, redis_server):
     """(config maker, run date): ingest + features + a trained champion (the gate needs no baseline here,
     so the first model is promoted). ``make(**overrides)`` gives a config on the same lakehouse."""
     from jobs.build_features import build_features
-    from jobs.ingest import default_run_date, ingest
+    from jobs.ingest import ingest
+    from jobs.sources import default_run_date
     from jobs.train import train
     from tests.jobs.test_train import TINY_TRAINING
 

@@ -231,7 +231,7 @@ def test_a_nightly_past_the_built_in_data_ingests_the_live_day_once(spark, tmp_p
     """Defect 8: `reco run --date` past the synthetic data's last day re-ingested the whole built-in batch and
     then failed ("no 'synthetic' events dated ..."): no nightly could follow the hourly live feed. Now the
     nightly of such a day ingests that day's live events as one batch, superseding the day's hourly batches."""
-    from jobs.ingest import default_run_date, live_synthetic_events
+    from jobs.sources import default_run_date, live_synthetic_events
     cfg = make_config(tmp_path, synthetic={"n_events": 3000, "n_users": 120, "n_items": 40, "days": 10})
     lh = Lakehouse(spark, cfg)
     last = default_run_date(cfg, "synthetic")

@@ -10,7 +10,8 @@ import pytest
 
 from jobs.build_features import build_features
 from orchestration.cli import main
-from jobs.ingest import default_run_date, ingest
+from jobs.ingest import ingest
+from jobs.sources import default_run_date
 from jobs.train import train
 from tests.conftest import make_config
 
