@@ -19,62 +19,24 @@ were on, the invariants' problems; every fault with ``recovered``) and ``DIR/reh
 """
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from config import Config
-from orchestration.rehearsal_plan import HOURLY, MAINTENANCE, NIGHTLY, ROLLBACK, Step, parse_faults, plan
+from orchestration.rehearsal_plan import HOURLY, NIGHTLY, ROLLBACK, Step, parse_faults, plan
+from orchestration.rehearsal_report import FaultRecord, RunRecord, TaskRun, timeline_html, wall_times
+from orchestration.rehearsal_tasks import RedisStopper, try_task
 
 log = logging.getLogger(__name__)
 
 KILL_TASK = {NIGHTLY: "score"}                 # the nightly task killed by kill_nightly_task
 NON_UTC = "America/New_York"
-
-
-@dataclass
-class TaskRun:
-    task: str
-    tries: int
-    seconds: float
-    status: str                                # succeeded | failed
-    faults: List[str] = field(default_factory=list)
-
-
-@dataclass
-class RunRecord:
-    kind: str
-    covers: str
-    scheduled_at: str
-    seconds: float
-    status: str
-    tasks: List[TaskRun] = field(default_factory=list)
-    faults: List[str] = field(default_factory=list)
-    rows_in: int = 0
-    users_out: int = 0
-    readers: Dict[str, Any] = field(default_factory=dict)
-    problems: List[str] = field(default_factory=list)
-    note: str = ""
-    scheduled: bool = True                     # False: a repeat the rehearsal added (a fault), not a scheduled run
-
-
-@dataclass
-class FaultRecord:
-    name: str
-    run: str
-    fired: bool
-    recovered: bool
-    detail: str
 
 
 class TaskFailed(RuntimeError):
@@ -173,69 +135,10 @@ class Rehearsal:
 
     # ------------------------------------------------------------------ running one task
 
-    def _process_cmd(self, task, step: Step, args: List[str]) -> Tuple[List[str], Dict[str, str]]:
-        from orchestration.harness import run_env
-        from orchestration.schedule import dag_test_date
-        if self.runner == "process":
-            env = {**run_env(self.cfg), **self.env}
-            logical = dag_test_date(self.cfg, step.kind, step.covers if step.kind == HOURLY else
-                                    date.fromisoformat(step.covers))
-            return [str(Path(sys.prefix) / "bin" / "airflow"), "tasks", "test", step.kind, task.task_id,
-                    logical.isoformat()], env
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECO__")}
-        env.update({**self.env, "TZ": "UTC"})
-        return [sys.executable, "-m", "orchestration.cli", *args], env
-
-    def _run_process(self, cmd: List[str], env: Dict[str, str], log_path: Path,
-                     kill_after: Optional[float] = None) -> Tuple[int, bool]:
-        """Run ``cmd`` in its own process group, output to ``log_path``; SIGKILL it after ``kill_after`` s.
-        Returns (exit code, killed)."""
-        with open(log_path, "ab") as fh:
-            proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                    cwd=str(Path(__file__).resolve().parents[1]))
-            try:
-                proc.wait(timeout=kill_after)
-                return proc.returncode, False
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return proc.returncode, True
 
     def _try(self, task, step: Step, args: List[str], kill_after: Optional[float] = None,
              tz: Optional[str] = None) -> Tuple[bool, bool]:
-        """One try of a task. Returns (succeeded, killed)."""
-        log_path = self.out / "logs" / f"{step.kind}-{step.covers.replace(':', '')}-{task.task_id}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.runner == "process" or kill_after is not None:
-            cmd, env = self._process_cmd(task, step, args)
-            if tz:
-                env["TZ"] = tz
-            code, killed = self._run_process(cmd, env, log_path, kill_after)
-            return code == 0 and not killed, killed
-        from contextlib import redirect_stderr, redirect_stdout
-
-        from airflow.sdk.exceptions import AirflowException
-
-        # what the Airflow worker runs: the PythonOperator's callable (orchestration.tasks.run_reco)
-        run = getattr(task, "python_callable", None)
-        if run is None:
-            raise ValueError(f"the inline runner runs PythonOperator tasks (orchestration.executor: inprocess); "
-                             f"{task.task_id} is a {type(task).__name__}: use --runner process")
-        old_tz = os.environ.get("TZ")
-        if tz:
-            os.environ["TZ"] = tz
-            time.tzset()
-        try:
-            with open(log_path, "a") as fh, redirect_stdout(fh), redirect_stderr(fh):   # the console is for people
-                run(args)
-            code = 0
-        except AirflowException:        # the command exited non-zero (its message is in the task's log)
-            code = 1
-        finally:
-            if tz:
-                os.environ["TZ"] = old_tz or "UTC"
-                time.tzset()
-        return code == 0, False
+        return try_task(self.cfg, self.runner, self.env, self.out, task, step, args, kill_after, tz)
 
     def run_task(self, task, step: Step, faults: List[str]) -> TaskRun:
         """A task with the scheduler's retries; ``faults`` that concern this task fire on its first try."""
@@ -252,7 +155,7 @@ class Rehearsal:
                     kill_after = self.kill_after_s
                 if any(f in faults for f in ("redis_down_publish", "redis_down_hourly")) and (
                         task.task_id in ("publish", "update")):
-                    stopper = _RedisStopper(self)
+                    stopper = RedisStopper(self)
                     stopper.start()
             ok, killed = self._try(task, step, args, kill_after=kill_after,
                                    tz=NON_UTC if "timezone" in faults else None)
@@ -469,81 +372,11 @@ class Rehearsal:
             "seconds": round(seconds, 1), "runs": [asdict(r) for r in self.runs],
             "faults": [asdict(f) for f in self.faults],
             "invariants_checked": len(self.runs), "invariants_failed": len(failed),
-            "wall_s": _wall(self.runs),
+            "wall_s": wall_times(self.runs),
         }
         (self.out / "rehearsal.json").write_text(json.dumps(summary, indent=2, default=str))
-        (self.out / "rehearsal.html").write_text(_html(summary))
+        (self.out / "rehearsal.html").write_text(timeline_html(summary))
         return summary
-
-
-def _wall(runs: List[RunRecord]) -> Dict[str, Dict[str, float]]:
-    """Median and worst wall time per kind of run (the ones the scheduler starts on its own)."""
-    import statistics
-    out = {}
-    for kind in (NIGHTLY, HOURLY, MAINTENANCE):
-        secs = [r.seconds for r in runs if r.kind == kind and r.scheduled]
-        if secs:
-            out[kind] = {"runs": len(secs), "median_s": round(statistics.median(secs), 1), "worst_s": max(secs)}
-    return out
-
-
-def _html(s: Dict[str, Any]) -> str:
-    e = html.escape
-    worst = max([r["seconds"] for r in s["runs"]] or [1.0])
-    rows = []
-    for r in s["runs"]:
-        bar = int(300 * r["seconds"] / worst)
-        color = "#c0392b" if r["problems"] else "#27ae60"
-        tasks = ", ".join(f"{t['task']} {t['seconds']}s" + (f" ({t['tries']} tries)" if t["tries"] > 1 else "")
-                          for t in r["tasks"])
-        readers = r["readers"].get("version", "")
-        rows.append(f"<tr><td>{e(r['scheduled_at'])}</td><td>{e(r['kind'])}</td><td>{e(r['covers'])}</td>"
-                    f"<td><div style='background:{color};width:{bar}px;height:10px'></div>{r['seconds']} s</td>"
-                    f"<td>{r['rows_in']}</td><td>{r['users_out']}</td><td>{e(readers)}</td>"
-                    f"<td>{e(', '.join(r['faults']))}</td><td>{e(r['note'])}<br><small>{e(tasks)}</small></td>"
-                    f"<td>{'<br>'.join(e(p) for p in r['problems']) or 'ok'}</td></tr>")
-    faults = "".join(f"<tr><td>{e(f['name'])}</td><td>{e(f['run'])}</td><td>{f['fired']}</td>"
-                     f"<td>{'yes' if f['recovered'] else 'NO'}</td><td>{e(f['detail'])}</td></tr>" for f in s["faults"])
-    wall = "".join(f"<li>{e(k)}: {v['runs']} runs, median {v['median_s']} s, worst {v['worst_s']} s</li>"
-                   for k, v in s["wall_s"].items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>RetailReco rehearsal</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;
-padding:4px 8px;font-size:13px;vertical-align:top}}th{{background:#f4f4f4}}</style></head><body>
-<h1>Rehearsal from {e(s['first_day'])}</h1>
-<p>{len(s['runs'])} runs in {s['seconds']} s ({e(s['runner'])} runner); invariants failed after
-<b>{s['invariants_failed']}</b> runs; {sum(f['recovered'] for f in s['faults'])} of {len(s['faults'])} faults
-recovered.</p><ul>{wall}</ul>
-<h2>Timeline</h2><table><tr><th>scheduled</th><th>DAG</th><th>covers</th><th>wall time</th><th>silver rows in</th>
-<th>users published</th><th>readers on</th><th>faults</th><th>what</th><th>invariants</th></tr>{''.join(rows)}</table>
-<h2>Faults</h2><table><tr><th>fault</th><th>run</th><th>fired</th><th>recovered</th><th>detail</th></tr>{faults}</table>
-</body></html>"""
-
-
-class _RedisStopper(threading.Thread):
-    """Stops the embedded Redis as soon as a publish takes its lock (the publish is under way)."""
-
-    def __init__(self, reh: Rehearsal, timeout_s: float = 600.0) -> None:
-        super().__init__(daemon=True)
-        self.reh, self.timeout_s, self.stopped = reh, timeout_s, False
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        import redis as redis_py
-        r, ks = self.reh.redis()
-        deadline = time.time() + self.timeout_s
-        while not self._done.is_set() and time.time() < deadline:
-            try:
-                if r.exists(ks.publish_lock):
-                    self.reh._server().stop(save=True)
-                    self.stopped = True
-                    return
-            except redis_py.RedisError:
-                return
-            time.sleep(0.05)
-
-    def finish(self) -> None:
-        self._done.set()
-        self.join(timeout=30)
 
 
 def rehearse(cfg: Config, days: int, hours_per_day: int, faults: str, out: str, runner: str = "process",
