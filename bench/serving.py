@@ -12,7 +12,7 @@ Each result is a ratio against a baseline measured in the same run, on the same 
   same value size on the same fresh ``redis-server``. Encoding is timed apart from loading,
   and the load is split into its phases (validate + group + checksum, MSETNX round trips,
   read-back verification) with the server's own time from ``INFO commandstats``.
-* **Lookup**: ``GET /v1/users/{id}/recommendations?k=20`` on ``python -m serving.app`` (one
+* **Lookup**: ``GET /v1/users/{id}/recommendations?k=20`` on ``python -m serving.api`` (one
   uvicorn worker), driven by an open-loop generator in another process that sends at a fixed
   rate and measures each latency from the request's *scheduled* send time (no coordinated
   omission), beside a raw Redis GET of the same user keys driven the same way.
@@ -644,7 +644,7 @@ def _drive(work: Path, spec: Dict[str, Any], procs: Dict[str, Any]) -> Dict[str,
 
 
 def _service_pauses(url: str) -> Dict[str, Any]:
-    """The service's GC and event-loop counters from its ``/metrics`` (serving.app.Metrics)."""
+    """The service's GC and event-loop counters from its ``/metrics`` (serving.api.metrics.Metrics)."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=5.0) as resp:
         text = resp.read().decode()
     out: Dict[str, Any] = {"gc_collections": {}, "gc_pause_s": {}, "gc_pause_max_s": {}, "loop_stalls": 0,
@@ -688,7 +688,7 @@ def run_lookup(work: Path, redis_port: int, redis_pid: int, user_ids: List[str],
     users = [user_ids[i] for i in rng.integers(0, len(user_ids), size=20_000)]
     keys = [ks.user("bench-v1", u) for u in users]
     port = free_port()
-    server_cmd = [sys.executable, "-m", "serving.app", "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+    server_cmd = [sys.executable, "-m", "serving.api", "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
                   "--host", "127.0.0.1", "--port", str(port)] + (["--workers", str(workers)] if workers > 1 else [])
     log = open(work / "app.log", "w")
     server = subprocess.Popen(server_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

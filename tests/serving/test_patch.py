@@ -6,7 +6,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from serving.api.app import create_app
 from serving.client import AsyncLookupClient, LookupClient, connect_async
 from serving.codec import encode_item, encode_list
 from serving.keys import KeySpace

@@ -12,9 +12,9 @@ from typing import Iterator
 import pytest
 import uvicorn
 
-from serving.app import create_app
+from serving.api.app import create_app
 from serving.client import LookupClient
-from tests.serving.test_app import CATALOGUE, FALLBACKS, SIMILAR, USER_LISTS, VERSION, publish_store
+from tests.serving.api.store import CATALOGUE, FALLBACKS, SIMILAR, USER_LISTS, VERSION, publish_store
 
 TIMEOUT_MS = 5_000
 

@@ -1,0 +1,253 @@
+"""The lookup service's app: :func:`create_app` wires the routes, the exception handlers, the
+lifespan, the metrics middleware and the lookups' fast path around an injected lookup client.
+
+The service only reads: the nightly job publishes a version to Redis (``serving.publish``) and
+every request here is one Redis round trip (two for an item's details, more on the first lookup
+after a publish). Nothing here reads config files: ``reco serve`` builds the client from config,
+``python -m serving.api --redis-url URL`` (:mod:`serving.api.main`) from arguments.
+
+The endpoints are ``async``; a blocking client runs on the thread pool (:mod:`serving.api.clients`).
+Item details come from the client's per-version cache, so a recommendation answer is usually one
+pipeline (the pointer and the lists, see :mod:`serving.client`). The two lookup routes also have a
+fast path (:mod:`serving.api.fast`): a plain request is answered without FastAPI's request handling,
+the same bytes as the route's; anything else, every 422 included, goes through FastAPI. Both routes
+stay in ``/openapi.json``, and the metrics count both paths alike.
+
+Errors map to status codes a caller can act on:
+
+* Redis unreachable or slow -> 503 ``{detail, retry: true}`` (with Retry-After); a
+  ``redis.TimeoutError`` or the built-in ``TimeoutError`` alike
+* nothing published yet     -> 503 ``{detail, retry: false}``
+* bad ``k`` or id           -> 422
+* unknown item              -> 404
+* a stored value it cannot read (corrupt, or a newer format) -> 500 naming the key and
+  version, logged (the stored data is at fault, not the request; see :class:`StoredValueError`)
+* anything else             -> 500 with a generic body; the traceback is logged,
+  never returned (:mod:`serving.api.middleware`).
+
+``/metrics`` is the Prometheus text format (:mod:`serving.api.metrics`).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import uuid
+from pathlib import Path as FsPath
+from typing import Optional
+
+import redis
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+
+from serving.api.clients import ClientSource, LazyClient
+from serving.api.fast import FastLookups, LookupApp
+from serving.api.metrics import CONTENT_TYPE, Metrics, watch_loop
+from serving.api.middleware import ObserveMiddleware
+from serving.api.models import (DEMO_USERS_MAX, ERRORS, ID_MAX, ID_PATTERN, K_MAX, NOTHING_PUBLISHED,
+                                STORED_VALUE_UNREADABLE, UNAVAILABLE, DemoUsers, ErrorBody, Health, ItemDetails,
+                                Recommendations, SimilarItems, not_found_similar, product_dicts)
+from serving.api.sampler import demo_user_ids
+from serving.client import Lookup, NoPublishedVersion
+from serving.codec import StoredValueError
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = FsPath(__file__).resolve().parents[1] / "static"
+
+
+async def _product_list(client, found: Lookup):
+    # details from the version the list came from: no pointer read, cached after the first request
+    details = await client.item_details(found.items, version=found.version) if found.items else {}
+    return product_dicts(found.items, found.scores, found.tags, details)
+
+
+def _lifespan(metrics: Metrics):
+    """Startup and shutdown of one app.
+
+    * Move everything alive at startup (the modules, FastAPI's routes and schemas: hundreds of
+      thousands of objects) out of the garbage collector's reach with ``gc.freeze``. A full collection
+      otherwise walks them all and stalls every request in flight for tens of milliseconds: at 2,000
+      lookups per second such pauses decide the p99 (BENCHMARKS.md, lookup latency).
+    * Time every collection and watch the event loop's delays (``/metrics``: ``reco_gc_*``,
+      ``reco_event_loop_*``), so a slow tail can be told apart: our own pauses or a starved process.
+
+    All undone at shutdown, so an app started and stopped inside a longer-lived process leaves it as
+    it was."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        gc.collect()
+        gc.freeze()
+        gc.callbacks.append(metrics.on_gc)
+        watcher = asyncio.get_running_loop().create_task(watch_loop(metrics))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(metrics.on_gc)
+            gc.unfreeze()
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """Redis down or slow -> 503 (retry), nothing published -> 503, a ValueError -> 422, a stored value
+    that cannot be read -> its error class's status (500). The fast path calls these same handlers."""
+
+    def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable on %s: %s", request.url.path, exc)
+        body = ErrorBody(detail=f"{UNAVAILABLE}: {str(exc) or type(exc).__name__}", retry=True)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(redis.exceptions.RedisError)
+    async def on_redis_error(request: Request, exc: redis.exceptions.RedisError):
+        metrics.redis_error()
+        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            return unavailable(request, exc)
+        raise exc  # any other Redis error is a bug or a bad publish: generic 500, logged
+
+    # the built-in TimeoutError (asyncio.wait_for's, a socket's): a lookup only waits on Redis, so
+    # Redis was too slow, as with redis.TimeoutError: 503, never the generic 500
+    @app.exception_handler(TimeoutError)
+    async def on_timeout(request: Request, exc: TimeoutError):
+        metrics.redis_error()
+        return unavailable(request, exc)
+
+    @app.exception_handler(NoPublishedVersion)
+    async def on_nothing_published(request: Request, exc: NoPublishedVersion):
+        return JSONResponse(ErrorBody(detail=NOTHING_PUBLISHED).model_dump(exclude_none=True), status_code=503)
+
+    @app.exception_handler(ValueError)
+    async def on_bad_value(request: Request, exc: ValueError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(StoredValueError)   # a ValueError, but the stored data's fault: never 422
+    async def on_bad_stored_value(request: Request, exc: StoredValueError):
+        request_id = uuid.uuid4().hex[:12]
+        log.error("unreadable stored value on %s (request_id=%s): %s", request.url.path, request_id, exc)
+        body = ErrorBody(detail=f"{STORED_VALUE_UNREADABLE}: {exc}", request_id=request_id)
+        return JSONResponse(body.model_dump(), status_code=exc.http_status)   # core.errors.StoredDataError: 500
+
+
+def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup",
+               fast_lookups: bool = True) -> FastAPI:
+    """Build the service around a lookup client.
+
+    Args:
+        client_factory: a ready :class:`AsyncLookupClient` (answers on the event loop) or
+            :class:`LookupClient` (each Redis call on the thread pool), or a zero-argument
+            callable returning one; the callable is called once, on the first request that
+            needs it, so the app starts even while Redis is down.
+        title: the OpenAPI title.
+        fast_lookups: answer plain lookups on the fast path (:class:`serving.api.fast.FastLookups`);
+            False sends every request through FastAPI's request handling (the same answers, at
+            more CPU per lookup; what the tests compare the fast path with).
+
+    The lookup endpoints build their JSON from plain dicts (``response_model`` still
+    documents it in the schema): validating our own answers again cost more than the lookup.
+    """
+    metrics = Metrics()
+    # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and this
+    # service must work offline. The schema is at /openapi.json.
+    app = LookupApp(title=title, version="1", docs_url=None, redoc_url=None, lifespan=_lifespan(metrics),
+                    description="Reads the recommendations the nightly job published to Redis.")
+    app.state.metrics = metrics
+    get_client = LazyClient(client_factory)
+    _add_error_handlers(app, metrics)
+
+    # ---- lookups ------------------------------------------------------------------------
+
+    IdPath = dict(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)
+    KQuery = Query(10, ge=1, le=K_MAX, description=f"how many items, 1..{K_MAX}")
+
+    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, responses=ERRORS,
+             summary="Recommendations for a customer, or the fallback list for an unknown one")
+    async def recommendations(
+        user_id: str = Path(..., **IdPath),
+        k: int = KQuery,
+        segment: Optional[str] = Query(None, max_length=ID_MAX, pattern=ID_PATTERN,
+                                       description="the customer's segment (e.g. country), used when they "
+                                                   "have no personal list"),
+    ):
+        client = get_client()
+        found = await client.recommendations(user_id, k, segment=segment)
+        metrics.seen_version(found.version)
+        if found.fallback:
+            metrics.fallback(found.source)
+        return JSONResponse({"user_id": user_id, "k": k, "source": found.source, "fallback": found.fallback,
+                             "version": found.version, "items": await _product_list(client, found)})
+
+    @app.get("/v1/items/{item_id}/similar", response_model=SimilarItems,
+             responses={404: {"model": ErrorBody, "description": "unknown item"}, **ERRORS},
+             summary="Items similar to an item")
+    async def similar(item_id: str = Path(..., **IdPath), k: int = KQuery):
+        client = get_client()
+        found = await client.similar(item_id, k)
+        if found is None:
+            return not_found_similar(item_id)
+        metrics.seen_version(found.version)
+        return JSONResponse({"item_id": item_id, "k": k, "version": found.version,
+                             "items": await _product_list(client, found)})
+
+    @app.get("/v1/items/{item_id}", response_model=ItemDetails,
+             responses={404: {"model": ErrorBody, "description": "unknown item"}, **ERRORS},
+             summary="Title, price and category of an item")
+    async def item(item_id: str = Path(..., **IdPath)):
+        client = get_client()
+        version = await client.current_version()
+        if version is None:
+            raise NoPublishedVersion(NOTHING_PUBLISHED)
+        details = (await client.item_details([item_id], version=version)).get(item_id)
+        if details is None:
+            return JSONResponse({"detail": f"unknown item {item_id!r}"}, status_code=404)
+        return JSONResponse({"item_id": item_id, "title": details.get("title"), "price": details.get("price"),
+                             "category": details.get("category"), "version": version})
+
+    @app.get("/v1/demo/users", response_model=DemoUsers, responses=ERRORS,
+             summary="A few customer ids of the current version, for the demo page")
+    async def demo_users(n: int = Query(10, ge=1, le=DEMO_USERS_MAX)):
+        client = get_client()
+        version = await client.current_version()
+        if version is None:
+            raise NoPublishedVersion(NOTHING_PUBLISHED)
+        return DemoUsers(version=version, user_ids=await demo_user_ids(client, version, n))
+
+    # ---- operations ---------------------------------------------------------------------
+
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True, responses={503: {"model": Health}},
+             summary="200 when Redis answers and a version is published, else 503")
+    async def healthz():
+        try:
+            version = await get_client().current_version()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            metrics.redis_error()
+            return JSONResponse(Health(status="unavailable", redis="down", detail=f"{UNAVAILABLE}: {exc}")
+                                .model_dump(exclude_none=True), status_code=503)
+        if version is None:
+            return JSONResponse(Health(status="unavailable", redis="ok", detail=NOTHING_PUBLISHED)
+                                .model_dump(exclude_none=True), status_code=503)
+        metrics.seen_version(version)
+        return Health(status="ok", version=version, redis="ok")
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text exposition",
+             responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus_metrics():
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+
+    # ---- demo page ----------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if fast_lookups:
+        app.fast = FastLookups(app, get_client, metrics)
+        app.fast.add("/v1/users/{user_id}/recommendations", app.fast.recommendations)
+        app.fast.add("/v1/items/{item_id}/similar", app.fast.similar)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,102 @@
+"""HTTP lookup service over the published recommendations, plus a demo store front.
+
+``python -m serving.api --redis-url URL`` serves :func:`serving.api.app.create_app` with uvicorn on
+an :class:`serving.client.AsyncLookupClient` built from the arguments (``reco serve`` does the same
+from config). ``--workers N`` runs N uvicorn processes on one port: each has its own Redis
+connections and item cache, and their metrics are kept in files of a temporary directory this
+command makes (``PROMETHEUS_MULTIPROC_DIR``, prometheus_client's multiprocess mode) and removes when
+the server stops, so ``/metrics`` counts every worker whichever one answers it.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from typing import Iterator, List, Optional
+
+from fastapi import FastAPI
+
+from serving.api.app import create_app
+from serving.api.metrics import MULTIPROC_ENV
+from serving.client import AsyncLookupClient, connect_async
+from serving.keys import KeySpace
+
+_ARGV_ENV = "RECO_SERVING_APP_ARGV"   # hands the command line to --workers' worker processes
+WORKER_APP = "serving.api.main:worker_app"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving.api", description=__doc__.split("\n")[0])
+    p.add_argument("--redis-url", required=True, help="e.g. redis://127.0.0.1:6390/0 (password: $REDIS_PASSWORD)")
+    p.add_argument("--namespace", default="reco", help="key prefix the publisher used (default: reco)")
+    p.add_argument("--n-shards", type=int, default=256, help="shard count the publisher used (default: 256)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--socket-timeout", type=float, default=1.0, help="seconds per Redis call (default: 1)")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="Redis connections per worker (default: 256); a request that finds all busy waits "
+                        "for one up to --socket-timeout, then gets 503")
+    p.add_argument("--workers", type=int, default=1,
+                   help="uvicorn worker processes (default: 1); each has its own Redis connections and "
+                        "item cache, and /metrics adds up every worker's")
+    p.add_argument("--access-log", action="store_true",
+                   help="log one line per request (off by default: it costs CPU per request; /metrics counts them)")
+    return p
+
+
+def _build_app(args: argparse.Namespace) -> FastAPI:
+    ks = KeySpace(namespace=args.namespace, n_shards=args.n_shards)
+
+    def build() -> AsyncLookupClient:
+        r = connect_async(args.redis_url, password=os.environ.get("REDIS_PASSWORD"),
+                          socket_timeout=args.socket_timeout, max_connections=args.max_connections)
+        return AsyncLookupClient(r, ks)
+
+    return create_app(build)
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``--workers`` process (uvicorn imports it by name in each)."""
+    return _build_app(_parser().parse_args(json.loads(os.environ[_ARGV_ENV])))
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics() -> Iterator[str]:
+    """A fresh directory for the workers' metric files, named in ``PROMETHEUS_MULTIPROC_DIR`` for the
+    worker processes started inside (they import prometheus_client after it is set); removed after.
+    Fresh on every start: files left by an earlier server would be counted again."""
+    path = tempfile.mkdtemp(prefix="reco-metrics-")
+    before = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = before
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    import uvicorn
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common = dict(host=args.host, port=args.port, access_log=args.access_log)
+    if args.workers > 1:
+        os.environ[_ARGV_ENV] = json.dumps(argv)
+        with _multiprocess_metrics():
+            uvicorn.run(WORKER_APP, factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(_build_app(args), **common)
+
+
+if __name__ == "__main__":
+    main()
