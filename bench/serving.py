@@ -277,11 +277,11 @@ def side_records(catalog: List[str]) -> List[Tuple[str, str, bytes]]:
 
 
 class PhaseTimer:
-    """Wraps methods of serving.publish._Loader to time each phase (bench only; nothing is changed)."""
+    """Wraps methods of serving.loader.Loader to time each phase (bench only; nothing is changed)."""
 
     def __init__(self) -> None:
-        from serving import publish
-        self.cls, self.spent, self.saved = publish._Loader, {}, {}
+        from serving import loader
+        self.cls, self.spent, self.saved = loader.Loader, {}, {}
 
     def __enter__(self) -> "PhaseTimer":
         for name in ("_prepare", "_write", "verify"):

@@ -317,9 +317,9 @@ def parse_resp(payload):
 
 
 def test_each_msetnx_holds_one_hash_tag_and_at_most_batch_keys(r, ks, monkeypatch):
-    from serving import publish as publish_module
+    from serving import loader as loader_module
     sent = []
-    real = publish_module._round_trip
+    real = loader_module._round_trip
 
     def spy(r_, payload, n_replies):
         commands = parse_resp(payload)
@@ -327,7 +327,7 @@ def test_each_msetnx_holds_one_hash_tag_and_at_most_batch_keys(r, ks, monkeypatc
         sent.append(commands)
         return real(r_, payload, n_replies)
 
-    monkeypatch.setattr(publish_module, "_round_trip", spy)
+    monkeypatch.setattr(loader_module, "_round_trip", spy)
     records = [rec for c in mixed_chunks("v1", chunk=60) for rec in c]
     publish_version(r, ks, "v1", mixed_chunks("v1", chunk=60), META, batch_keys=4)
     written = {}
@@ -354,10 +354,10 @@ def test_a_single_connection_client_can_publish(r, ks, redis_server):
 
 
 def test_the_sample_is_uniform_over_every_chunk(ks):
-    from serving.publish import _Loader
+    from serving.loader import Loader
     kept = [0] * 100
     for run in range(400):
-        loader = _Loader(None, ks, f"v{run}", 10, 10, None, None)
+        loader = Loader(None, ks, f"v{run}", 10, 10, None, None)
         for no, start in enumerate(range(0, 100, 9)):
             loader._prepare(no, [("u", f"u{n}", b"%d" % n) for n in range(start, min(start + 9, 100))], pack=False)
         assert loader.seen == 100 and len({key for key, _ in loader.sample}) == 10
@@ -375,7 +375,7 @@ def test_the_checksum_prefix_comes_from_the_crc_of_the_id():
     import numpy as np
 
     from serving.keys import KINDS
-    from serving.publish import _KIND_ID_CRC, _crc_zero_byte
+    from serving.loader import _KIND_ID_CRC, _crc_zero_byte
     rnd = random.Random(7)
     ids = [bytes(rnd.randrange(256) for _ in range(n)) for n in list(range(40)) + [255, 511, 512, 1023, 1024]]
     for kind_no, kind in enumerate(KINDS):
