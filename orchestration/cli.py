@@ -40,7 +40,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
-from config import ConfigError, load_config
+from config import load_config
 from core.errors import RecoError
 from core.names import HOURLY_STEPS
 from jobs.spark import use_utc
@@ -183,15 +183,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("py4j", "great_expectations", "urllib3", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from jobs.storage import InputError
-    from training.rules import RulesError
     try:
         cfg = load_config()
         return _dispatch(args, cfg)
-    except (ConfigError, InputError, RulesError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RecoError as exc:
+    except RecoError as exc:        # the one error tree (core/errors.py): config, input, rules, data, Redis...
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
 
