@@ -26,3 +26,17 @@ def test_the_report_never_prints_the_redis_password(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "s3cret" not in out
     assert f"Redis: redis://:***@127.0.0.1:{server.port}/0 version v1 (run date 2026-11-26, model v7)" in out
+
+
+def test_a_command_that_does_not_validate_does_not_import_great_expectations():
+    """Every Airflow task is a `reco` process: great_expectations' import (several seconds) is paid by the
+    ingest and validate steps only, not by features, train, score, publish... (features/expectations.py)."""
+    import subprocess
+    import sys
+
+    from config import PROJECT_ROOT
+    code = ("import sys; import orchestration.cli, jobs.commands, jobs.ingest; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'great_expectations'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(PROJECT_ROOT), capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
