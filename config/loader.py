@@ -133,8 +133,10 @@ def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
     if isinstance(rd, dict) and rd.get("data_dir"):
         rd["data_dir"] = fix(rd["data_dir"])
     orch = data.get("orchestration") or {}
-    if isinstance(orch, dict) and orch.get("airflow_home"):
-        orch["airflow_home"] = fix(orch["airflow_home"])
+    if isinstance(orch, dict):
+        for key in ("airflow_home", "logs_dir"):
+            if orch.get(key):
+                orch[key] = fix(orch[key])
     for src in data.get("sources", {}).values():
         if isinstance(src, dict):
             for key in ("path", "hourly_path"):

@@ -43,6 +43,9 @@ class OrchestrationConfig(Strict):
     train_timeout_min: int = Field(180, gt=0)  # ... except training
     parallelism: int = Field(2, gt=0)   # Airflow core parallelism for `make airflow` (2-core machine: 2)
     airflow_home: Optional[str] = None  # default <lakehouse.root>/_airflow (local only)
+    # `reco run`'s full output (Spark, Ivy, Airflow), the console keeps progress lines and the summary;
+    # default <lakehouse.root>/_logs (local only)
+    logs_dir: Optional[str] = None
 
 
 class BacktestConfig(Strict):

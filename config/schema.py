@@ -72,5 +72,9 @@ class Config(Strict):
         return self._local_dir("orchestration.airflow_home", self.orchestration.airflow_home, "_airflow")
 
     @property
+    def logs_dir(self) -> str:
+        return self._local_dir("orchestration.logs_dir", self.orchestration.logs_dir, "_logs")
+
+    @property
     def redis_password(self) -> Optional[str]:
         return os.environ.get("REDIS_PASSWORD")

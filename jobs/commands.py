@@ -1,20 +1,24 @@
 """What each ``reco`` sub-command does, given a session and the config."""
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from pyspark.sql import SparkSession
 
-from jobs.build_features import build_features
 from config import PROJECT_ROOT, Config
 from core.errors import RecoError
+from jobs.build_features import build_features
 from jobs.ingest import ingest as ingest_batch
-from jobs.sources import default_run_date
 from jobs.lakehouse import Lakehouse
+from jobs.sources import default_run_date
 from jobs.sql_runner import run_sql_file
 from jobs.tables import maintain_tables, table_summary
+
+# set by `reco run` (orchestration.harness): where `reco report` also writes the run's summary
+SUMMARY_FILE_ENV = "RECO_SUMMARY_FILE"
 
 
 def _run_date(cfg: Config, source: str, given: Optional[date]) -> date:
@@ -271,9 +275,11 @@ def report(spark: SparkSession, cfg: Config, source: str, run_date: Optional[dat
 
     from training.registry import CHAMPION, find_version
     d = _run_date(cfg, source, run_date)
-    print_tables(spark, cfg)
+    lines: List[str] = []
+    say = lines.append
+    print_tables(spark, cfg, say)
     docs = Path(cfg.quality.quality_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    print(f"\ndata-quality docs: file://{docs}")
+    say(f"\ndata-quality docs: file://{docs}")
     client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
     name = cfg.mlflow.registered_model
     version = find_version(client, name, d.isoformat())
@@ -283,21 +289,27 @@ def report(spark: SparkSession, cfg: Config, source: str, run_date: Optional[dat
         champion = None
     if version is not None:
         mv = client.get_model_version(name, version)
-        print(f"MLflow: {cfg.mlflow.tracking_uri} (mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}); "
+        say(f"MLflow: {cfg.mlflow.tracking_uri} (mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}); "
               f"run {mv.run_id}, model {name} v{version} for {d}: {(mv.tags or {}).get('gate_reason', 'not gated')}")
-    print(f"champion: {name} v{champion}" if champion else f"champion: none yet ({name})")
-    print(redis_summary(cfg))
-    print(f"lookup service and demo page: reco serve  ->  http://{cfg.serving.host}:{cfg.serving.port}/")
-    print(f"Airflow UI: make airflow  ->  http://127.0.0.1:8080/ (AIRFLOW_HOME {cfg.airflow_home})")
-    print("query the tables: reco sql sql/daily_sales.sql   (see sql/ and docs/TABLES.md)")
+    say(f"champion: {name} v{champion}" if champion else f"champion: none yet ({name})")
+    say(redis_summary(cfg))
+    say(f"lookup service and demo page: reco serve  ->  http://{cfg.serving.host}:{cfg.serving.port}/")
+    say(f"Airflow UI: make airflow  ->  http://127.0.0.1:8080/ (AIRFLOW_HOME {cfg.airflow_home})")
+    say("query the tables: reco sql sql/daily_sales.sql   (see sql/ and docs/TABLES.md)")
+    text = "\n".join(lines)
+    print(text)
+    summary = os.environ.get(SUMMARY_FILE_ENV)
+    if summary:             # `reco run` (orchestration.harness) prints it when the run ends
+        Path(summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary).write_text(text + "\n")
 
 
-def print_tables(spark: SparkSession, cfg: Config) -> None:
+def print_tables(spark: SparkSession, cfg: Config, say: Callable[[str], None] = print) -> None:
     rows = table_summary(Lakehouse(spark, cfg))
     width = max((len(r[0]) for r in rows), default=10)
-    print(f"\n{'table'.ljust(width)}  {'rows':>12}  location")
+    say(f"\n{'table'.ljust(width)}  {'rows':>12}  location")
     for name, count, location in rows:
-        print(f"{name.ljust(width)}  {count:>12,}  {location}")
+        say(f"{name.ljust(width)}  {count:>12,}  {location}")
 
 
 def sql(spark: SparkSession, cfg: Config, file: str, params: List[str], out: Optional[str], limit: int):

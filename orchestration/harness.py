@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -86,8 +87,10 @@ def _airflow(cfg: Config, *args: str, capture: bool = True) -> subprocess.Comple
     return proc
 
 
-def _run_foreground(cmd: List[str], env: Dict[str, str], grace_s: float = 60.0) -> int:
-    """Run ``cmd`` in its own process group, its output on this terminal, and leave nothing behind.
+def _run_foreground(cmd: List[str], env: Dict[str, str], grace_s: float = 60.0,
+                    log_to: Optional[Path] = None) -> int:
+    """Run ``cmd`` in its own process group, its output on this terminal (or, with ``log_to``, in that
+    file, this terminal getting one line per finished task: :class:`_Progress`), and leave nothing behind.
 
     On Ctrl-C the group gets SIGINT and ``grace_s`` to stop; whatever is left of the group when
     ``cmd`` ends gets SIGTERM, then SIGKILL (``airflow standalone`` was seen leaving its triggerer
@@ -96,8 +99,12 @@ def _run_foreground(cmd: List[str], env: Dict[str, str], grace_s: float = 60.0) 
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    proc = subprocess.Popen(cmd, env=env, cwd=str(PROJECT_ROOT), start_new_session=True)
+    out = None if log_to is None else subprocess.PIPE
+    proc = subprocess.Popen(cmd, env=env, cwd=str(PROJECT_ROOT), start_new_session=True, stdout=out,
+                            stderr=subprocess.STDOUT if out else None, text=out is not None, errors="replace")
     try:
+        if log_to is not None:
+            _Progress(log_to).follow(proc.stdout)
         return proc.wait()
     except KeyboardInterrupt:
         _signal_group(proc.pid, signal.SIGINT)
@@ -107,6 +114,39 @@ def _run_foreground(cmd: List[str], env: Dict[str, str], grace_s: float = 60.0) 
             return 130
     finally:
         _stop_group(proc)
+
+
+class _Progress:
+    """Copies a DAG run's output to a log file and prints, for people, one line per task as it ends
+    (``[DAG TEST] end task task_id=...``, with the seconds since the previous one) and any task's failure
+    summary (the block :func:`orchestration.tasks.failure_summary` logs)."""
+    END = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
+    FAILED = "RetailReco task FAILED"
+
+    def __init__(self, log_to: Path) -> None:
+        self.log_to = log_to
+
+    def follow(self, stream) -> None:
+        self.log_to.parent.mkdir(parents=True, exist_ok=True)
+        t0 = last = time.monotonic()
+        block: Optional[List[str]] = None
+        with open(self.log_to, "w") as fh:
+            for line in stream:
+                fh.write(line)
+                if block is not None:                 # inside a failure summary: up to its closing rule
+                    block.append(line.rstrip("\n"))
+                    if line.startswith("=" * 20) and len(block) > 2:
+                        print("\n".join(block), flush=True)
+                        block = None
+                    continue
+                if self.FAILED in line:
+                    block = ["=" * 72, line.rstrip("\n")]
+                    continue
+                m = self.END.search(line)
+                if m:
+                    now = time.monotonic()
+                    print(f"  {m.group(1):<12} done  {now - last:6.0f} s   ({now - t0:.0f} s so far)", flush=True)
+                    last = now
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -188,7 +228,8 @@ def config_snapshot(cfg: Config, folder: Path) -> Dict[str, str]:
     return {"RECO_CONF_DIR": str(folder), "RECO_ENV": cfg.env}
 
 
-def run_dag(cfg: Config, dag_id: str, run_date: Union[date, datetime, str], *, source: Optional[str] = None) -> int:
+def run_dag(cfg: Config, dag_id: str, run_date: Union[date, datetime, str], *, source: Optional[str] = None,
+            quiet: bool = False) -> int:
     """Run one DAG run end to end through Airflow (``airflow dags test``) and return its exit code.
 
     The DagRun and its task instances are recorded in the metadata DB under ``cfg.airflow_home``;
@@ -201,6 +242,8 @@ def run_dag(cfg: Config, dag_id: str, run_date: Union[date, datetime, str], *, s
         run_date: what the run covers: the day D for the nightly, the hour H (UTC) for the hourly
             (see :func:`dag_test_date`); not Airflow's logical date.
         source: the source to ingest (default: ``orchestration.source`` or ``default_source``).
+        quiet: Airflow's, Spark's and the jobs' output go to ``<orchestration.logs_dir>/<dag>-<date>.log``;
+            the console gets a line per task and, at the end, the summary ``reco report`` writes.
     """
     logical = dag_test_date(cfg, dag_id, run_date)
     if source is not None:
@@ -208,7 +251,19 @@ def run_dag(cfg: Config, dag_id: str, run_date: Union[date, datetime, str], *, s
         cfg = cfg.model_copy(update={"orchestration": cfg.orchestration.model_copy(update={"source": source})})
     cmd = [str(Path(sys.prefix) / "bin" / "airflow"), "dags", "test", dag_id, logical.isoformat()]
     log.info("%s  (covers %s)", shlex.join(cmd), run_date)
-    return _run_foreground(cmd, run_env(cfg))
+    if not quiet:
+        return _run_foreground(cmd, run_env(cfg))
+    from jobs.commands import SUMMARY_FILE_ENV
+    stem = f"{dag_id}-{str(run_date).replace(':', '')}"
+    log_to, summary = Path(cfg.logs_dir) / f"{stem}.log", Path(cfg.logs_dir) / f"{stem}-summary.txt"
+    summary.unlink(missing_ok=True)
+    print(f"{dag_id} for {run_date} through Airflow; the full output: {log_to}", flush=True)
+    code = _run_foreground(cmd, {**run_env(cfg), SUMMARY_FILE_ENV: str(summary)}, log_to=log_to)
+    if summary.exists():
+        print(summary.read_text(), end="", flush=True)
+    print(f"{dag_id} for {run_date}: {'succeeded' if code == 0 else f'FAILED (exit code {code})'}; "
+          f"the full output: {log_to}", flush=True)
+    return code
 
 
 def run_env(cfg: Config) -> Dict[str, str]:
@@ -230,9 +285,10 @@ def run_task(cfg: Config, dag_id: str, task_id: str, run_date: Union[date, datet
     return _run_foreground(cmd, run_env(cfg))
 
 
-def run_nightly(cfg: Config, source: Optional[str], run_date: Union[date, str]) -> int:
-    """``reco run``: the nightly DAG for the day ``run_date`` through Airflow; returns the exit code."""
-    return run_dag(cfg, NIGHTLY_DAG_ID, run_date, source=source)
+def run_nightly(cfg: Config, source: Optional[str], run_date: Union[date, str], quiet: bool = True) -> int:
+    """``reco run``: the nightly DAG for the day ``run_date`` through Airflow; returns the exit code.
+    ``quiet`` (the default; ``reco run --verbose`` turns it off): see :func:`run_dag`."""
+    return run_dag(cfg, NIGHTLY_DAG_ID, run_date, source=source, quiet=quiet)
 
 
 def airflow_ui(cfg: Config) -> int:

@@ -99,6 +99,13 @@ def test_reco_run_goes_through_airflow_and_publishes(lake, spark, nightly, capfd
         hit, served = _served(client, user)
         assert hit.source == "personal" and served == expected
 
+    # `reco run` is quiet: the whole output went to a log file, the summary the report task wrote to a file of
+    # its own (the console printed it at the end)
+    logs = Path(lake.logs_dir)
+    assert "[DAG TEST] end task task_id=report" in (logs / f"reco_nightly-{nightly}.log").read_text()
+    summary = (logs / f"reco_nightly-{nightly}-summary.txt").read_text()
+    assert "champion: retailreco-two-tower v1" in summary and "http://127.0.0.1:8000/" in summary
+
     # the run's summary (the nightly's last task prints it; here it is asked for again)
     capfd.readouterr()
     assert main(["report"]) == 0

@@ -13,7 +13,7 @@ from tests.serving.records import chunks
 
 def test_the_report_never_prints_the_redis_password(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("REDIS_PASSWORD", raising=False)
-    monkeypatch.setattr(commands, "print_tables", lambda spark, cfg: None)   # the lakehouse part needs Spark
+    monkeypatch.setattr(commands, "print_tables", lambda spark, cfg, say=print: None)   # the lakehouse part needs Spark
     server = EmbeddedRedis(str(tmp_path / "redis"), free_port(), password="s3cret").start()
     try:
         url = f"redis://:s3cret@127.0.0.1:{server.port}/0"   # allowed from the environment, never in YAML
