@@ -166,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run the nightly pipeline end to end (the nightly DAG, through Airflow)")
     source_args(sp, with_path=False)
     sp.add_argument("--no-airflow", action="store_true", help="run the same steps in this process, without Airflow")
+    sp.add_argument("--verbose", action="store_true", dest="stream",
+                    help="stream Airflow's, Spark's and the jobs' output (default: a line per task on the console, "
+                         "all of it in orchestration.logs_dir)")
     sp = sub.add_parser("sql", help="run one query from sql/ against the lakehouse tables")
     sp.add_argument("file", help="a .sql file (path, or a name in sql/)")
     sp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -216,7 +219,7 @@ def _dispatch(args, cfg) -> int:
     if args.command == "run" and not args.no_airflow:
         from jobs import commands
         from orchestration.harness import run_nightly
-        return run_nightly(cfg, source, args.date or commands.default_date(cfg, source), quiet=not args.verbose)
+        return run_nightly(cfg, source, args.date or commands.default_date(cfg, source), quiet=not (args.verbose or args.stream))
     # The JVM starts (10-15 s) on a thread while the job modules import (great-expectations, torch, MLflow:
     # about as long); a start error is raised here by result(). pyspark and delta are imported here first
     # (0.3 s): when two threads import one package at once, one of them can get it half-initialised
