@@ -219,7 +219,8 @@ def _dispatch(args, cfg) -> int:
     if args.command == "run" and not args.no_airflow:
         from jobs import commands
         from orchestration.harness import run_nightly
-        return run_nightly(cfg, source, args.date or commands.default_date(cfg, source), quiet=not (args.verbose or args.stream))
+        return run_nightly(cfg, source, args.date or commands.default_date(cfg, source),
+                           quiet=not (args.verbose or args.stream))
     # The JVM starts (10-15 s) on a thread while the job modules import (great-expectations, torch, MLflow:
     # about as long); a start error is raised here by result(). pyspark and delta are imported here first
     # (0.3 s): when two threads import one package at once, one of them can get it half-initialised
