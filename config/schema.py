@@ -7,6 +7,7 @@ from typing import Dict, Optional
 from pydantic import Field, model_validator
 
 from config.base import Strict
+from config.monitoring import MonitoringConfig
 from config.pipeline import (BacktestConfig, FeaturesConfig, InteractionsConfig, OrchestrationConfig, QualityConfig,
                              SplitsConfig, SyntheticConfig)
 from config.scoring import ScoringConfig, ServingConfig
@@ -33,6 +34,7 @@ class Config(Strict):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     default_source: str
     sources: Dict[str, SourceConfig]
 

@@ -51,3 +51,9 @@ class StoredDataError(RecoError, ValueError):
     """Data read back from a store (Redis, a table) is not what this reader can use: corrupt, or written in
     a newer format. The store is at fault, not the caller (the lookup service answers 5xx)."""
     http_status = 500
+
+
+class AlertRaised(RecoError):
+    """A critical alert (``core/alerts.py``: a drift past its critical limit...) stops the task that raised it,
+    and so the DAG's tasks downstream of it (publishing is held back)."""
+    exit_code = 4

@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from config import Config
+from core import alerts
 from core.errors import EmptyInputError
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
@@ -112,6 +113,7 @@ def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = Tru
                {"mlflow_run_id": out["run_id"], "model_version": out["version"],
                 "gate": decision.reason if decision else None, "inputs": data.info,
                 "valid": {k: v[k] for k in v if "@" in k or k == "mrr"}}, time.time() - t0)
+    refused_promotion(cfg, run_date, out["version"], decision)
     return TrainResult(run_date=run_date.isoformat(), run_id=out["run_id"], version=out["version"],
                        promoted=bool(decision and decision.promote), reason=decision.reason if decision else "",
                        inputs=data.info, experiment=result)
@@ -127,7 +129,23 @@ def gate(spark: SparkSession, cfg: Config, run_date: date):
     record_run(Lakehouse(spark, cfg), "gate", "all", f"as-of-{run_date.isoformat()}", run_date,
                "promoted" if decision.promote else "rejected",
                {"model_version": version, "gate": decision.reason}, time.time() - t0)
+    refused_promotion(cfg, run_date, version, decision)
     return version, decision
+
+
+def refused_promotion(cfg: Config, run_date: date, version: str, decision) -> Optional[alerts.Alert]:
+    """A ``promotion_refused`` alert when the gate kept the challenger out (severity:
+    ``monitoring.alerts.promotion_refused_severity``; critical stops the task once it is recorded)."""
+    if decision is None or decision.promote:
+        return None
+    settings = cfg.monitoring.alerts
+    alert = alerts.Alert(alerts.PROMOTION_REFUSED, settings.promotion_refused_severity,
+                         f"model version {version} as of {run_date} was not promoted: {decision.reason}", {
+                             "run_date": run_date.isoformat(), "model_version": version, "metric": decision.metric,
+                             "challenger": decision.challenger, "champion": decision.champion,
+                             "champion_version": decision.champion_version})
+    alerts.raise_all([alert], timeout_s=settings.webhook_timeout_s)
+    return alert
 
 
 def summary_lines(result: TrainResult, ks=(10, 20)) -> list:
