@@ -36,7 +36,7 @@ airflow: $(STAMP) ## Airflow UI at http://127.0.0.1:8080 with the nightly and ho
 
 .PHONY: airflow
 
-test: $(STAMP) browser ## Run the test suite (the command CI runs)
+test: $(STAMP) browser prometheus ## Run the test suite (the command CI runs)
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 # The demo page is tested in Debian's headless Chromium (driven by Playwright, no browser download).
@@ -46,6 +46,19 @@ browser: ## Install Debian's chromium when it is missing (needs root or sudo, an
 		command -v apt-get >/dev/null || { echo "error: chromium is needed for the demo page test; install it with your package manager"; exit 1; }; \
 		echo "installing Debian's chromium for the browser test (about a minute)"; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# The alert rules are checked by promtool and the service is scraped by a real Prometheus (tests/prometheus/).
+# Debian's package would start its own server on :9090: a policy-rc.d that denies starts is put in place for
+# the install when there is none (and removed after), so only the binaries are used.
+prometheus: ## Install Debian's prometheus and promtool when missing, without starting its service (needs root or sudo, and apt)
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		command -v apt-get >/dev/null || { echo "error: prometheus and promtool (Prometheus 2.x) are needed for the monitoring tests; install them with your package manager"; exit 1; }; \
+		echo "installing Debian's prometheus for the monitoring tests (about a minute; its service is not started)"; \
+		POLICY=/usr/sbin/policy-rc.d; MADE=; \
+		[ -e $$POLICY ] || { printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$POLICY >/dev/null && $$SUDO chmod +x $$POLICY && MADE=1; }; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; RC=$$?; \
+		[ -z "$$MADE" ] || $$SUDO rm -f $$POLICY; exit $$RC; }
 
 bench: $(STAMP) ## Run the benchmarks and write BENCHMARKS.md
 	@$(VPY) -m jobs.spark class-archive || true
@@ -58,4 +71,4 @@ clean: ## Remove the local lakehouse, caches and build output (keeps .venv)
 distclean: clean ## Also remove .venv
 	rm -rf $(VENV)
 
-.PHONY: help venv run test bench clean distclean browser
+.PHONY: help venv run test bench clean distclean browser prometheus
