@@ -1,4 +1,4 @@
-"""How every customer's list is built and served: the ``scoring:`` and ``serving:`` sections."""
+"""How every customer's list is built: the ``scoring:`` section (``serving:`` is in :mod:`config.serving`)."""
 from __future__ import annotations
 
 from typing import Dict, Literal, Optional
@@ -6,6 +6,7 @@ from typing import Dict, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from config.base import Strict
+from config.serving import ServingConfig  # noqa: F401  (config.schema imports it from here)
 
 
 class DiversitySection(Strict):
@@ -68,8 +69,3 @@ class ScoringConfig(Strict):
         if self.fetch < self.k:
             raise ValueError(f"fetch ({self.fetch}) must be at least k ({self.k})")
         return self
-
-
-class ServingConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, gt=0, lt=65536)

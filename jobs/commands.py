@@ -183,23 +183,25 @@ def publish_admin(cfg: Config, rollback: bool) -> int:
     return 0
 
 
-def serve(cfg: Config, host: Optional[str], port: Optional[int]) -> int:
+def serve(cfg: Config, host: Optional[str], port: Optional[int], demo: Optional[bool] = None) -> int:
     import uvicorn
 
     from jobs.publish import keyspace
-    from serving.api.app import create_app
+    from serving.api.main import configured_app
     from serving.client import AsyncLookupClient, connect_async
     from serving.embedded import ensure_running
 
-    if cfg.redis.embedded:       # the service itself starts without Redis (and answers 503 until it is there)
-        ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
+    host, port = host or cfg.serving.host, port or cfg.serving.port
     kw = {"ssl_ca_certs": cfg.redis.ssl_ca_certs} if cfg.redis.ssl_ca_certs else {}
-    app = create_app(lambda: AsyncLookupClient(
+    # keys, demo mode, CORS from serving: (refused before anything starts: demo with keys, no keys off loopback)
+    app = configured_app(cfg.serving, lambda: AsyncLookupClient(
         connect_async(cfg.redis.url, password=cfg.redis_password, socket_timeout=cfg.redis.socket_timeout_s,
                       max_connections=cfg.redis.max_connections, **kw),
-        keyspace(cfg)))
-    host, port = host or cfg.serving.host, port or cfg.serving.port
-    print(f"lookup service and demo page: http://{host}:{port}/  (API schema: /openapi.json)")
+        keyspace(cfg)), host=host, demo_users=cfg.synthetic.n_users, demo=demo)
+    if cfg.redis.embedded:       # the service itself starts without Redis (and answers 503 until it is there)
+        ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
+    demo_page = cfg.serving.demo if demo is None else demo
+    print(f"lookup service{' and demo page' if demo_page else ''}: http://{host}:{port}/  (API schema: /openapi.json)")
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)  # a log line per request costs CPU
     return 0
 

@@ -10,7 +10,7 @@
                    [--exclude-seen] [--value MODE]       (the model on any split, from plain files)
     reco score    [--date D]                             (every user's list, similar items, fallback lists)
     reco publish  [--date D] [--restore] | --rollback | --list   (versioned bulk load into Redis, atomic switch)
-    reco serve    [--host H] [--port P]                  (HTTP lookup service and demo page)
+    reco serve    [--host H] [--port P] [--[no-]demo]    (HTTP lookup service and demo page)
     reco redis    start | stop | status                  (the embedded local redis-server)
     reco report   [--date D]                             (the run's summary: tables, model, Redis, lookup)
     reco backtest --date D [--days N] [--skip-missing]   (the lists of D against what customers did the N days after)
@@ -161,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("serve", help="run the HTTP lookup service and demo page (reads Redis only)")
     sp.add_argument("--host", help="default: serving.host")
     sp.add_argument("--port", type=int, help="default: serving.port")
+    sp.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
+                    help="serve the demo page and /v1/demo/users (default: serving.demo; only without API keys)")
     sp = sub.add_parser("redis", help="start, stop or check the embedded local redis-server")
     sp.add_argument("action", choices=["start", "stop", "status"])
     sp = sub.add_parser("run", help="run the nightly pipeline end to end (the nightly DAG, through Airflow)")
@@ -207,7 +209,7 @@ def _dispatch(args, cfg) -> int:
     if args.command in ("serve", "redis") or (args.command == "publish" and (args.rollback or args.list)):
         from jobs import commands
         if args.command == "serve":
-            return commands.serve(cfg, args.host, args.port)
+            return commands.serve(cfg, args.host, args.port, demo=args.demo)
         if args.command == "redis":
             return commands.redis_server(cfg, args.action)
         return commands.publish_admin(cfg, rollback=args.rollback)

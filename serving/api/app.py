@@ -26,6 +26,12 @@ Errors map to status codes a caller can act on:
   never returned (:mod:`serving.api.middleware`).
 
 ``/metrics`` is the Prometheus text format (:mod:`serving.api.metrics`).
+
+Who may call what (:mod:`serving.api.auth`): with ``auth`` given, every path but ``/healthz``,
+``/openapi.json`` and the demo page needs an API key with the path's scope (401, 403), within the
+key's rate (429); the fast path checks the same. ``demo`` adds the demo store front (``/``,
+``/static``) and ``/v1/demo/users``; without it they do not exist. ``cors_origins``: the browser
+origins allowed to call the API (none by default: no CORS headers at all).
 """
 from __future__ import annotations
 
@@ -35,21 +41,23 @@ import gc
 import logging
 import uuid
 from pathlib import Path as FsPath
-from typing import Optional
+from typing import Optional, Sequence
 
 import redis
 from fastapi import FastAPI, Path, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
+from serving.api.auth import Auth, AuthMiddleware, openapi_security, required_scope
 from serving.api.clients import ClientSource, LazyClient
 from serving.api.fast import FastLookups, LookupApp
 from serving.api.metrics import CONTENT_TYPE, Metrics, watch_loop
 from serving.api.middleware import ObserveMiddleware
-from serving.api.models import (DEMO_USERS_MAX, ERRORS, ID_MAX, ID_PATTERN, K_MAX, NOTHING_PUBLISHED,
+from serving.api.models import (AUTH_ERRORS, DEMO_USERS_MAX, ERRORS, ID_MAX, ID_PATTERN, K_MAX, NOTHING_PUBLISHED,
                                 STORED_VALUE_UNREADABLE, UNAVAILABLE, DemoUsers, ErrorBody, Health, ItemDetails,
                                 Recommendations, SimilarItems, not_found_similar, product_dicts)
-from serving.api.sampler import demo_user_ids
+from serving.api.sampler import DemoIds, demo_user_ids
 from serving.client import Lookup, NoPublishedVersion
 from serving.codec import StoredValueError
 
@@ -134,7 +142,8 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
 
 def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup",
-               fast_lookups: bool = True) -> FastAPI:
+               fast_lookups: bool = True, auth: Optional[Auth] = None, demo: Optional[DemoIds] = None,
+               cors_origins: Sequence[str] = ()) -> FastAPI:
     """Build the service around a lookup client.
 
     Args:
@@ -146,6 +155,10 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         fast_lookups: answer plain lookups on the fast path (:class:`serving.api.fast.FastLookups`);
             False sends every request through FastAPI's request handling (the same answers, at
             more CPU per lookup; what the tests compare the fast path with).
+        auth: the API keys every request is checked against (:class:`serving.api.auth.Auth`); None:
+            no keys (``reco serve`` then binds loopback only).
+        demo: serve the demo page and ``/v1/demo/users``, offering ids of this synthetic id space.
+        cors_origins: browser origins allowed to call the API (CORS); none: no CORS headers.
 
     The lookup endpoints build their JSON from plain dicts (``response_model`` still
     documents it in the schema): validating our own answers again cost more than the lookup.
@@ -207,14 +220,15 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         return JSONResponse({"item_id": item_id, "title": details.get("title"), "price": details.get("price"),
                              "category": details.get("category"), "version": version})
 
-    @app.get("/v1/demo/users", response_model=DemoUsers, responses=ERRORS,
-             summary="A few customer ids of the current version, for the demo page")
-    async def demo_users(n: int = Query(10, ge=1, le=DEMO_USERS_MAX)):
-        client = get_client()
-        version = await client.current_version()
-        if version is None:
-            raise NoPublishedVersion(NOTHING_PUBLISHED)
-        return DemoUsers(version=version, user_ids=await demo_user_ids(client, version, n))
+    if demo is not None:
+        @app.get("/v1/demo/users", response_model=DemoUsers, responses=ERRORS,
+                 summary="A few synthetic customer ids the current version has lists for (demo mode only)")
+        async def demo_users(n: int = Query(10, ge=1, le=DEMO_USERS_MAX)):
+            client = get_client()
+            version = await client.current_version()
+            if version is None:
+                raise NoPublishedVersion(NOTHING_PUBLISHED)
+            return DemoUsers(version=version, user_ids=await demo_user_ids(client, version, n, demo))
 
     # ---- operations ---------------------------------------------------------------------
 
@@ -240,14 +254,24 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
 
     # ---- demo page ----------------------------------------------------------------------
 
-    @app.get("/", include_in_schema=False)
-    async def index():
-        return FileResponse(STATIC_DIR / "index.html")
+    if demo is not None:
+        @app.get("/", include_in_schema=False)
+        async def index():
+            return FileResponse(STATIC_DIR / "index.html")
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # ---- who may call, from where -------------------------------------------------------
+
     if fast_lookups:
-        app.fast = FastLookups(app, get_client, metrics)
+        app.fast = FastLookups(app, get_client, metrics, auth=auth, cors=bool(cors_origins))
         app.fast.add("/v1/users/{user_id}/recommendations", app.fast.recommendations)
         app.fast.add("/v1/items/{item_id}/similar", app.fast.similar)
+    if auth is not None:        # inside CORS: a preflight needs no key, a refusal gets CORS headers
+        app.add_middleware(AuthMiddleware, auth=auth, routes=lambda: app.router.routes)
+        openapi_security(app, lambda path: required_scope(path) is not None, AUTH_ERRORS)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET"],
+                           allow_headers=["Authorization", "X-API-Key"], max_age=600)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app

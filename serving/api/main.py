@@ -6,6 +6,11 @@ from config). ``--workers N`` runs N uvicorn processes on one port: each has its
 connections and item cache, and their metrics are kept in files of a temporary directory this
 command makes (``PROMETHEUS_MULTIPROC_DIR``, prometheus_client's multiprocess mode) and removes when
 the server stops, so ``/metrics`` counts every worker whichever one answers it.
+
+API keys come from the environment variables of ``serving.auth``'s default keys
+(``RECO_API_KEY_LOOKUP``, ``RECO_API_KEY_EVENTS``, ``RECO_API_KEY_ADMIN``; docs/SECURITY.md): with
+any of them set every request but ``/healthz`` needs a key; with none, the service runs without
+keys and then binds a loopback host only. ``--demo`` adds the demo page (without keys only).
 """
 from __future__ import annotations
 
@@ -17,11 +22,15 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Mapping, Optional
 
 from fastapi import FastAPI
 
+from config.serving import AuthSection, ServingConfig
+from core.errors import ConfigError
 from serving.api.app import create_app
+from serving.api.auth import Auth, check_exposure
+from serving.api.sampler import DemoIds
 from serving.api.metrics import MULTIPROC_ENV
 from serving.client import AsyncLookupClient, connect_async
 from serving.keys import KeySpace
@@ -44,20 +53,59 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="uvicorn worker processes (default: 1); each has its own Redis connections and "
                         "item cache, and /metrics adds up every worker's")
+    p.add_argument("--demo", action="store_true",
+                   help="serve the demo page and /v1/demo/users (only without API keys, on a loopback host)")
+    p.add_argument("--demo-users", type=int, default=20000,
+                   help="customers of the synthetic data (synthetic.n_users) the demo offers ids of (default: 20000)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin allowed to call the API, e.g. https://shop.example.com (repeatable)")
     p.add_argument("--access-log", action="store_true",
                    help="log one line per request (off by default: it costs CPU per request; /metrics counts them)")
     return p
 
 
+def configured_app(serving: ServingConfig, client_factory, *, host: str, demo_users: int,
+                   demo: Optional[bool] = None, environ: Optional[Mapping[str, str]] = None) -> FastAPI:
+    """The app ``reco serve`` runs: keys, demo mode and CORS from the ``serving:`` section (``demo``
+    overrides ``serving.demo``), the keys' values from ``environ`` (default: the process's).
+
+    Raises:
+        ConfigError: keys on and none set, demo mode with keys, or no keys on a host that is not loopback.
+    """
+    auth = Auth.from_config(serving.auth, os.environ if environ is None else environ)
+    demo = serving.demo if demo is None else demo
+    if demo and auth is not None:
+        raise ConfigError("the demo page runs without API keys (the browser cannot keep one secret): set "
+                          "serving.auth.enabled: false (local.yaml does), or serve without --demo")
+    check_exposure(host, auth)
+    return create_app(client_factory, auth=auth, demo=DemoIds(demo_users) if demo else None,
+                      cors_origins=serving.cors_origins)
+
+
+def _auth(args: argparse.Namespace) -> Optional[Auth]:
+    """The default keys' variables: keys on when any is set. Refuses what must not run (demo with
+    keys, no keys on a host others reach)."""
+    section = AuthSection()
+    keyed = any(os.environ.get(spec.env) for spec in section.keys.values())
+    auth = Auth.from_config(section, os.environ) if keyed else None
+    if args.demo and auth is not None:
+        raise SystemExit("--demo runs without API keys (the page cannot keep one secret): unset the "
+                         "RECO_API_KEY_* variables, or leave --demo out")
+    check_exposure(args.host, auth)
+    return auth
+
+
 def _build_app(args: argparse.Namespace) -> FastAPI:
     ks = KeySpace(namespace=args.namespace, n_shards=args.n_shards)
+    auth = _auth(args)
 
     def build() -> AsyncLookupClient:
         r = connect_async(args.redis_url, password=os.environ.get("REDIS_PASSWORD"),
                           socket_timeout=args.socket_timeout, max_connections=args.max_connections)
         return AsyncLookupClient(r, ks)
 
-    return create_app(build)
+    return create_app(build, auth=auth, demo=DemoIds(args.demo_users) if args.demo else None,
+                      cors_origins=args.cors_origin)
 
 
 def worker_app() -> FastAPI:
@@ -90,6 +138,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     common = dict(host=args.host, port=args.port, access_log=args.access_log)
+    try:
+        _auth(args)   # refuse at once what a worker would refuse
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.workers > 1:
         os.environ[_ARGV_ENV] = json.dumps(argv)
         with _multiprocess_metrics():

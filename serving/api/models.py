@@ -77,6 +77,14 @@ class ErrorBody(BaseModel):
     request_id: Optional[str] = Field(None, description="on 500 only: the id the server logged the error under")
 
 
+_ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+# the answers of the key check (serving.api.auth), added to every operation that needs a key
+AUTH_ERRORS = {"401": {"description": "no API key, or an unknown one", "content": _ERROR_JSON,
+                       "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+               "403": {"description": "the API key lacks the scope this path needs", "content": _ERROR_JSON},
+               "429": {"description": "the API key's rate limit (per worker process) is reached", "content": _ERROR_JSON,
+                       "headers": {"Retry-After": {"schema": {"type": "string"}}}}}
+
 ERRORS = {503: {"model": ErrorBody, "description": "Redis unreachable, or nothing published yet"},
           500: {"model": ErrorBody, "description": "a stored value that cannot be read, or an unexpected error "
                                                    "(logged under request_id)"}}

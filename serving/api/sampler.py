@@ -1,93 +1,70 @@
-"""A few customer ids of a published version, for the demo page (``GET /v1/demo/users``).
+"""A few customer ids for the demo page (``GET /v1/demo/users``, demo mode only), never a real one.
 
-Found by SCAN over the version's user keys, with a bounded number of calls, so the cost stays the
-same however large the database is.
+The ids are not read from the store: they are drawn from the synthetic generator's id space
+(``features/synthetic.py`` names its customers ``U`` + a zero-padded index below
+``synthetic.n_users``), and only those the published version has a list for are offered. So the
+route can only ever name an id that the synthetic source makes up; on a store published from real
+data it finds none (the page then says so), and it never lists a real customer, whatever matches
+a pattern. One pipeline of EXISTS per call, whatever the size of the store.
 """
 from __future__ import annotations
 
-from typing import List, Tuple, Union
+import random
+from dataclasses import dataclass
+from typing import List, Optional, Union
 
-import redis
-import redis.asyncio as aredis
 from starlette.concurrency import run_in_threadpool
 
 from serving.api.clients import InThreads
 from serving.client import AsyncLookupClient
 from serving.codec import maybe_decode_str
-from serving.keys import KeySpace, glob_escape
 
 
-def _user_pattern(ks: KeySpace, version: str) -> Tuple[str, str]:
-    prefix = f"{ks.namespace}:{{{version}:"
-    # reco:{<version>:<shard>}:u:<user_id>; the shard is digits, so the first "}:" ends the tag.
-    return prefix, glob_escape(prefix) + "*" + glob_escape("}:u:") + "*"
+@dataclass(frozen=True)
+class DemoIds:
+    """The synthetic customers' ids: ``prefix`` + the index (0 .. count - 1), zero-padded to
+    ``max(min_width, digits of count - 1)`` as ``features/synthetic.py`` writes them."""
+    count: int
+    prefix: str = "U"
+    min_width: int = 6
+
+    def at(self, index: int) -> str:
+        width = max(self.min_width, len(str(self.count - 1)))
+        return f"{self.prefix}{index:0{width}d}"
+
+    def draw(self, m: int, rng: random.Random) -> List[str]:
+        """Up to ``m`` distinct ids of the space, in random order."""
+        return [self.at(i) for i in rng.sample(range(self.count), min(m, self.count))]
 
 
-def _add_user_ids(found: List[str], keys: List, prefix: str, n: int) -> None:
-    for raw in keys:
-        key = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        rest = key[len(prefix):]
-        tag_end = rest.find("}:")
-        if tag_end >= 0 and rest[tag_end + 2:tag_end + 4] == "u:" and len(found) < n:
-            found.append(rest[tag_end + 4:])
-
-
-def sample_user_ids(r: redis.Redis, ks: KeySpace, version: str, n: int,
-                    scan_count: int = 1000, max_calls: int = 10) -> List[str]:
-    """Up to ``n`` user ids of ``version``, found by SCAN over its user keys.
-
-    At most ``max_calls`` SCAN calls of ``scan_count`` keys each, so the cost is
-    bounded however large the database is; user keys are most keys of a
-    version, so a few calls usually find ``n``. Fewer than ``n`` may come back.
-    """
-    prefix, pattern = _user_pattern(ks, version)
-    found: List[str] = []
-    cursor = 0
-    for _ in range(max_calls):
-        cursor, keys = r.scan(cursor=cursor, match=pattern, count=scan_count)
-        _add_user_ids(found, keys, prefix, n)
-        if cursor == 0 or len(found) >= n:
-            break
-    return found
-
-
-async def sample_user_ids_async(r: aredis.Redis, ks: KeySpace, version: str, n: int,
-                                scan_count: int = 1000, max_calls: int = 10) -> List[str]:
-    """:func:`sample_user_ids` on ``redis.asyncio``."""
-    prefix, pattern = _user_pattern(ks, version)
-    found: List[str] = []
-    cursor = 0
-    for _ in range(max_calls):
-        cursor, keys = await r.scan(cursor=cursor, match=pattern, count=scan_count)
-        _add_user_ids(found, keys, prefix, n)
-        if cursor == 0 or len(found) >= n:
-            break
-    return found
-
-
-async def demo_user_ids(client: Union[AsyncLookupClient, InThreads], version: str, n: int) -> List[str]:
-    """Up to ``n`` user ids that ``version`` answers for. A patch (an hourly run's version) holds only
-    the users it refreshed: then the rest come from the version it patches (its meta's ``base``)."""
+async def demo_user_ids(client: Union[AsyncLookupClient, InThreads], version: str, n: int, ids: DemoIds,
+                        rng: Optional[random.Random] = None) -> List[str]:
+    """Up to ``n`` ids of ``ids`` that ``version`` has a personal list for (in the version, or in the
+    version a patch is over). Draws ``max(64, 20 n)`` candidates: a synthetic store has a list for
+    most of its customers, so that finds ``n`` unless the store holds other data."""
+    candidates = ids.draw(max(64, 20 * n), rng or random.Random())
     if isinstance(client, InThreads):
         r, ks = client.client.r, client.client.ks
 
-        async def sample(v: str) -> List[str]:
-            return await run_in_threadpool(sample_user_ids, r, ks, v, n)
+        def exists(keys: List[str]) -> List[int]:
+            pipe = r.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            return pipe.execute()
 
-        async def base_of(v: str):
-            return await run_in_threadpool(r.hget, ks.meta(v), "base")
+        base = await run_in_threadpool(r.hget, ks.meta(version), "base")
     else:
         ar, ks = client.r, client.ks
 
-        async def sample(v: str) -> List[str]:
-            return await sample_user_ids_async(ar, ks, v, n)
+        async def exists_async(keys: List[str]) -> List[int]:
+            pipe = ar.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            return await pipe.execute()
 
-        async def base_of(v: str):
-            return await ar.hget(ks.meta(v), "base")
-
-    ids = await sample(version)
-    base = await base_of(version) if len(ids) < n else None
-    if base:
-        more = await sample(maybe_decode_str(base))
-        ids += [u for u in more if u not in ids][:n - len(ids)]
-    return ids
+        base = await ar.hget(ks.meta(version), "base")
+    layers = [version] + ([maybe_decode_str(base)] if base else [])
+    keys = [ks.user(v, c) for c in candidates for v in layers]
+    found = await (run_in_threadpool(exists, keys) if isinstance(client, InThreads) else exists_async(keys))
+    per = len(layers)
+    return [c for i, c in enumerate(candidates) if any(found[i * per:(i + 1) * per])][:n]

@@ -104,7 +104,8 @@ async function randomCustomer() {
   showError(null);
   try {
     const data = await getJSON("/v1/demo/users?n=10");
-    if (!data.user_ids.length) throw new Error("the published version has no customers");
+    // demo ids come from the synthetic data's id space only, never from real customers
+    if (!data.user_ids.length) throw new Error("no synthetic demo customers in the published version (real data is never listed)");
     const pick = data.user_ids[Math.floor(Math.random() * data.user_ids.length)];
     $("customer-id").value = pick;
     await loadRecommendations(pick, $("segment").value.trim());

@@ -14,6 +14,7 @@ from serving.api.models import NOTHING_PUBLISHED
 from serving.client import AsyncLookupClient, LookupClient, connect_async
 from serving.connection import connect
 from serving.pipelined import PipelinedGets
+from tests.serving.api.conftest import DEMO
 from tests.serving.api.store import VERSION, parse_prometheus, publish_store
 
 
@@ -159,7 +160,7 @@ def test_openapi_documents_the_paths_and_models(api):
 
 
 def test_nothing_published_is_503_with_what_to_do(r, ks):
-    with TestClient(create_app(LookupClient(r, ks))) as api:
+    with TestClient(create_app(LookupClient(r, ks), demo=DEMO)) as api:
         for path in ("/v1/users/u1/recommendations", "/v1/items/A/similar", "/v1/items/A", "/v1/demo/users"):
             res = api.get(path)
             assert res.status_code == 503, path
@@ -188,7 +189,7 @@ def test_redis_down_is_503_never_500(ks, closed_port, kind):
             return AsyncLookupClient(connect_async(url, socket_timeout=0.5, retries=0), ks)
         return LookupClient(connect(url, socket_timeout=0.5, retries=0), ks)
 
-    app = create_app(factory)
+    app = create_app(factory, demo=DEMO)
     with TestClient(app) as api:
         assert built == []
         for path in ("/v1/users/u1/recommendations", "/v1/items/A/similar", "/v1/items/A", "/v1/demo/users"):

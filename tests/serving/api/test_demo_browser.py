@@ -14,6 +14,7 @@ import uvicorn
 
 from serving.api.app import create_app
 from serving.client import LookupClient
+from tests.serving.api.conftest import DEMO
 from tests.serving.api.store import CATALOGUE, FALLBACKS, SIMILAR, USER_LISTS, VERSION, publish_store
 
 TIMEOUT_MS = 5_000
@@ -39,7 +40,7 @@ def server(r, ks) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(LookupClient(r, ks)), host="127.0.0.1", port=port,
+    srv = uvicorn.Server(uvicorn.Config(create_app(LookupClient(r, ks), demo=DEMO), host="127.0.0.1", port=port,
                                         log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, name="uvicorn", daemon=True)
     thread.start()
