@@ -203,10 +203,12 @@ class _Reader:
         return self._bases.get(version, _UNKNOWN)
 
     @staticmethod
-    def _list_names(user_id: str, k: int, segment: Optional[str]) -> List[str]:
-        check_id(user_id, "user_id")
+    def _list_names(user_id: Optional[str], k: int, segment: Optional[str]) -> List[str]:
         check_k(k)
-        names = ["personal"]
+        names = []
+        if user_id is not None:   # None: a customer who cannot have a list of their own (the fallbacks only)
+            check_id(user_id, "user_id")
+            names.append("personal")
         if segment is not None:
             check_id(segment, "segment")
             names.append(f"segment:{segment}")
@@ -372,9 +374,9 @@ class LookupClient(_Reader):
         meta.setdefault("version", version)
         return meta
 
-    def recommendations(self, user_id: str, k: int, segment: Optional[str] = None) -> Lookup:
+    def recommendations(self, user_id: Optional[str], k: int, segment: Optional[str] = None) -> Lookup:
         """Top ``k`` for a user: the user's list, else the segment's fallback, else the global one
-        (on a patch, each from the patch, else from its base).
+        (on a patch, each from the patch, else from its base). ``user_id`` None: the fallbacks only.
 
         Raises:
             ValueError: bad user_id, k or segment.
@@ -484,7 +486,7 @@ class AsyncLookupClient(_Reader):
         meta.setdefault("version", version)
         return meta
 
-    async def recommendations(self, user_id: str, k: int, segment: Optional[str] = None) -> Lookup:
+    async def recommendations(self, user_id: Optional[str], k: int, segment: Optional[str] = None) -> Lookup:
         names = self._list_names(user_id, k, segment)
         version, base, values = await self._read(lambda v, b: self._list_keys(v, user_id, names, b))
         if all(v is None for v in values):   # see LookupClient.recommendations

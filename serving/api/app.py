@@ -56,7 +56,8 @@ from serving.api.metrics import CONTENT_TYPE, Metrics, watch_loop
 from serving.api.middleware import ObserveMiddleware
 from serving.api.models import (AUTH_ERRORS, DEMO_USERS_MAX, ERRORS, ID_MAX, ID_PATTERN, K_MAX, NOTHING_PUBLISHED,
                                 STORED_VALUE_UNREADABLE, UNAVAILABLE, DemoUsers, ErrorBody, Health, ItemDetails,
-                                Recommendations, SimilarItems, not_found_similar, product_dicts)
+                                Recommendations, SimilarItems, not_found_similar, product_dicts, storable,
+                                validation_error)
 from serving.api.sampler import DemoIds, demo_user_ids
 from serving.client import Lookup, NoPublishedVersion
 from serving.codec import StoredValueError
@@ -129,9 +130,9 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def on_nothing_published(request: Request, exc: NoPublishedVersion):
         return JSONResponse(ErrorBody(detail=NOTHING_PUBLISHED).model_dump(exclude_none=True), status_code=503)
 
-    @app.exception_handler(ValueError)
+    @app.exception_handler(ValueError)   # in the shape the schema promises for a 422: a list of errors
     async def on_bad_value(request: Request, exc: ValueError):
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return validation_error(str(exc))
 
     @app.exception_handler(StoredValueError)   # a ValueError, but the stored data's fault: never 422
     async def on_bad_stored_value(request: Request, exc: StoredValueError):
@@ -187,7 +188,9 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
                                                    "have no personal list"),
     ):
         client = get_client()
-        found = await client.recommendations(user_id, k, segment=segment)
+        # an id or segment the store cannot hold is nobody's: the fallbacks answer, as for an unknown one
+        found = await client.recommendations(user_id if storable(user_id) else None, k,
+                                             segment=segment if segment is None or storable(segment) else None)
         metrics.seen_version(found.version)
         if found.fallback:
             metrics.fallback(found.source)
@@ -199,6 +202,10 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
              summary="Items similar to an item")
     async def similar(item_id: str = Path(..., **IdPath), k: int = KQuery):
         client = get_client()
+        if not storable(item_id):      # nobody's id: unknown, once something is published
+            if await client.current_version() is None:
+                raise NoPublishedVersion(NOTHING_PUBLISHED)
+            return not_found_similar(item_id)
         found = await client.similar(item_id, k)
         if found is None:
             return not_found_similar(item_id)
@@ -214,7 +221,7 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         version = await client.current_version()
         if version is None:
             raise NoPublishedVersion(NOTHING_PUBLISHED)
-        details = (await client.item_details([item_id], version=version)).get(item_id)
+        details = (await client.item_details([item_id], version=version)).get(item_id) if storable(item_id) else None
         if details is None:
             return JSONResponse({"detail": f"unknown item {item_id!r}"}, status_code=404)
         return JSONResponse({"item_id": item_id, "title": details.get("title"), "price": details.get("price"),

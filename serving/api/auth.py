@@ -153,6 +153,12 @@ class Auth:
             self.keys.append(ApiKey(name, _digest_of(secret, name), frozenset(scopes), TokenBucket(rate, burst, now)))
         if not self.keys:
             raise ConfigError("API keys are on but no key is configured")
+        names: Dict[bytes, str] = {}
+        for key in self.keys:
+            if key.digest in names:
+                raise ConfigError(f"API keys '{names[key.digest]}' and '{key.name}' are the same key: give each client "
+                                  "a key of its own (a key may have several scopes)")
+            names[key.digest] = key.name
 
     @classmethod
     def from_config(cls, section: AuthSection, environ: Mapping[str, str],

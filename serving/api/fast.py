@@ -102,8 +102,10 @@ def items_json(found: Lookup, details: Dict[str, Dict], tails: DetailsJson) -> O
 
 
 def _fast_id(value: str) -> bool:
-    """True when the route's own checks of an id (1..ID_MAX characters, ID_PATTERN) pass."""
-    return len(value) <= ID_MAX and _ID.fullmatch(value) is not None   # fullmatch: no "$" before a final \n
+    """True when the route's own checks of an id (1..ID_MAX characters, ID_PATTERN) pass and the
+    store can hold it (printable; the route answers any other as an unknown id)."""
+    # fullmatch: no "$" before a final \n
+    return len(value) <= ID_MAX and _ID.fullmatch(value) is not None and value.isprintable()
 
 
 def _fast_query(scope: dict, segment: bool) -> Optional[Tuple[int, Optional[str]]]:

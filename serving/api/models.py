@@ -13,7 +13,9 @@ from typing import Dict, List, Optional
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-# Ids are opaque strings from the catalogue; refuse only what cannot be one.
+# Ids are opaque strings from the catalogue; refuse only what cannot be one. The store holds
+# printable ids only (serving.keys.check_id): an id this pattern allows that is not printable (a C1
+# control, U+2028, a format character...) is answered as an unknown id, never refused (storable()).
 ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 ID_MAX = 256
 K_MAX = 100
@@ -88,6 +90,17 @@ AUTH_ERRORS = {"401": {"description": "no API key, or an unknown one", "content"
 ERRORS = {503: {"model": ErrorBody, "description": "Redis unreachable, or nothing published yet"},
           500: {"model": ErrorBody, "description": "a stored value that cannot be read, or an unexpected error "
                                                    "(logged under request_id)"}}
+
+
+def storable(value: str) -> bool:
+    """True when an id the route accepted can be in the store (printable: ``serving.keys.check_id``).
+    One that cannot is nobody's id: answered as an unknown one."""
+    return value.isprintable()
+
+
+def validation_error(msg: str, loc: tuple = ("request",)) -> JSONResponse:
+    """A 422 in the shape FastAPI documents for every route (HTTPValidationError: a list of errors)."""
+    return JSONResponse({"detail": [{"type": "value_error", "loc": list(loc), "msg": msg}]}, status_code=422)
 
 
 def product_dicts(items: List[str], scores: List[float], tags: List[str],

@@ -15,7 +15,7 @@ from serving.client import AsyncLookupClient, LookupClient, connect_async
 from serving.connection import connect
 from serving.pipelined import PipelinedGets
 from tests.serving.api.conftest import DEMO
-from tests.serving.api.store import VERSION, parse_prometheus, publish_store
+from tests.serving.api.store import USERS_ROUTE, VERSION, parse_prometheus, publish_store
 
 
 def test_startup_objects_are_frozen_out_of_the_gc_while_the_app_runs(published):
@@ -104,11 +104,36 @@ def test_bad_segment_is_422(api):
     assert api.get("/v1/users/u1/recommendations", params={"segment": "a\tb"}).status_code == 422
 
 
-def test_value_error_from_the_client_is_422_with_its_message(api):
-    # U+2028 passes the path pattern but the client refuses non-printable ids.
-    res = api.get("/v1/users/a%E2%80%A8b/recommendations")
+@pytest.mark.parametrize("odd", ["a%E2%80%A8b", "a%C2%9Cb", "%C2%A0", "a%E2%80%8Bb"])   # U+2028, U+009C, NBSP, ZWSP
+def test_an_id_the_pattern_allows_but_the_store_cannot_hold_is_unknown_never_422(api, odd):
+    """The schema's pattern lets these through, so they must not be refused; the store holds
+    printable ids only, so nobody has them: answered as an unknown id (issue 27, point 6)."""
+    res = api.get(f"/v1/users/{odd}/recommendations", params={"segment": "Germany"})
+    assert res.status_code == 200, res.text
+    assert (res.json()["source"], res.json()["fallback"]) == ("segment:Germany", True)
+    assert api.get(f"/v1/users/nobody/recommendations?segment={odd}").json()["source"] == "global"
+    similar = api.get(f"/v1/items/{odd}/similar")
+    assert similar.status_code == 404 and similar.json()["detail"].startswith("unknown item")
+    assert api.get(f"/v1/items/{odd}").status_code == 404
+
+
+class Refusing:
+    """A client that refuses every request as a bad value (ValueError)."""
+
+    def recommendations(self, user_id, k, segment=None):
+        raise ValueError("user_id refused by the client")
+
+
+def test_a_value_error_from_the_client_is_a_422_shaped_as_the_schema_says():
+    with TestClient(create_app(lambda: Refusing())) as api:
+        res = api.get("/v1/users/u1/recommendations")
+        schema = api.get("/openapi.json").json()
     assert res.status_code == 422
-    assert "non-printable" in res.json()["detail"]
+    assert res.json() == {"detail": [{"type": "value_error", "loc": ["request"], "msg": "user_id refused by the client"}]}
+    promised = schema["paths"][USERS_ROUTE]["get"]["responses"]["422"]["content"]["application/json"]["schema"]
+    assert promised == {"$ref": "#/components/schemas/HTTPValidationError"}
+    error = schema["components"]["schemas"]["ValidationError"]
+    assert set(error["required"]) <= set(res.json()["detail"][0])
 
 
 def test_similar_items_of_a_known_item(api):

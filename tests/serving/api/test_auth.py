@@ -158,6 +158,8 @@ def test_keys_come_from_the_environment_and_mistakes_name_the_variable_not_the_v
     with pytest.raises(ConfigError) as err:
         Auth.from_config(section, {"RECO_API_KEY_LOOKUP": "hunter2"})
     assert "at least 16" in str(err.value) and "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError, match="'lookup' and 'admin' are the same key"):
+        Auth.from_config(section, {"RECO_API_KEY_LOOKUP": LOOKUP_KEY, "RECO_API_KEY_ADMIN": LOOKUP_KEY})
     with pytest.raises(ConfigError, match="64 hex digits"):
         Auth.from_config(section, {"RECO_API_KEY_ADMIN": "sha256:abc"})
 
