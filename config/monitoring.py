@@ -87,6 +87,9 @@ class DriftConfig(Strict):
     trailing_days: int = Field(14, gt=0)   # the reference: the days before the run date (the champion's recent data)
     price_bins: int = Field(10, ge=2)      # PSI of prices: quantile bins of the reference window
     activity_bins: int = Field(10, ge=2)   # PSI of events per customer: quantile bins of the reference
+    # a PSI over fewer rows of the day than this (events; customers for the activity PSI) is not judged
+    # (no_data): on a few hundred rows sampling noise alone reaches 0.3 (an empty bin costs ~0.3 at a 5% share)
+    min_rows: int = Field(1000, ge=1)
     thresholds: Dict[str, Threshold] = Field(default_factory=_default_thresholds)
 
     @field_validator("thresholds")

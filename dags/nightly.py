@@ -1,7 +1,10 @@
 """reco_nightly: the nightly batch, one run per day D (wiring only; see docs/AIRFLOW.md).
 
-    ingest >> validate >> features >> train >> gate >> score >> publish >> report
-                                                                  publish >> backtest   (backtest.enabled)
+    ingest >> validate >> features >> train >> gate >> score >> monitor >> publish >> report
+                                                                             publish >> backtest   (backtest.enabled)
+
+``monitor`` (``monitoring.drift.enabled``) writes the day's drift checks to ``monitoring`` and alerts on a
+breached limit; a critical one fails it, so the day's lists are not published (docs/OPERATIONS.md).
 
 The run fires at ``orchestration.nightly_schedule`` (UTC) and covers the day D its data interval
 starts in: every job gets ``--date D``, never "latest" and never now(). The backtest scores the lists of
@@ -42,6 +45,8 @@ with DAG(
                   timeout_min=LONG),
         reco_task("gate", ["gate", "--date", RUN_DATE], cfg=cfg, timeout_min=LONG, outlets=[asset("champion")]),
         reco_task("score", ["score", "--date", RUN_DATE], cfg=cfg, inlets=[asset("champion")]),
+        *([reco_task("monitor", ["monitor", "--source", SOURCE, "--date", RUN_DATE], cfg=cfg)]
+          if cfg.monitoring.drift.enabled else []),
         reco_task("publish", ["publish", "--date", RUN_DATE], cfg=cfg, outlets=[asset("nightly_lists")]),
         reco_task("report", ["report", "--date", RUN_DATE], cfg=cfg),
     ]

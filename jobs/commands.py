@@ -187,7 +187,7 @@ def serve(cfg: Config, host: Optional[str], port: Optional[int], demo: Optional[
     import uvicorn
 
     from jobs.publish import keyspace
-    from serving.api.main import configured_app
+    from serving.api.main import configured_app, tls_options
     from serving.client import AsyncLookupClient, connect_async
     from serving.embedded import ensure_running
 
@@ -200,9 +200,11 @@ def serve(cfg: Config, host: Optional[str], port: Optional[int], demo: Optional[
         keyspace(cfg)), host=host, demo_users=cfg.synthetic.n_users, demo=demo)
     if cfg.redis.embedded:       # the service itself starts without Redis (and answers 503 until it is there)
         ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
+    tls = tls_options(os.environ)  # HTTPS with RECO_TLS_CERTFILE and RECO_TLS_KEYFILE
     demo_page = cfg.serving.demo if demo is None else demo
-    print(f"lookup service{' and demo page' if demo_page else ''}: http://{host}:{port}/  (API schema: /openapi.json)")
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)  # a log line per request costs CPU
+    print(f"lookup service{' and demo page' if demo_page else ''}: {'https' if tls else 'http'}://{host}:{port}/  "
+          "(API schema: /openapi.json)")
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, **tls)  # no log line per request: CPU
     return 0
 
 

@@ -9,6 +9,7 @@
     reco benchmark --train F [--valid F] --users F --k 20 --out recs.csv [--items F] [--test F]
                    [--exclude-seen] [--value MODE]       (the model on any split, from plain files)
     reco score    [--date D]                             (every user's list, similar items, fallback lists)
+    reco monitor  --source S [--date D]                  (drift checks of the day into `monitoring`; alerts)
     reco publish  [--date D] [--restore] | --rollback | --list   (versioned bulk load into Redis, atomic switch)
     reco serve    [--host H] [--port P] [--[no-]demo]    (HTTP lookup service and demo page)
     reco redis    start | stop | status                  (the embedded local redis-server)
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     source_args(sp)
     sp = sub.add_parser("check", help="post-ingest checks of a run date (ingest succeeded, events on the day, "
                                       "silver suite)")
+    source_args(sp, with_path=False)
+    sp = sub.add_parser("monitor", help="drift checks of a run date (inputs against the days before, lists "
+                                        "against yesterday's): a row per metric in `monitoring`, an alert per "
+                                        "breached limit; a critical one fails the command (exit code 4)")
     source_args(sp, with_path=False)
     sp = sub.add_parser("features", help="build id maps and gold feature tables as of a date")
     sp.add_argument("--date", type=_date)
@@ -247,6 +252,8 @@ def _dispatch(args, cfg) -> int:
         commands.maintain(spark, cfg, source, args.date, args.table)
     elif args.command == "check":
         commands.check(spark, cfg, source, args.date)
+    elif args.command == "monitor":
+        commands.monitor(spark, cfg, source, args.date)
     elif args.command == "train":
         if args.no_test_phase:
             cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"evaluate_test": False})})

@@ -11,6 +11,9 @@ API keys come from the environment variables of ``serving.auth``'s default keys
 (``RECO_API_KEY_LOOKUP``, ``RECO_API_KEY_EVENTS``, ``RECO_API_KEY_ADMIN``; docs/SECURITY.md): with
 any of them set every request but ``/healthz`` needs a key; with none, the service runs without
 keys and then binds a loopback host only. ``--demo`` adds the demo page (without keys only).
+
+HTTPS: with ``RECO_TLS_CERTFILE`` and ``RECO_TLS_KEYFILE`` set (PEM files: the certificate chain and
+its private key), uvicorn serves HTTPS on the same port (:func:`tls_options`; ``reco serve`` alike).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Iterator, List, Mapping, Optional
+from typing import Dict, Iterator, List, Mapping, Optional
 
 from fastapi import FastAPI
 
@@ -80,6 +83,27 @@ def configured_app(serving: ServingConfig, client_factory, *, host: str, demo_us
     check_exposure(host, auth)
     return create_app(client_factory, auth=auth, demo=DemoIds(demo_users) if demo else None,
                       cors_origins=serving.cors_origins)
+
+
+TLS_CERT_ENV, TLS_KEY_ENV = "RECO_TLS_CERTFILE", "RECO_TLS_KEYFILE"
+
+
+def tls_options(environ: Mapping[str, str]) -> Dict[str, str]:
+    """uvicorn's ``ssl_certfile``/``ssl_keyfile`` from ``RECO_TLS_CERTFILE``/``RECO_TLS_KEYFILE``; {} when
+    neither is set (plain HTTP).
+
+    Raises:
+        ConfigError: only one is set, or one names no file."""
+    cert, key = environ.get(TLS_CERT_ENV), environ.get(TLS_KEY_ENV)
+    if not cert and not key:
+        return {}
+    if not (cert and key):
+        raise ConfigError(f"HTTPS needs both {TLS_CERT_ENV} (the certificate, PEM) and {TLS_KEY_ENV} (its private "
+                          f"key, PEM); only {TLS_CERT_ENV if cert else TLS_KEY_ENV} is set")
+    for var, path in ((TLS_CERT_ENV, cert), (TLS_KEY_ENV, key)):
+        if not os.path.isfile(path):
+            raise ConfigError(f"{var} names {path}, which is not a file")
+    return {"ssl_certfile": cert, "ssl_keyfile": key}
 
 
 def _auth(args: argparse.Namespace) -> Optional[Auth]:
@@ -140,6 +164,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     common = dict(host=args.host, port=args.port, access_log=args.access_log)
     try:
         _auth(args)   # refuse at once what a worker would refuse
+        common.update(tls_options(os.environ))
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     if args.workers > 1:

@@ -13,7 +13,7 @@ from orchestration.tasks import CLI_PATH, log_failure, run_reco
 from config import load_config
 from tests.dags.conftest import rendered_args, run_python
 
-NIGHTLY_CHAIN = ["ingest", "validate", "features", "train", "gate", "score", "publish", "report"]
+NIGHTLY_CHAIN = ["ingest", "validate", "features", "train", "gate", "score", "monitor", "publish", "report"]
 NIGHTLY_TASKS = [*NIGHTLY_CHAIN, "backtest"]     # the backtest hangs off publish, beside report
 HOURLY_CHAIN = ["ingest", "refresh", "score", "publish"]
 
@@ -42,6 +42,7 @@ def expected_nightly(source):
         "train": ["train", "--date", d, "--no-gate", "--no-test-phase"],
         "gate": ["gate", "--date", d],
         "score": ["score", "--date", d],
+        "monitor": ["monitor", "--source", source, "--date", d],
         "publish": ["publish", "--date", d],
         "report": ["report", "--date", d],
         # the lists of the day before (backtest.days: 1), against the day this run ingested
