@@ -93,6 +93,16 @@ def check(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date
     return res
 
 
+def monitor(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
+    """The day's drift checks (``jobs/monitor.py``); a critical breach raises AlertRaised once written and sent."""
+    from jobs.monitor import monitor as run_monitor
+    res = run_monitor(spark, cfg, source, _run_date(cfg, source, run_date))
+    for r in res.rows:
+        value = "-" if r[3] is None else f"{r[3]:.4g}"
+        print(f"  {r[2]:<20} {value:>10}  {r[8]}" + (f" (limit {r[7]:g})" if r[8] in ("warning", "critical") else ""))
+    return res
+
+
 def backtest(spark: SparkSession, cfg: Config, source: str, run_date: date, days: Optional[int] = None,
              skip_missing: bool = False):
     """The lists served for ``run_date`` against the ``days`` after it (``jobs/backtest.py``)."""
@@ -256,7 +266,7 @@ def redis_summary(cfg: Config) -> str:
 
 def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date]):
     """The nightly pipeline in this process, without Airflow: ingest -> check -> features -> train -> gate ->
-    score -> publish -> backtest -> report (``reco run`` drives the same steps through the Airflow DAG). Table
+    score -> monitor -> publish -> backtest -> report (``reco run`` drives the same steps through the Airflow DAG). Table
     maintenance is its own job (``reco maintain``, the maintenance DAG)."""
     d = _run_date(cfg, source, run_date)
     ingest(spark, cfg, source, d, None)
@@ -265,6 +275,8 @@ def run(spark: SparkSession, cfg: Config, source: str, run_date: Optional[date])
     train(spark, cfg, source, d, gate=False)
     gate(spark, cfg, source, d)
     score(spark, cfg, source, d)
+    if cfg.monitoring.drift.enabled:   # a critical drift stops here: the lists are not published
+        monitor(spark, cfg, source, d)
     publish(spark, cfg, source, d)
     if cfg.backtest.enabled:    # the lists this publish replaced, as the DAG's backtest task does
         backtest(spark, cfg, source, d - timedelta(days=cfg.backtest.days), skip_missing=True)
