@@ -20,10 +20,12 @@ DRIFT_METRICS = (
     "event_volume_ratio",     # the day's events / the median day of the trailing window
     "event_type_psi",         # PSI of the event-type mix: the day vs the trailing window
     "price_psi",              # PSI of the events' prices: the day vs the trailing window (binned on the window)
+    "category_psi",           # PSI of the events' item categories (items.category): the day vs the trailing window
     "user_activity_psi",      # PSI of events per customer: the day vs the trailing window's days
     "new_user_share",         # share of the day's customers never seen in the trailing window
     "new_item_share",         # share of the day's items never seen in the trailing window
     "list_overlap",           # mean share of a customer's list also in yesterday's list (customers in both)
+    "list_source_psi",        # PSI of the lists' sources (personal, buy_again, trending...): today vs yesterday
     "catalog_coverage",       # distinct items in the day's lists / items in the catalog
 )
 
@@ -52,10 +54,12 @@ def _default_thresholds() -> Dict[str, Threshold]:
         "event_volume_ratio": Threshold(bound="min", warning=0.5, critical=0.2),
         "event_type_psi": Threshold(bound="max", warning=0.1, critical=0.25),
         "price_psi": Threshold(bound="max", warning=0.1, critical=0.25),
+        "category_psi": Threshold(bound="max", warning=0.1, critical=0.25),
         "user_activity_psi": Threshold(bound="max", warning=0.1, critical=0.25),
         "new_user_share": Threshold(bound="max", warning=0.5),
         "new_item_share": Threshold(bound="max", warning=0.2),
         "list_overlap": Threshold(bound="min", warning=0.3),
+        "list_source_psi": Threshold(bound="max", warning=0.25),   # a new champion may blend differently: tell
         "catalog_coverage": Threshold(bound="min", warning=0.05),
     }
 

@@ -60,8 +60,18 @@ class MonitorResult:
     alerts: List[alerts.Alert]
 
 
+def _with_category(lh: Lakehouse, events: DataFrame) -> Optional[DataFrame]:
+    """The events with their item's ``items.category`` (``unknown`` for an item not in the catalog); None
+    without a catalog."""
+    if not lh.exists("items"):
+        return None
+    return (events.join(lh.read("items").select("item_id", "category"), "item_id", "left")
+            .withColumn("category", F.coalesce("category", F.lit("unknown"))))
+
+
 def input_checks(lh: Lakehouse, cfg: Config, source: str, run_date: date) -> List[Check]:
-    """The day's events against the reference window's: volume, event-type mix, prices, activity, new ids."""
+    """The day's events against the reference window's: volume, event-type mix, prices, categories,
+    activity, new ids."""
     d = cfg.monitoring.drift
     days = [run_date - timedelta(days=n) for n in range(d.trailing_days, 0, -1)]
     window = f"{days[0]}..{days[-1]}"
@@ -78,10 +88,15 @@ def input_checks(lh: Lakehouse, cfg: Config, source: str, run_date: date) -> Lis
         n_customers = activity_day.count()
 
         def psi_check(metric: str, rows: int, compute, details: Dict[str, object]) -> Check:
-            """A PSI, judged only over ``min_rows`` rows of the day or more."""
-            enough = rows >= d.min_rows
-            return Check(metric, compute() if enough else None, ref_days,
-                         {**details, "rows": rows, **({} if enough else {"min_rows": d.min_rows})})
+            return _psi_check(metric, rows, d.min_rows, compute, ref_days, details)
+
+        categorized = _with_category(lh, events)
+
+        def category_psi() -> Optional[float]:
+            if categorized is None:
+                return None
+            return drift.psi(drift.counts_by(categorized.filter(F.col("event_date") < F.lit(run_date)), "category"),
+                             drift.counts_by(categorized.filter(F.col("event_date") == F.lit(run_date)), "category"))
 
         checks = [
             Check("event_volume_ratio", drift.volume_ratio(n_day, per_day), f"median day of {ref_days}",
@@ -90,6 +105,7 @@ def input_checks(lh: Lakehouse, cfg: Config, source: str, run_date: date) -> Lis
                       {"day": mix_day, "reference": mix_ref}),
             psi_check("price_psi", n_day, lambda: drift.numeric_psi(ref, day, "price", d.price_bins),
                       {"bins": d.price_bins}),
+            psi_check("category_psi", n_day, category_psi, {"catalog": categorized is not None}),
             psi_check("user_activity_psi", n_customers,
                       lambda: drift.numeric_psi(drift.per_user_day(ref), activity_day, "n", d.activity_bins),
                       {"bins": d.activity_bins}),
@@ -102,24 +118,38 @@ def input_checks(lh: Lakehouse, cfg: Config, source: str, run_date: date) -> Lis
         events.unpersist()
 
 
-def output_checks(lh: Lakehouse, run_date: date) -> List[Check]:
+def _psi_check(metric: str, rows: int, min_rows: int, compute, reference: str, details: Dict[str, object]) -> Check:
+    """A PSI, judged only over ``min_rows`` rows of the day or more (``monitoring.drift.min_rows``)."""
+    enough = rows >= min_rows
+    return Check(metric, compute() if enough else None, reference,
+                 {**details, "rows": rows, **({} if enough else {"min_rows": min_rows})})
+
+
+def output_checks(lh: Lakehouse, cfg: Config, run_date: date) -> List[Check]:
     """The day's served lists against yesterday's and against the catalog (no data until scored)."""
     yesterday = run_date - timedelta(days=1)
     today: Optional[DataFrame] = None
     before: Optional[DataFrame] = None
     if lh.exists("recommendations"):
-        recs = lh.read("recommendations")
-        today = recs.filter(F.col("run_date") == F.lit(run_date)).select("user_id", "item_id").cache()
-        before = recs.filter(F.col("run_date") == F.lit(yesterday)).select("user_id", "item_id")
+        recs = lh.read("recommendations").select("run_date", "user_id", "item_id", "source")
+        today = recs.filter(F.col("run_date") == F.lit(run_date)).cache()
+        before = recs.filter(F.col("run_date") == F.lit(yesterday)).cache()
         if today.isEmpty():
             today = None
     catalog = lh.read("items").count() if lh.exists("items") else 0
     overlap = drift.list_overlap(today, before) if today is not None else None
     covered = drift.coverage(today, catalog) if today is not None else None
-    if today is not None:
-        today.unpersist()
+    n_today = today.count() if today is not None else 0
+    mix_today = drift.counts_by(today, "source") if today is not None else {}
+    mix_before = drift.counts_by(before, "source") if before is not None else {}
+    for frame in (today, before):
+        if frame is not None:
+            frame.unpersist()
+    reference = f"recommendations {yesterday}"
     return [
-        Check("list_overlap", overlap, f"recommendations {yesterday}", {}),
+        Check("list_overlap", overlap, reference, {}),
+        _psi_check("list_source_psi", n_today, cfg.monitoring.drift.min_rows,
+                   lambda: drift.psi(mix_before, mix_today), reference, {"today": mix_today, "yesterday": mix_before}),
         Check("catalog_coverage", covered, "items", {"catalog_items": catalog}),
     ]
 
@@ -161,7 +191,7 @@ def monitor(spark: SparkSession, cfg: Config, source: str, run_date: date) -> Mo
         log.info("[monitor %s] monitoring.drift.enabled is false: nothing checked", run_date)
         return MonitorResult(run_date, source, [], [])
     lh.require("silver_interactions", run=f"reco ingest --source {source} --date {run_date}")
-    rows = judged(input_checks(lh, cfg, source, run_date) + output_checks(lh, run_date), cfg, source, run_date)
+    rows = judged(input_checks(lh, cfg, source, run_date) + output_checks(lh, cfg, run_date), cfg, source, run_date)
     lh.replace(spark.createDataFrame(rows, SCHEMA), "monitoring", {"run_date": run_date, "source": source})
     for r in rows:
         log.info("[monitor %s] %-20s %-10s %s", run_date, r[2], "-" if r[3] is None else f"{r[3]:.4g}", r[8])
