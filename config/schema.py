@@ -7,6 +7,7 @@ from typing import Dict, Optional
 from pydantic import Field, model_validator
 
 from config.base import Strict
+from config.feedback import FeedbackConfig
 from config.monitoring import MonitoringConfig
 from config.pipeline import (BacktestConfig, FeaturesConfig, InteractionsConfig, OrchestrationConfig, QualityConfig,
                              SplitsConfig, SyntheticConfig)
@@ -35,6 +36,7 @@ class Config(Strict):
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     default_source: str
     sources: Dict[str, SourceConfig]
 

@@ -27,6 +27,11 @@ Errors map to status codes a caller can act on:
 
 ``/metrics`` is the Prometheus text format (:mod:`serving.api.metrics`).
 
+The feedback loop (issue 25; docs/FEEDBACK.md): every list the two lookup routes answer, on either
+path, carries a request id (the ``request_id`` field, the ``X-Request-Id`` header) and is logged
+under it as one impression on a Redis Stream, written in the background
+(:mod:`serving.api.impressions`).
+
 Who may call what (:mod:`serving.api.auth`): with ``auth`` given, every path but ``/healthz``,
 ``/openapi.json`` and the demo page needs an API key with the path's scope (401, 403), within the
 key's rate (429); the fast path checks the same. ``demo`` adds the demo store front (``/``,
@@ -41,7 +46,7 @@ import gc
 import logging
 import uuid
 from pathlib import Path as FsPath
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import redis
 from fastapi import FastAPI, Path, Query, Request
@@ -49,13 +54,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
+from config.feedback import FeedbackConfig
 from serving.api.auth import Auth, AuthMiddleware, openapi_security, required_scope
 from serving.api.clients import ClientSource, LazyClient
 from serving.api.fast import FastLookups, LookupApp
+from serving.api.impressions import REQUEST_ID_HEADER, ImpressionLog, new_request_id, stream_counter
 from serving.api.metrics import CONTENT_TYPE, Metrics, watch_loop
 from serving.api.middleware import ObserveMiddleware
 from serving.api.models import (AUTH_ERRORS, DEMO_USERS_MAX, ERRORS, ID_MAX, ID_PATTERN, K_MAX, NOTHING_PUBLISHED,
-                                STORED_VALUE_UNREADABLE, UNAVAILABLE, DemoUsers, ErrorBody, Health, ItemDetails,
+                                REQUEST_ID_HEADERS, STORED_VALUE_UNREADABLE, UNAVAILABLE, DemoUsers, ErrorBody, Health, ItemDetails,
                                 Recommendations, SimilarItems, not_found_similar, product_dicts, storable,
                                 validation_error)
 from serving.api.sampler import DemoIds, demo_user_ids
@@ -73,7 +80,7 @@ async def _product_list(client, found: Lookup):
     return product_dicts(found.items, found.scores, found.tags, details)
 
 
-def _lifespan(metrics: Metrics):
+def _lifespan(metrics: Metrics, impressions: Optional[ImpressionLog] = None):
     """Startup and shutdown of one app.
 
     * Move everything alive at startup (the modules, FastAPI's routes and schemas: hundreds of
@@ -84,7 +91,7 @@ def _lifespan(metrics: Metrics):
       ``reco_event_loop_*``), so a slow tail can be told apart: our own pauses or a starved process.
 
     All undone at shutdown, so an app started and stopped inside a longer-lived process leaves it as
-    it was."""
+    it was; the impressions still buffered are written out."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         gc.collect()
@@ -94,6 +101,8 @@ def _lifespan(metrics: Metrics):
         try:
             yield
         finally:
+            if impressions is not None:
+                await impressions.aclose()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -144,7 +153,8 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
 def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup",
                fast_lookups: bool = True, auth: Optional[Auth] = None, demo: Optional[DemoIds] = None,
-               cors_origins: Sequence[str] = ()) -> FastAPI:
+               cors_origins: Sequence[str] = (), feedback: FeedbackConfig = FeedbackConfig(),
+               request_ids: Callable[[], str] = new_request_id) -> FastAPI:
     """Build the service around a lookup client.
 
     Args:
@@ -160,17 +170,24 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
             no keys (``reco serve`` then binds loopback only).
         demo: serve the demo page and ``/v1/demo/users``, offering ids of this synthetic id space.
         cors_origins: browser origins allowed to call the API (CORS); none: no CORS headers.
+        feedback: the feedback loop (``feedback:``): impressions of every list answered
+            (:mod:`serving.api.impressions`) and ``POST /v1/events`` (:mod:`serving.api.events`),
+            each on its Redis Stream on the lookup client's Redis.
+        request_ids: makes each lookup answer's request id (tests pass a predictable one).
 
     The lookup endpoints build their JSON from plain dicts (``response_model`` still
     documents it in the schema): validating our own answers again cost more than the lookup.
     """
     metrics = Metrics()
+    get_client = LazyClient(client_factory)
+    impressions = (ImpressionLog(feedback.impressions, get_client, stream_counter(metrics.registry))
+                   if feedback.impressions.enabled else None)
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and this
     # service must work offline. The schema is at /openapi.json.
-    app = LookupApp(title=title, version="1", docs_url=None, redoc_url=None, lifespan=_lifespan(metrics),
+    app = LookupApp(title=title, version="1", docs_url=None, redoc_url=None, lifespan=_lifespan(metrics, impressions),
                     description="Reads the recommendations the nightly job published to Redis.")
     app.state.metrics = metrics
-    get_client = LazyClient(client_factory)
+    app.state.impressions = impressions
     _add_error_handlers(app, metrics)
 
     # ---- lookups ------------------------------------------------------------------------
@@ -178,7 +195,12 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     IdPath = dict(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)
     KQuery = Query(10, ge=1, le=K_MAX, description=f"how many items, 1..{K_MAX}")
 
-    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, responses=ERRORS,
+    def answered(request_id: str, route: str, found, k: int, **ids) -> None:
+        if impressions is not None:
+            impressions.log(request_id, route, found, k, **ids)
+
+    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations,
+             responses={200: {"headers": REQUEST_ID_HEADERS}, **ERRORS},
              summary="Recommendations for a customer, or the fallback list for an unknown one")
     async def recommendations(
         user_id: str = Path(..., **IdPath),
@@ -194,11 +216,15 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         metrics.seen_version(found.version)
         if found.fallback:
             metrics.fallback(found.source)
-        return JSONResponse({"user_id": user_id, "k": k, "source": found.source, "fallback": found.fallback,
-                             "version": found.version, "items": await _product_list(client, found)})
+        request_id = request_ids()
+        body = {"user_id": user_id, "k": k, "source": found.source, "fallback": found.fallback,
+                "version": found.version, "request_id": request_id, "items": await _product_list(client, found)}
+        answered(request_id, "recommendations", found, k, user_id=user_id, segment=segment)
+        return JSONResponse(body, headers={REQUEST_ID_HEADER: request_id})
 
     @app.get("/v1/items/{item_id}/similar", response_model=SimilarItems,
-             responses={404: {"model": ErrorBody, "description": "unknown item"}, **ERRORS},
+             responses={200: {"headers": REQUEST_ID_HEADERS},
+                        404: {"model": ErrorBody, "description": "unknown item"}, **ERRORS},
              summary="Items similar to an item")
     async def similar(item_id: str = Path(..., **IdPath), k: int = KQuery):
         client = get_client()
@@ -210,8 +236,11 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         if found is None:
             return not_found_similar(item_id)
         metrics.seen_version(found.version)
-        return JSONResponse({"item_id": item_id, "k": k, "version": found.version,
-                             "items": await _product_list(client, found)})
+        request_id = request_ids()
+        body = {"item_id": item_id, "k": k, "version": found.version, "request_id": request_id,
+                "items": await _product_list(client, found)}
+        answered(request_id, "similar", found, k, item_id=item_id)
+        return JSONResponse(body, headers={REQUEST_ID_HEADER: request_id})
 
     @app.get("/v1/items/{item_id}", response_model=ItemDetails,
              responses={404: {"model": ErrorBody, "description": "unknown item"}, **ERRORS},
@@ -271,7 +300,8 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     # ---- who may call, from where -------------------------------------------------------
 
     if fast_lookups:
-        app.fast = FastLookups(app, get_client, metrics, auth=auth, cors=bool(cors_origins))
+        app.fast = FastLookups(app, get_client, metrics, auth=auth, cors=bool(cors_origins),
+                               impressions=impressions, request_ids=request_ids)
         app.fast.add("/v1/users/{user_id}/recommendations", app.fast.recommendations)
         app.fast.add("/v1/items/{item_id}/similar", app.fast.similar)
     if auth is not None:        # inside CORS: a preflight needs no key, a refusal gets CORS headers
@@ -279,6 +309,7 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         openapi_security(app, lambda path: required_scope(path) is not None, AUTH_ERRORS)
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET"],
-                           allow_headers=["Authorization", "X-API-Key"], max_age=600)
+                           allow_headers=["Authorization", "X-API-Key"],
+                           expose_headers=[REQUEST_ID_HEADER], max_age=600)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app

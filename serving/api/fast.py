@@ -26,7 +26,7 @@ import json
 import math
 import re
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
@@ -35,6 +35,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 
 from serving.api.auth import Auth
+from serving.api.impressions import ImpressionLog, new_request_id
 from serving.api.metrics import Metrics
 from serving.api.middleware import internal_error, method_label
 from serving.api.models import ID_MAX, ID_PATTERN, K_MAX, not_found_similar, product_dicts
@@ -148,8 +149,11 @@ class FastLookups:
     """
 
     def __init__(self, app: FastAPI, get_client: Callable[[], object], metrics: Metrics,
-                 auth: Optional[Auth] = None, cors: bool = False) -> None:
+                 auth: Optional[Auth] = None, cors: bool = False, impressions: Optional[ImpressionLog] = None,
+                 request_ids: Callable[[], str] = new_request_id) -> None:
         self.app = app
+        self.impressions = impressions
+        self.request_ids = request_ids
         self.auth = auth
         self.cors = cors
         self.get_client = get_client
@@ -158,8 +162,8 @@ class FastLookups:
         self.routes: List[Tuple[APIRoute, Callable]] = []
 
     def add(self, path: str, handler: Callable) -> None:
-        """Answer the app's GET route ``path`` with ``handler(scope, path_params) -> (status, JSON body)``
-        (None: not a plain request; the app answers it).
+        """Answer the app's GET route ``path`` with ``handler(scope, path_params) -> (status, JSON body,
+        request id)`` or a Response (None: not a plain request; the app answers it).
         No route before it may match what it matches (it is tried first)."""
         [route] = [r for r in self.app.router.routes if isinstance(r, APIRoute) and r.path == path]
         self.routes.append((route, handler))
@@ -195,7 +199,8 @@ class FastLookups:
                 await answer(scope, receive, send)
             else:
                 await send({"type": "http.response.start", "status": status,
-                            "headers": [(b"content-length", str(len(answer[1])).encode("latin-1"))] + _JSON_HEADERS})
+                            "headers": [(b"content-length", str(len(answer[1])).encode("latin-1")),
+                                        (b"x-request-id", answer[2].encode("latin-1"))] + _JSON_HEADERS})
                 await send({"type": "http.response.body", "body": answer[1]})
         finally:
             self.metrics.observe_request(route.path, method_label(scope), status, time.perf_counter() - start)
@@ -232,7 +237,14 @@ class FastLookups:
         details = await self._details(client, found)
         return items_json(found, details, self.tails), details
 
-    async def recommendations(self, scope: dict, params: dict) -> Optional[Tuple[int, bytes]]:
+    def _answered(self, route: str, found: Lookup, k: int, **ids) -> str:
+        """A new request id, and the answer's impression logged under it (when impressions are on)."""
+        request_id = self.request_ids()
+        if self.impressions is not None:
+            self.impressions.log(request_id, route, found, k, **ids)
+        return request_id
+
+    async def recommendations(self, scope: dict, params: dict) -> Optional[Tuple[int, bytes, str]]:
         user_id = params.get("user_id")
         query = _fast_query(scope, segment=True) if isinstance(user_id, str) and _fast_id(user_id) else None
         if query is None:
@@ -244,18 +256,19 @@ class FastLookups:
         if found.fallback:
             self.metrics.fallback(found.source)
         items, details = await self._items(client, found)
+        request_id = self._answered("recommendations", found, k, user_id=user_id, segment=segment)
         if items is None or type(found.fallback) is not bool or not isinstance(found.source, str) \
                 or not isinstance(found.version, str):
             body = _json({"user_id": user_id, "k": k, "source": found.source, "fallback": found.fallback,
-                          "version": found.version,
+                          "version": found.version, "request_id": request_id,
                           "items": product_dicts(found.items, found.scores, found.tags, details)})
         else:
             body = (f'{{"user_id":{_json_str(user_id)},"k":{k},"source":{_json_str(found.source)},'
                     f'"fallback":{"true" if found.fallback else "false"},"version":{_json_str(found.version)},'
-                    f'"items":{items}}}')
-        return 200, body.encode("utf-8")
+                    f'"request_id":{_json_str(request_id)},"items":{items}}}')
+        return 200, body.encode("utf-8"), request_id
 
-    async def similar(self, scope: dict, params: dict) -> Optional[Tuple[int, bytes]]:
+    async def similar(self, scope: dict, params: dict) -> Optional[Union[Response, Tuple[int, bytes, str]]]:
         item_id = params.get("item_id")
         query = _fast_query(scope, segment=False) if isinstance(item_id, str) and _fast_id(item_id) else None
         if query is None:
@@ -264,12 +277,14 @@ class FastLookups:
         client = self.get_client()
         found = await client.similar(item_id, k)
         if found is None:
-            return 404, not_found_similar(item_id).body
+            return not_found_similar(item_id)
         self.metrics.seen_version(found.version)
         items, details = await self._items(client, found)
+        request_id = self._answered("similar", found, k, item_id=item_id)
         if items is None or not isinstance(found.version, str):
-            body = _json({"item_id": item_id, "k": k, "version": found.version,
+            body = _json({"item_id": item_id, "k": k, "version": found.version, "request_id": request_id,
                           "items": product_dicts(found.items, found.scores, found.tags, details)})
         else:
-            body = f'{{"item_id":{_json_str(item_id)},"k":{k},"version":{_json_str(found.version)},"items":{items}}}'
-        return 200, body.encode("utf-8")
+            body = (f'{{"item_id":{_json_str(item_id)},"k":{k},"version":{_json_str(found.version)},'
+                    f'"request_id":{_json_str(request_id)},"items":{items}}}')
+        return 200, body.encode("utf-8"), request_id

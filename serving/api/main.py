@@ -29,6 +29,7 @@ from typing import Dict, Iterator, List, Mapping, Optional
 
 from fastapi import FastAPI
 
+from config.feedback import FeedbackConfig
 from config.serving import AuthSection, ServingConfig
 from core.errors import ConfigError
 from serving.api.app import create_app
@@ -68,9 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def configured_app(serving: ServingConfig, client_factory, *, host: str, demo_users: int,
-                   demo: Optional[bool] = None, environ: Optional[Mapping[str, str]] = None) -> FastAPI:
+                   demo: Optional[bool] = None, environ: Optional[Mapping[str, str]] = None,
+                   feedback: Optional[FeedbackConfig] = None) -> FastAPI:
     """The app ``reco serve`` runs: keys, demo mode and CORS from the ``serving:`` section (``demo``
-    overrides ``serving.demo``), the keys' values from ``environ`` (default: the process's).
+    overrides ``serving.demo``), the keys' values from ``environ`` (default: the process's), the
+    impressions and events streams from ``feedback`` (the ``feedback:`` section; default: its defaults).
 
     Raises:
         ConfigError: keys on and none set, demo mode with keys, or no keys on a host that is not loopback.
@@ -82,7 +85,7 @@ def configured_app(serving: ServingConfig, client_factory, *, host: str, demo_us
                           "serving.auth.enabled: false (local.yaml does), or serve without --demo")
     check_exposure(host, auth)
     return create_app(client_factory, auth=auth, demo=DemoIds(demo_users) if demo else None,
-                      cors_origins=serving.cors_origins)
+                      cors_origins=serving.cors_origins, feedback=feedback or FeedbackConfig())
 
 
 TLS_CERT_ENV, TLS_KEY_ENV = "RECO_TLS_CERTFILE", "RECO_TLS_KEYFILE"

@@ -27,6 +27,12 @@ STORED_VALUE_UNREADABLE = ("the published recommendations hold a value this serv
                            "written in a newer format); republish the version, or upgrade the service")
 
 
+REQUEST_ID_DOC = ("this answer's id (also in the X-Request-Id header), logged with the list as an impression: "
+                  "send it back with a click, add-to-cart or purchase of an item from this list (POST /v1/events)")
+# the header every lookup answer carries, documented on their 200s
+REQUEST_ID_HEADERS = {"X-Request-Id": {"description": REQUEST_ID_DOC, "schema": {"type": "string"}}}
+
+
 class Product(BaseModel):
     item_id: str
     rank: int = Field(description="1-based position in the list")
@@ -43,6 +49,7 @@ class Recommendations(BaseModel):
     source: str = Field(description='which list answered: "personal", "segment:<name>" or "global"')
     fallback: bool = Field(description="true when the user had no personal list")
     version: str = Field(description="the published version that answered")
+    request_id: str = Field(description=REQUEST_ID_DOC)
     items: List[Product]
 
 
@@ -50,6 +57,7 @@ class SimilarItems(BaseModel):
     item_id: str
     k: int
     version: str
+    request_id: str = Field(description=REQUEST_ID_DOC)
     items: List[Product]
 
 

@@ -3,7 +3,8 @@ API keys on (every client sends :data:`KEY`, which has the lookup and admin scop
 (demo ids u0..u2: the tiny store's customers u1 and u2 among them)."""
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+import itertools
+from typing import Callable, Iterator, Tuple
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,6 +25,12 @@ DEMO = DemoIds(count=3, prefix="u", min_width=1)   # u0, u1, u2
 def keys(rate: float = 1e9, burst: int = 10**9) -> Auth:
     """The tests' one key (lookup and admin), unlimited unless told."""
     return Auth([("tests", KEY, ["lookup", "admin"], rate, burst)])
+
+
+def counted_ids() -> Callable[[], str]:
+    """Request ids 000...1, 000...2, ...: two apps given one each answer the same requests with the same ids."""
+    count = itertools.count(1)
+    return lambda: f"{next(count):032x}"
 
 
 def keyed_app(client, **kw):
@@ -65,8 +72,8 @@ def fast_and_full(request, r, ks, redis_server) -> Iterator[Tuple[TestClient, Te
         readers.append(AsyncLookupClient(connect_async(redis_server), ks))
         return readers[-1]
 
-    with TestClient(keyed_app(reader()), headers=AUTH) as fast, \
-            TestClient(keyed_app(reader(), fast_lookups=False), headers=AUTH) as full:
+    with TestClient(keyed_app(reader(), request_ids=counted_ids()), headers=AUTH) as fast, \
+            TestClient(keyed_app(reader(), fast_lookups=False, request_ids=counted_ids()), headers=AUTH) as full:
         yield fast, full
         for client, reader_ in zip((fast, full), readers):
             client.portal.call(reader_.aclose)

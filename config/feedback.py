@@ -1,0 +1,51 @@
+"""The feedback loop's settings: the ``feedback:`` section (issue 25; docs/FEEDBACK.md).
+
+* ``impressions``: every list the lookup service returns is logged as one entry of a Redis Stream
+  (:mod:`serving.api.impressions`), written in batches by a background task so that no lookup waits
+  on it. ``buffer`` bounds the entries waiting in memory (beyond it they are dropped and counted in
+  ``reco_stream_entries_total{outcome="dropped_buffer_full"}``); ``batch`` entries go in one
+  pipeline, at most every ``flush_ms``.
+* ``events``: ``POST /v1/events`` (clicks, add-to-cart, purchases from the web app,
+  :mod:`serving.api.events`), each written to its stream before the answer.
+
+Both streams are trimmed to about ``maxlen`` entries (``XADD ... MAXLEN ~``: Redis trims whole
+nodes, so a little more may stay), which bounds Redis's memory: an impression of 10 items is about
+0.5 kB, so the default million is about 0.5 GB. The drain (``reco feedback drain``) must run more
+often than a stream fills, or the oldest entries are trimmed before they are read.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from config.base import Strict
+
+STREAM_KEY = r"^[A-Za-z0-9_.:{}-]+$"
+
+
+class ImpressionsSection(Strict):
+    enabled: bool = True
+    stream: str = Field("reco:stream:impressions", pattern=STREAM_KEY)
+    maxlen: int = Field(1_000_000, gt=0)          # approximate (MAXLEN ~)
+    buffer: int = Field(10_000, gt=0)             # entries waiting in memory, per worker process
+    batch: int = Field(500, gt=0)                 # entries per pipeline
+    flush_ms: float = Field(20.0, ge=0)           # gather entries this long before a write
+
+
+class EventsSection(Strict):
+    enabled: bool = True
+    stream: str = Field("reco:stream:feedback", pattern=STREAM_KEY)
+    maxlen: int = Field(1_000_000, gt=0)          # approximate (MAXLEN ~)
+    max_body_bytes: int = Field(4096, gt=0)       # a larger body: 413, nothing read further
+    future_tolerance_s: float = Field(300.0, ge=0)   # clocks disagree: a time this far ahead is accepted
+    max_age_hours: float = Field(72.0, gt=0)      # an older event (a client's stale queue): refused
+
+
+class DrainSection(Strict):
+    group: str = Field("reco-drain", pattern=r"^[A-Za-z0-9_.-]+$")   # the streams' consumer group
+    count: int = Field(10_000, gt=0)              # entries read per XREADGROUP, one Delta commit each
+
+
+class FeedbackConfig(Strict):
+    impressions: ImpressionsSection = Field(default_factory=ImpressionsSection)
+    events: EventsSection = Field(default_factory=EventsSection)
+    drain: DrainSection = Field(default_factory=DrainSection)

@@ -1,0 +1,36 @@
+"""Writing to the feedback loop's Redis Streams (impressions, events) on the lookup client's own
+Redis connection, whichever kind of client the app was given.
+
+The app is given an :class:`serving.client.AsyncLookupClient` (``redis.asyncio``: awaited on the
+event loop) or a blocking :class:`serving.client.LookupClient` (wrapped in
+:class:`serving.api.clients.InThreads`: its pipeline then runs on the thread pool, so a slow Redis
+never stalls the loop). Every entry is an ``XADD key MAXLEN ~ n * field value ...``: approximate
+trimming keeps the stream near ``n`` entries at almost no cost (Redis drops whole nodes).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import redis.asyncio as aredis
+from starlette.concurrency import run_in_threadpool
+
+Fields = Dict[str, str]
+
+
+def redis_of(client: Any) -> Any:
+    """The Redis connection behind the app's lookup client (async or blocking)."""
+    inner = getattr(client, "client", client)      # InThreads wraps the blocking client
+    return inner.r
+
+
+async def xadd_many(r: Any, key: str, entries: Sequence[Fields], maxlen: int) -> List[bytes]:
+    """XADD every entry to ``key`` in one pipeline (one round trip); the entries' stream ids.
+
+    Raises:
+        redis.RedisError: Redis refused or did not answer (nothing is retried here)."""
+    pipe = r.pipeline(transaction=False)
+    for fields in entries:
+        pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
+    if isinstance(r, aredis.Redis):
+        return await pipe.execute()
+    return await run_in_threadpool(pipe.execute)
