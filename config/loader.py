@@ -4,8 +4,10 @@ Built once from ``conf/base.yaml`` + ``conf/$RECO_ENV.yaml`` (``local`` by
 default) + environment overrides of the form ``RECO__SECTION__KEY=value``
 (values parsed as YAML, so ``RECO__QUALITY__MAX_BAD_ROW_SHARE=0.1`` is a float).
 Secrets are read from the environment only (``AWS_*``, ``REDIS_PASSWORD``);
-a secret found in a YAML file is refused, a password inside ``redis.url``
-included (a whole URL with its password may come from ``RECO__REDIS__URL``).
+a secret found in a YAML file is refused, a password inside any URL included
+(``redis.url``, ``mlflow.tracking_uri``, ``s3.endpoint_url``...; a whole URL with its
+password may come from the environment, e.g. ``RECO__REDIS__URL``). Error messages
+show inputs redacted (core/redact.py).
 
 Required settings have no default: a missing or malformed one fails at start-up
 with :class:`ConfigError` naming the setting and what is expected.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 from urllib.parse import urlsplit
 
 import yaml
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 
 from config.schema import Config
 from core.errors import ConfigError
+from core.redact import env_secrets, redact_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,20 +90,31 @@ def _refuse_secrets(data: Any, where: str, trail: str = "") -> None:
             _refuse_secrets(value, where, here)
 
 
-def _refuse_url_password(data: Dict[str, Any], where: Path) -> None:
-    """A password inside ``redis.url`` in a YAML file is a secret in a file: refused, naming what to use."""
-    section = data.get("redis")
-    url = section.get("url") if isinstance(section, dict) else None
-    if not isinstance(url, str):
-        return
+def _url_password(value: str) -> Optional[str]:
+    """The password inside ``value`` when it is a URL that carries one, else None."""
+    if "://" not in value or "@" not in value:
+        return None
     try:
-        password = urlsplit(url).password
+        return urlsplit(value.strip()).password
     except ValueError:      # a malformed url: the client says what is wrong with it
-        return
-    if password:
-        raise ConfigError(f"redis.url in {where} carries a password; a secret must not be in a config file. "
-                          "Remove it from the URL and set the environment variable REDIS_PASSWORD instead "
-                          "(or give the whole URL in the environment, RECO__REDIS__URL); see docs/CONFIG.md")
+        return None
+
+
+def _refuse_url_password(data: Any, where: Path, trail: str = "") -> None:
+    """A password inside any URL in a YAML file (``redis.url``, ``mlflow.tracking_uri``, ``s3.endpoint_url``,
+    a webhook...) is a secret in a file: refused, naming the setting (never the value) and what to use."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _refuse_url_password(value, where, f"{trail}.{key}" if trail else str(key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _refuse_url_password(value, where, f"{trail}[{i}]")
+    elif isinstance(data, str) and _url_password(data):
+        instead = ("the environment variable REDIS_PASSWORD (or an ACL user's, docs/SECURITY.md) instead, or "
+                   "give the whole URL in the environment (RECO__REDIS__URL)" if trail == "redis.url" else
+                   f"the whole URL in the environment instead (RECO__{trail.upper().replace('.', '__')})")
+        raise ConfigError(f"{trail} in {where} carries a password; a secret must not be in a config file. "
+                          f"Remove it from the URL and set {instead}; see docs/CONFIG.md")
 
 
 def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
@@ -148,14 +162,17 @@ def _resolve_paths(data: Dict[str, Any], root: Path) -> Dict[str, Any]:
     return data
 
 
-def _format_validation_error(exc: ValidationError, env: str) -> str:
+def _format_validation_error(exc: ValidationError, env: str, secrets: Sequence[str] = ()) -> str:
+    """One line per error, naming the setting; the input shown is redacted (a URL's password, a secret
+    of the environment: an override such as RECO__REDIS__URL may carry one)."""
     lines = [f"invalid configuration (RECO_ENV={env}):"]
     for err in exc.errors():
         name = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "missing":
             msg = "is required but not set"
-        lines.append(f"  - {name}: {msg} (got {err.get('input')!r})" if err["type"] != "missing"
+        lines.append(f"  - {name}: {redact_text(msg, secrets)} (got {redact_text(repr(err.get('input')), secrets)})"
+                     if err["type"] != "missing"
                      else f"  - {name}: {msg}")
     lines.append("Fix it in conf/base.yaml, conf/<env>.yaml, or with RECO__SECTION__KEY=value.")
     return "\n".join(lines)
@@ -192,4 +209,4 @@ def load_config(env: Optional[str] = None, conf_dir: Optional[Path] = None,
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, env)) from None
+        raise ConfigError(_format_validation_error(exc, env, env_secrets(environ))) from None

@@ -25,6 +25,7 @@ from http.client import HTTPException
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 from core.errors import AlertRaised
+from core.redact import redact_url
 
 log = logging.getLogger("reco.alerts")
 
@@ -121,9 +122,8 @@ def send(alert: Alert, url: Optional[str] = None, timeout_s: float = DEFAULT_TIM
 
 
 def _redact(url: str) -> str:
-    """The webhook without its path (Slack's path is the secret token): scheme and host only."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}/..." if rest else "(webhook)"
+    """The webhook without its path (Slack's path is the secret token) or credentials: scheme and host only."""
+    return redact_url(url, keep_path=False)
 
 
 def stop_if_critical(alerts: Iterable[Alert]) -> None:

@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from config import PROJECT_ROOT, Config
 from core.errors import RecoError
+from core.redact import redact_url
 from jobs.build_features import build_features
 from jobs.ingest import ingest as ingest_batch
 from jobs.lakehouse import Lakehouse
@@ -305,7 +306,8 @@ def report(spark: SparkSession, cfg: Config, source: str, run_date: Optional[dat
         champion = None
     if version is not None:
         mv = client.get_model_version(name, version)
-        say(f"MLflow: {cfg.mlflow.tracking_uri} (mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}); "
+        uri = redact_url(cfg.mlflow.tracking_uri)      # no password of the tracking server in the report
+        say(f"MLflow: {uri} (mlflow ui --backend-store-uri {uri}); "
               f"run {mv.run_id}, model {name} v{version} for {d}: {(mv.tags or {}).get('gate_reason', 'not gated')}")
     say(f"champion: {name} v{champion}" if champion else f"champion: none yet ({name})")
     say(redis_summary(cfg))

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from features import lists
 from config import Config
 from core.errors import EmptyInputError
+from core.redact import redact_url
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 
@@ -60,7 +61,7 @@ def load_champion(cfg: Config):
     if found is None:
         log.warning("no champion of model '%s' at %s: serving buy-again, trending and popular lists only; run "
                     "`reco train --date D` (a model becomes champion when it beats the gate's baselines)",
-                    name, cfg.mlflow.tracking_uri)
+                    name, redact_url(cfg.mlflow.tracking_uri))
         return None, "none", ""
     version, uri = found
     run_id = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri).get_model_version(name, version).run_id

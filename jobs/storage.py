@@ -41,6 +41,7 @@ from typing import Iterator, List, Mapping, Optional, Tuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.errors import InputError  # noqa: F401 (raised here; callers import it from here too)
+from core.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,8 @@ def _s3_error(action: str, where: str, exc: Exception) -> InputError:
     else:  # BotoCoreError: no credentials, endpoint unreachable, timeouts
         code, detail = type(exc).__name__, str(exc)
     hint = _S3_HINTS.get(code, _S3_DEFAULT_HINT)
-    return InputError(f"cannot {action} {where}: {code}" + (f" ({detail})" if detail else "") + f"; {hint}")
+    # a botocore message names the endpoint URL, which may carry credentials (s3.endpoint_url from the environment)
+    return InputError(redact_text(f"cannot {action} {where}: {code}" + (f" ({detail})" if detail else "") + f"; {hint}"))
 
 
 def _list_objects(client, bucket: str, prefix: str, uri: str) -> Iterator[dict]:

@@ -44,6 +44,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
 from config import load_config
 from core.errors import ConfigError, RecoError
 from core.names import HOURLY_STEPS
+from core.redact import env_secrets, install_log_redaction, redact_text
 from jobs.spark import use_utc
 
 
@@ -194,11 +195,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("py4j", "great_expectations", "urllib3", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_log_redaction()     # no URL password or secret of the environment reaches the log (core/redact.py)
     try:
         cfg = load_config()
         return _dispatch(args, cfg)
     except RecoError as exc:        # the one error tree (core/errors.py): config, input, rules, data, Redis...
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc), env_secrets())}", file=sys.stderr)
         return exc.exit_code
 
 

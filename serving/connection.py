@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from core.errors import RecoError
+from core.redact import redact_url as redact  # noqa: F401  (the one redaction; callers import it here)
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +21,6 @@ START_HINT = ("is redis-server running? `reco redis start` starts the embedded o
 
 class RedisUnavailable(RecoError, RuntimeError):
     """Redis cannot be reached or refuses us; the message names the url (no password) and what to do."""
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (``redis://:secret@h:1/0`` -> ``redis://:***@h:1/0``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def describe(r: redis.Redis) -> str:

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from mlflow.tracking import MlflowClient
 
 from core.errors import RecoError  # noqa: E402
+from core.redact import env_secrets, redact_text, redact_url  # noqa: E402
 from training.experiment import BLEND, CHALLENGER_LABELS, MODEL, SERVED, ExperimentResult
 from training.registry import GateDecision, register_and_gate
 from training.report import write_report
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 MODEL_ARTIFACT = "model"
 SERVED_WEIGHTS, SERVED_MMR = "served.weights", "served.mmr_strength"   # run params: the blend scoring uses
 SCALAR_METRICS = ("precision", "recall", "ndcg", "map", "hit", "coverage")
+
+
+def log_params(params: Mapping[str, object]) -> None:
+    """``mlflow.log_params`` with every value redacted (core/redact.py): an input path or URL may carry a
+    password or a token (``s3a://key:secret@bucket``, ``?X-Amz-Signature=``), which must not become a param."""
+    secrets = env_secrets()
+    mlflow.log_params({k: v if isinstance(v, (bool, int, float)) or v is None else redact_text(str(v), secrets)
+                       for k, v in params.items()})
 
 
 def metric_key(phase: str, metric: str, model: str = MODEL) -> str:
@@ -119,21 +128,21 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
     exp_id = _ensure_experiment(cfg.mlflow.experiment, cfg.mlflow.artifact_root)
     tcfg = cfg.training
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
-        mlflow.log_params({f"model.{k}": v for k, v in result.model_config.to_dict().items()})
-        mlflow.log_params({f"optim.{k}": v for k, v in asdict(result.params).items()})
-        mlflow.log_params({"processes": tcfg.processes, "launcher": tcfg.launcher,
+        log_params({f"model.{k}": v for k, v in result.model_config.to_dict().items()})
+        log_params({f"optim.{k}": v for k, v in asdict(result.params).items()})
+        log_params({"processes": tcfg.processes, "launcher": tcfg.launcher,
                            "exclude_seen": tcfg.exclude_seen, "blend_weight": result.valid.blend_weight,
                            "best_epoch": result.valid.best_epoch,
                            "gate": json.dumps(tcfg.gate.model_dump())})
-        mlflow.log_params({f"input.{k}": v for k, v in inputs.items()})
+        log_params({f"input.{k}": v for k, v in inputs.items()})
         if result.valid.served is not None:     # the served list's blend, chosen on validation: scoring uses it
-            mlflow.log_params({SERVED_WEIGHTS: json.dumps(result.valid.served["weights"]),
+            log_params({SERVED_WEIGHTS: json.dumps(result.valid.served["weights"]),
                                SERVED_MMR: result.valid.served["mmr_strength"]})
         # every baseline's settings as fitted (tuned on validation: training.baseline_search)
-        mlflow.log_params({f"baseline.{name}.{k}": v for name, ps in result.valid.baseline_params.items()
+        log_params({f"baseline.{name}.{k}": v for name, ps in result.valid.baseline_params.items()
                            for k, v in ps.items()})
         if result.plan is not None:     # how later runs find this run's search (training.search)
-            mlflow.log_params(result.plan.params(result.valid.kept, result.valid.best_epoch, result.valid.baselines,
+            log_params(result.plan.params(result.valid.kept, result.valid.best_epoch, result.valid.baselines,
                                                  result.valid.served))
             mlflow.set_tag("search_reason", result.plan.reason[:500])
         mlflow.set_tags({"as_of_date": str(inputs.get("as_of_date", "")),
@@ -161,7 +170,8 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
             write_run_report(result, os.path.join(tmp, "report.html"), report_title,
                              notes=[f"{k}: {v}" for k, v in {**result.valid.skipped,
                                                              **((result.test.skipped) if result.test else {})}.items()],
-                             params={**inputs, "best_epoch": result.valid.best_epoch,
+                             params={**{k: redact_text(str(v), env_secrets()) for k, v in inputs.items()},
+                                     "best_epoch": result.valid.best_epoch,
                                      "blend_weight": result.valid.blend_weight})
             mlflow.log_artifacts(tmp)
         # pickle format: loads back as the project's TwoTower class (the default "pt2" export would need an
@@ -231,7 +241,8 @@ def gate_run_date(cfg, as_of_date: str):
     name = cfg.mlflow.registered_model
     version = find_version(client, name, as_of_date)
     if version is None:
-        raise RecoError(f"no version of model '{name}' was registered for {as_of_date} at {cfg.mlflow.tracking_uri}: "
+        raise RecoError(f"no version of model '{name}' was registered for {as_of_date} at "
+                        f"{redact_url(cfg.mlflow.tracking_uri)}: "
                         f"run `reco train --date {as_of_date} --no-gate` first")
     g = cfg.training.gate
     run_metrics = client.get_run(client.get_model_version(name, version).run_id).data.metrics
