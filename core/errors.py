@@ -57,3 +57,8 @@ class AlertRaised(RecoError):
     """A critical alert (``core/alerts.py``: a drift past its critical limit...) stops the task that raised it,
     and so the DAG's tasks downstream of it (publishing is held back)."""
     exit_code = 4
+
+
+class ArtifactIntegrityError(RecoError):
+    """A stored artifact (a registered model) is not what was recorded when it was registered: its files'
+    checksum differs, or none was recorded. It is not loaded (a model file is a pickle: loading runs code)."""

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -54,6 +55,7 @@ def load_champion(cfg: Config):
     import mlflow
     from mlflow import MlflowClient
 
+    from training.model_artifact import download_verified
     from training.registry import load_alias
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     name = cfg.mlflow.registered_model
@@ -63,9 +65,11 @@ def load_champion(cfg: Config):
                     "`reco train --date D` (a model becomes champion when it beats the gate's baselines)",
                     name, redact_url(cfg.mlflow.tracking_uri))
         return None, "none", ""
-    version, uri = found
+    version, _ = found
     run_id = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri).get_model_version(name, version).run_id
-    model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    with tempfile.TemporaryDirectory() as tmp:   # the files checked against the registration's SHA-256, then loaded
+        local = download_verified(name, version, tmp, tracking_uri=cfg.mlflow.tracking_uri)
+        model = mlflow.pytorch.load_model(local, map_location="cpu")
     model.eval()
     return model, str(version), run_id
 

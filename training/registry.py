@@ -45,6 +45,8 @@ from mlflow.protos.databricks_pb2 import (
 )
 from mlflow.tracking import MlflowClient
 
+from training.model_artifact import record_checksum
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PROMOTED = "promoted"
@@ -201,13 +203,15 @@ def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: 
 def register_challenger(client: MlflowClient, model_name: str, run_id: str, artifact_path: str,
                         as_of_date: str = "") -> str:
     """Register the run's model as a new version with alias ``challenger`` (not yet gated: version tag
-    gate_decision=pending, as_of_date). Returns the version."""
+    gate_decision=pending, as_of_date; artifact_sha256: the files' checksum, training/model_artifact.py).
+    Returns the version."""
     _ensure_registered_model(client, model_name)
     source, model_id = _model_source(client, run_id, artifact_path)
     created = client.create_model_version(model_name, source, run_id, model_id=model_id)
     version = str(created.version)
     if model_id is not None:
         _link_logged_model(client, model_id, model_name, version)
+    record_checksum(client, model_name, version)   # before any alias: scoring loads only verified files
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     client.set_model_version_tag(model_name, version, "gate_decision", PENDING)
     if as_of_date:
