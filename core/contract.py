@@ -17,3 +17,8 @@ StrengthType = Literal["view", "cart", "purchase"]
 
 assert EventType.__args__ == EVENT_TYPES and ActionType.__args__ == ACTION_TYPES  # noqa: S101 (one vocabulary)
 assert StrengthType.__args__ == STRENGTH_TYPES  # noqa: S101
+
+# what the web app reports back about an item it showed (POST /v1/events; docs/FEEDBACK.md)
+FEEDBACK_TYPES = ("click", "add_to_cart", "purchase")
+FeedbackType = Literal["click", "add_to_cart", "purchase"]
+assert FeedbackType.__args__ == FEEDBACK_TYPES  # noqa: S101

@@ -30,7 +30,8 @@ Errors map to status codes a caller can act on:
 The feedback loop (issue 25; docs/FEEDBACK.md): every list the two lookup routes answer, on either
 path, carries a request id (the ``request_id`` field, the ``X-Request-Id`` header) and is logged
 under it as one impression on a Redis Stream, written in the background
-(:mod:`serving.api.impressions`).
+(:mod:`serving.api.impressions`); ``POST /v1/events`` takes the web app's clicks, add-to-cart and
+purchases, which echo that id (:mod:`serving.api.events`).
 
 Who may call what (:mod:`serving.api.auth`): with ``auth`` given, every path but ``/healthz``,
 ``/openapi.json`` and the demo page needs an API key with the path's scope (401, 403), within the
@@ -57,6 +58,7 @@ from fastapi.staticfiles import StaticFiles
 from config.feedback import FeedbackConfig
 from serving.api.auth import Auth, AuthMiddleware, openapi_security, required_scope
 from serving.api.clients import ClientSource, LazyClient
+from serving.api.events import BodyLimit, events_router
 from serving.api.fast import FastLookups, LookupApp
 from serving.api.impressions import REQUEST_ID_HEADER, ImpressionLog, new_request_id, stream_counter
 from serving.api.metrics import CONTENT_TYPE, Metrics, watch_loop
@@ -266,6 +268,9 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
                 raise NoPublishedVersion(NOTHING_PUBLISHED)
             return DemoUsers(version=version, user_ids=await demo_user_ids(client, version, n, demo))
 
+    if feedback.events.enabled:
+        app.include_router(events_router(feedback.events, get_client))
+
     # ---- operations ---------------------------------------------------------------------
 
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True, responses={503: {"model": Health}},
@@ -304,12 +309,14 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
                                impressions=impressions, request_ids=request_ids)
         app.fast.add("/v1/users/{user_id}/recommendations", app.fast.recommendations)
         app.fast.add("/v1/items/{item_id}/similar", app.fast.similar)
+    if feedback.events.enabled:  # inside the key check: nobody's body is read before their key is
+        app.add_middleware(BodyLimit, path="/v1/events", max_bytes=feedback.events.max_body_bytes)
     if auth is not None:        # inside CORS: a preflight needs no key, a refusal gets CORS headers
         app.add_middleware(AuthMiddleware, auth=auth, routes=lambda: app.router.routes)
         openapi_security(app, lambda path: required_scope(path) is not None, AUTH_ERRORS)
     if cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET"],
-                           allow_headers=["Authorization", "X-API-Key"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"],
                            expose_headers=[REQUEST_ID_HEADER], max_age=600)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app

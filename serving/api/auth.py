@@ -9,7 +9,7 @@ key matched nor which key it was. Scopes, by path (:func:`required_scope`):
 * none: ``/healthz``, ``/openapi.json`` (the contract is public), the demo page's ``/`` and
   ``/static/`` (demo mode only, which runs without keys);
 * ``admin``: ``/metrics``;
-* ``events``: ``/v1/events...`` (reserved for the event intake; no route yet);
+* ``events``: ``/v1/events...`` (the web app's clicks, add-to-cart and purchases: :mod:`serving.api.events`);
 * ``lookup``: every other path (the lookups, ``/v1/demo/users``, and unknown paths: a caller
   without a key cannot even learn which paths exist).
 

@@ -18,6 +18,28 @@ async function getJSON(url) {
   return body;
 }
 
+/**
+ * Tell the service what the customer did with an item (POST /v1/events), echoing the request_id of
+ * the answer that showed it, so the click is attributed to that list. Fire and forget: the page
+ * never waits on it, and a failed report is only logged.
+ */
+function sendEvent(type, userId, itemId, requestId) {
+  if (!userId) return;
+  const body = { type, user_id: userId, item_id: itemId, time: new Date().toISOString() };
+  if (requestId) body.request_id = requestId;
+  fetch("/v1/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    keepalive: true, // still sent when the click navigates away
+  }).then((res) => {
+    if (!res.ok) console.warn(`event not recorded: HTTP ${res.status}`);
+  }).catch((err) => console.warn(`event not recorded: ${err}`));
+}
+
+// the customer whose page this is, and the request id of each list shown (sent back with clicks)
+const shown = { customer: null };
+
 function showError(err) {
   const box = $("error");
   box.textContent = err ? String(err.message || err) : "";
@@ -35,8 +57,9 @@ function formatPrice(price) {
   return typeof price === "number" ? price.toFixed(2) : "price n/a";
 }
 
-/** One product card; clicking it (or Enter/Space) loads its similar items. */
-function card(product) {
+/** One product card of a list answered under `requestId`; clicking it (or Enter/Space) reports the
+ * click and loads its similar items. */
+function card(product, requestId) {
   const node = el("article", "card");
   node.dataset.itemId = product.item_id;
   node.tabIndex = 0;
@@ -52,7 +75,10 @@ function card(product) {
     el("p", "price", formatPrice(product.price)),
     el("p", "item-id muted", product.item_id),
   );
-  const open = () => loadSimilar(product.item_id, product.title || product.item_id);
+  const open = () => {
+    sendEvent("click", shown.customer, product.item_id, requestId);
+    loadSimilar(product.item_id, product.title || product.item_id);
+  };
   node.addEventListener("click", open);
   node.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(); }
@@ -60,8 +86,8 @@ function card(product) {
   return node;
 }
 
-function render(container, products) {
-  container.replaceChildren(...products.map(card));
+function render(container, products, requestId) {
+  container.replaceChildren(...products.map((p) => card(p, requestId)));
   if (!products.length) container.append(el("p", "muted", "No items."));
 }
 
@@ -74,11 +100,12 @@ async function loadRecommendations(customerId, segment) {
   try {
     const data = await getJSON(url);
     $("customer-label").textContent = data.user_id;
+    shown.customer = data.user_id;
     const source = $("source");
     source.textContent = data.fallback ? `fallback: ${data.source}` : data.source;
     source.classList.toggle("fallback", data.fallback);
     $("version").textContent = `version ${data.version}`;
-    render($("recs"), data.items);
+    render($("recs"), data.items, data.request_id);
     $("recs-section").hidden = false;
   } catch (err) {
     $("recs-section").hidden = true;
@@ -91,7 +118,7 @@ async function loadSimilar(itemId, label) {
   try {
     const data = await getJSON(`/v1/items/${encodeURIComponent(itemId)}/similar?k=8`);
     $("similar-label").textContent = label;
-    render($("similar"), data.items);
+    render($("similar"), data.items, data.request_id);
     const section = $("similar-section");
     section.hidden = false;
     section.scrollIntoView({ behavior: "smooth", block: "start" });

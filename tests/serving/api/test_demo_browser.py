@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from serving.api.app import create_app
+from serving.api.impressions import stream_entries
 from serving.client import LookupClient
 from tests.serving.api.conftest import DEMO
 from tests.serving.api.store import CATALOGUE, FALLBACKS, SIMILAR, USER_LISTS, VERSION, publish_store
@@ -75,7 +76,15 @@ def page(server) -> Iterator:
             browser.close()
 
 
-def test_store_front_shows_recommendations_and_similar_items(server, page, tmp_path):
+def _polled(read, timeout_s: float = 5.0):
+    """``read()`` once it is not empty (the page's event and the impressions are written asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while not (got := read()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return got
+
+
+def test_store_front_shows_recommendations_and_similar_items(server, page, tmp_path, r):
     from playwright.sync_api import expect
 
     page, problems = page
@@ -94,9 +103,14 @@ def test_store_front_shows_recommendations_and_similar_items(server, page, tmp_p
     expect(page.locator("#source")).to_have_text("personal")
     expect(page.locator("#version")).to_have_text(f"version {VERSION}")
 
-    # clicking a product shows its similar items
+    # clicking a product shows its similar items, and reports the click with the list's request id
     cards.first.click()
     expect(page.locator("#similar-label")).to_have_text(CATALOGUE[items[0]]["title"])
+    [click] = _polled(lambda: stream_entries(r.xrange("reco:stream:feedback")))
+    [shown] = _polled(lambda: [e for e in stream_entries(r.xrange("reco:stream:impressions"))
+                               if e["route"] == "recommendations"])
+    assert {k: click[k] for k in ("type", "user_id", "item_id", "request_id")} == {
+        "type": "click", "user_id": "u1", "item_id": items[0], "request_id": shown["request_id"]}
     expect(page.locator("#similar .card .title")).to_have_text(titles_of(SIMILAR[items[0]][0]))
     page.screenshot(path=str(tmp_path / "demo-store.png"), full_page=True)
 
