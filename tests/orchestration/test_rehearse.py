@@ -1,4 +1,4 @@
-"""`reco rehearse`: two simulated days of three hourly runs, every fault, on tiny data, through the real DAG
+"""`reco rehearse`: two simulated days of two hourly runs (and the closing day's first hour), every fault, on tiny data, through the real DAG
 files (tasks in this process, one Spark session; a killed task in a process of its own), with the invariants
 checked after every run. This is CI's rehearsal; `make bench` runs the default size as a scheduler does."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ def rehearsal(spark, tmp_path_factory):
                       redis={"url": f"redis://127.0.0.1:{free_port()}/0", "embedded": True, "namespace": "rehearsal"},
                       orchestration={"retries": 2})
     out = tmp / "out"
-    summary = rehearse(cfg, days=2, hours_per_day=3, faults="all", out=str(out), runner="inline", kill_after_s=15)
+    summary = rehearse(cfg, days=2, hours_per_day=2, faults="all", out=str(out), runner="inline", kill_after_s=15)
     yield summary, out, cfg
     from orchestration.rehearse import Rehearsal
     Rehearsal(cfg, out / "stop", runner="inline")._server().stop(save=False)
@@ -46,7 +46,7 @@ def test_every_fault_fired_and_was_recovered_from(rehearsal):
 def test_every_run_is_listed_with_its_wall_time_and_the_readers_version(rehearsal):
     summary, out, _ = rehearsal
     kinds = [r["kind"] for r in summary["runs"] if r["scheduled"]]
-    assert kinds.count(NIGHTLY) == 2 and kinds.count(HOURLY) == 7
+    assert kinds.count(NIGHTLY) == 2 and kinds.count(HOURLY) == 5
     assert all(r["seconds"] > 0 and r["readers"].get("version") for r in summary["runs"])
     assert set(summary["wall_s"]) >= {NIGHTLY, HOURLY}
     page = (out / "rehearsal.html").read_text()
