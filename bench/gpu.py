@@ -169,7 +169,7 @@ def scoring_case(device: str, n_users: int, n_items: int, dim: int, k: int, roun
 def _scoring_case(device: str, n_users: int, n_items: int, dim: int, k: int, rounds: int, block_users: int,
                   variant: Optional[str]) -> Dict[str, Any]:
     import torch
-    from bench.serving import _plain_top_k, _synthetic_vectors
+    from bench.serving.scoring import _plain_top_k, _synthetic_vectors
     from training import scoring
     users, items = _synthetic_vectors(n_users, n_items, dim)       # with a popularity direction
     top_k = functools.partial(scoring.top_k, block_users=block_users, device=device)

@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Dict
 
-from bench import gpu, ingest_features, models, pipeline, rehearsal, serving
+from bench import gpu, ingest_features, models, pipeline, rehearsal
+from bench.serving.report import to_markdown as serving_markdown
 from bench.measure import ROOT, machine, run_measured
 
 
@@ -159,7 +160,7 @@ def write_markdown() -> None:
     model_data = json.loads(model_store.read_text()) if model_store.exists() else {}
     model_text = models.to_markdown(model_data) if model_data else "Not run yet: `python -m bench.run_all --only models`."
     serving_store = out / "serving.json"
-    serving_text = (serving.to_markdown(json.loads(serving_store.read_text())) if serving_store.exists()
+    serving_text = (serving_markdown(json.loads(serving_store.read_text())) if serving_store.exists()
                     else "Not run yet: `python -m bench.run_all --only serving`.")
     pipeline_store = out / "pipeline.json"
     pipeline_text = (pipeline.to_markdown(json.loads(pipeline_store.read_text())) if pipeline_store.exists()

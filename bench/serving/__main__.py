@@ -1,0 +1,3 @@
+from bench.serving.cli import main
+
+main()
