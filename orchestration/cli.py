@@ -18,6 +18,7 @@
     reco hourly   ingest|refresh|score|publish|all --start T --end T [--source S]   (the hourly path: a step, or all)
     reco run      [--source S] [--date D] [--no-airflow] (the nightly pipeline end to end, through Airflow)
     reco rehearse --days N [--hours-per-day H] [--faults none|all|NAME,...] --out DIR   (days in fast-forward)
+    reco feedback drain                                  (the impressions and events streams into Delta, exactly once)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
 
@@ -185,6 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="save the result as CSV (or .json) instead of printing it")
     sp.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     sub.add_parser("tables", help="list every lakehouse table with its row count and location")
+    sp = sub.add_parser("feedback", help="drain: the impressions and events Redis Streams into the Delta tables "
+                                         "impressions and feedback (one row per id; acknowledged after the commit)")
+    sp.add_argument("action", choices=["drain"])
     return p
 
 
@@ -297,6 +301,11 @@ def _dispatch(args, cfg) -> int:
         commands.sql(spark, cfg, args.file, args.param, args.out, args.limit)
     elif args.command == "tables":
         commands.print_tables(spark, cfg)
+    elif args.command == "feedback":
+        from jobs.feedback_drain import drain
+        from jobs.publish import redis_client
+        for table, done in drain(spark, cfg, redis_client(cfg, "publisher")).items():
+            print(f"{table}: {done.read} entries read, {done.inserted} new rows, {done.trimmed} trimmed before read")
     print(f"done in {time.time() - t0:.0f}s", file=sys.stderr)
     return 0
 
