@@ -40,7 +40,7 @@ airflow: $(STAMP) ## Airflow UI at http://127.0.0.1:8080 with the nightly and ho
 .PHONY: airflow
 
 test: $(STAMP) browser prometheus redis-tls ## Run the test suite (the command CI runs)
-	$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VPY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The demo page is tested in Debian's headless Chromium (driven by Playwright, no browser download).
 browser: ## Install Debian's chromium when it is missing (needs root or sudo, and apt)

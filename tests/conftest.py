@@ -72,9 +72,10 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
     server.stop(save=False)
 
 
-# The files that take minutes, longest first (seconds each took in a two-process run at 3222cde). pytest-xdist's
-# --dist loadfile hands files out in collection order, so starting these first keeps one long file from
-# running alone at the end while the other process idles. Order only: every file still runs.
+# The files that take minutes, longest first (seconds each took in a two-process run at 3222cde). make test
+# runs pytest-xdist with --dist loadfile --no-loadscope-reorder, which hands whole files out in collection
+# order (by default xdist puts the files with the most tests first), so starting these first keeps one long file
+# from running alone at the end while the other process idles. Order only: every file still runs.
 SLOWEST_FIRST = (
     "tests/orchestration/test_rehearse.py",     # 1870
     "tests/dags/test_e2e.py",                   # 880
