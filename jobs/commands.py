@@ -208,7 +208,7 @@ def serve(cfg: Config, host: Optional[str], port: Optional[int], demo: Optional[
     app = configured_app(cfg.serving, lambda: AsyncLookupClient(
         connect_async(cfg.redis.url, socket_timeout=cfg.redis.socket_timeout_s,
                       max_connections=cfg.redis.max_connections, **kw),
-        keyspace(cfg)), host=host, demo_users=cfg.synthetic.n_users, demo=demo)
+        keyspace(cfg)), host=host, demo_users=cfg.synthetic.n_users, demo=demo, feedback=cfg.feedback)
     if cfg.redis.embedded:       # the service itself starts without Redis (and answers 503 until it is there)
         ensure_running(cfg.redis.url, cfg.redis_dir, password=cfg.redis_password)
     tls = tls_options(os.environ)  # HTTPS with RECO_TLS_CERTFILE and RECO_TLS_KEYFILE

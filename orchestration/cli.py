@@ -216,8 +216,9 @@ def _redis_acl(cfg) -> int:
         raise ConfigError(f"{' and '.join(missing)} not set; name the users in conf/<env>.yaml or with "
                           "RECO__REDIS__READER_USER / RECO__REDIS__PUBLISHER_USER")
     reader, publisher = cfg.redis.client_options("reader"), cfg.redis.client_options("publisher")
+    streams = (cfg.feedback.impressions.stream, cfg.feedback.events.stream)   # the service appends, the drain reads
     for line in acl_lines(cfg.redis.namespace, reader["username"], reader["password"], publisher["username"],
-                          publisher["password"]):
+                          publisher["password"], streams):
         print(line)
     return 0
 

@@ -12,6 +12,12 @@ Every key of a namespace starts with ``<namespace>:`` (serving/keys.py), so one 
   to find a version's keys. SCAN takes no key, so Redis cannot limit it to the pattern: the
   publisher can see the *names* of other keys, never read or change them.
 
+The lookup service also *appends* to the feedback streams (impressions, the events intake:
+``feedback.*.stream``), and the feedback drain reads them as the publisher: a Redis 7 selector,
+``(~<stream> ... +xadd)``, grants the reader XADD on those keys and nothing else (it cannot read a
+stream, nor XADD into a key of the lists); the publisher's selector grants the drain's consumer-group
+commands (XGROUP, XREADGROUP, XACK) on the same keys.
+
 Passwords are given as SHA-256 digests (``#<hex>``): the file never holds a password in clear.
 
 Why a command and not a file under conf/: the rules depend on the namespace and user names of
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import List
+from typing import List, Sequence
 
 from serving.keys import KeySpace, glob_escape
 
@@ -31,6 +37,8 @@ PUBLISHER_COMMANDS = READER_COMMANDS + (
     "set", "mset", "msetnx", "del", "unlink", "hset", "lpush", "lrem", "ltrim", "lrange",
     "sadd", "srem", "smembers", "sismember", "pttl", "pexpire", "eval", "evalsha", "scan",
     "multi", "exec", "discard", "watch", "unwatch")
+READER_STREAM_COMMANDS = ("xadd",)                        # the service logs impressions and events
+PUBLISHER_STREAM_COMMANDS = ("xgroup", "xreadgroup", "xack")  # the feedback drain (jobs/feedback_drain.py)
 
 _USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -42,20 +50,28 @@ def password_digest(password: str) -> str:
     return "#" + hashlib.sha256(password.encode("utf-8")).hexdigest()
 
 
-def user_line(user: str, password: str, namespace: str, commands: tuple) -> str:
+def user_line(user: str, password: str, namespace: str, commands: tuple, streams: Sequence[str] = (),
+              stream_commands: tuple = ()) -> str:
     """One ``user ...`` line of an ACL file: on, the password's digest, the namespace's keys,
-    no channels, no command but ``commands``."""
+    no channels, no command but ``commands``; and, when ``streams`` are given, a selector that allows
+    ``stream_commands`` on those keys only."""
     if not _USER_RE.match(user):
         raise ValueError(f"redis ACL user name {user!r} is invalid: use 1-64 letters, digits, '_', '.' or '-'")
     pattern = glob_escape(KeySpace(namespace).namespace + ":") + "*"
-    return " ".join(["user", user, "reset", "on", password_digest(password), f"~{pattern}", "resetchannels",
-                     "-@all", *(f"+{c}" for c in commands)])
+    words = ["user", user, "reset", "on", password_digest(password), f"~{pattern}", "resetchannels",
+             "-@all", *(f"+{c}" for c in commands)]
+    if streams and stream_commands:
+        words.append("(" + " ".join([*(f"~{glob_escape(s)}" for s in streams),
+                                     *(f"+{c}" for c in stream_commands)]) + ")")
+    return " ".join(words)
 
 
 def acl_lines(namespace: str, reader_user: str, reader_password: str, publisher_user: str,
-              publisher_password: str) -> List[str]:
-    """The ACL file lines of the lookup service's reader and of the publisher (see the module)."""
+              publisher_password: str, streams: Sequence[str] = ()) -> List[str]:
+    """The ACL file lines of the lookup service's reader and of the publisher (see the module);
+    ``streams``: the feedback stream keys the reader appends to and the publisher drains."""
     if reader_user == publisher_user:
         raise ValueError(f"the reader and the publisher must be two users, both are {reader_user!r}")
-    return [user_line(reader_user, reader_password, namespace, READER_COMMANDS),
-            user_line(publisher_user, publisher_password, namespace, PUBLISHER_COMMANDS)]
+    return [user_line(reader_user, reader_password, namespace, READER_COMMANDS, streams, READER_STREAM_COMMANDS),
+            user_line(publisher_user, publisher_password, namespace, PUBLISHER_COMMANDS, streams,
+                      PUBLISHER_STREAM_COMMANDS)]

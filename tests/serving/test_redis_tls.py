@@ -114,8 +114,10 @@ def test_acl_lines_hold_digests_and_only_the_namespace(tls_server):
     acl = tls_server["acl"]
     reader, publisher = acl.splitlines()
     assert reader.startswith(f"user {READER} reset on #") and publisher.startswith(f"user {PUBLISHER} reset on #")
-    for line in (reader, publisher):
-        assert " ~reco:* " in line and line.count("~") == 1 and " -@all " in line
+    for line in (reader, publisher):      # the namespace, and a selector for the two feedback streams only
+        assert " ~reco:* " in line and line.count("~") == 3 and " -@all " in line
+    assert reader.endswith(" (~reco:stream:impressions ~reco:stream:feedback +xadd)")
+    assert publisher.endswith(" (~reco:stream:impressions ~reco:stream:feedback +xgroup +xreadgroup +xack)")
     assert not any(pw in acl for pw in ENV.values())
     assert "+set" not in reader.split() and "+del" not in reader.split() and "+get" in reader.split()
     assert "+set" in publisher.split() and "+flushall" not in publisher and "+config" not in publisher
@@ -192,3 +194,18 @@ def test_plain_tcp_no_client_certificate_and_no_user_are_refused(tls_server):
         ping_or_raise(connect(cfg.url, retries=0, **wrong), cfg.url, cfg.password_variable("reader"))
     assert "not-the-password-31337" not in str(err.value)
     assert f"refused the ACL user '{READER}'" in str(err.value) and "REDIS_READER_PASSWORD" in str(err.value)
+
+
+def test_the_reader_appends_to_the_feedback_streams_only_and_the_publisher_drains_them(tls_server, ks):
+    reader, pub = client(tls_server, "reader"), client(tls_server, "publisher")
+    stream = "reco:stream:impressions"
+    entry = reader.xadd(stream, {"request_id": "r1", "customer": "u1"}, maxlen=1000, approximate=True)
+    for attempt in (lambda: reader.xrange(stream), lambda: reader.xadd(ks.user("v1", "u1"), {"x": "1"}),
+                    lambda: reader.xadd("reco:stream:other", {"x": "1"}), lambda: reader.delete(stream),
+                    lambda: reader.xtrim(stream, maxlen=0)):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    pub.xgroup_create(stream, "drain", id="0", mkstream=True)
+    got = pub.xreadgroup("drain", "c1", {stream: ">"}, count=10)
+    assert [(e_id, fields) for e_id, fields in got[0][1]] == [(entry, {b"request_id": b"r1", b"customer": b"u1"})]
+    assert pub.xack(stream, "drain", entry) == 1
