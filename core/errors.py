@@ -3,7 +3,7 @@
 (no stack trace) and exits with ``exit_code``; the lookup service answers ``http_status``.
 
 Modules define narrower errors as subclasses (``serving.versions.PublishError``,
-``serving.connection.RedisUnavailable``, ``jobs.hourly.WindowError``...), so ``except RecoError`` is
+``serving.connection.RedisUnavailable``, ``jobs.hourly_window.WindowError``...), so ``except RecoError`` is
 the one place that turns any of them into an exit code or a response.
 """
 

@@ -18,7 +18,7 @@ from jobs.storage import InputFile, changed_since, unclaimed
 log = logging.getLogger(__name__)
 
 
-HOURLY_PREFIX = "hourly-"       # jobs.hourly.batch_id: an hourly window's batch; any other is a nightly's
+HOURLY_PREFIX = "hourly-"       # jobs.hourly_window.batch_id: an hourly window's batch; any other is a nightly's
 
 
 def is_nightly(batch_id: str) -> bool:

@@ -116,13 +116,14 @@ def backtest(spark: SparkSession, cfg: Config, source: str, run_date: date, days
 def hourly(spark: SparkSession, cfg: Config, step: str, source: str, start: str, end: str):
     """One step of the hourly path for the window, or ``all``: the four in order in this Spark session
     (each step idempotent, so a retry of the whole runs them again to the same result)."""
-    from jobs import hourly as h
     from core.names import HOURLY_STEPS
+    from jobs import hourly as h
+    from jobs.hourly_window import ingest_hour, parse_window
     if step == "all":
         return [hourly(spark, cfg, s, source, start, end) for s in HOURLY_STEPS]
-    lo, hi = h.parse_window(start, end)
+    lo, hi = parse_window(start, end)
     if step == "ingest":
-        res = h.ingest_hour(spark, cfg, source, lo, hi)
+        res = ingest_hour(spark, cfg, source, lo, hi)
         print(f"{source} {res.batch_id}: {res.input_rows} rows = {res.accepted_rows} accepted + "
               f"{res.excluded_rows} excluded + {res.quarantined_rows} quarantined")
     elif step == "refresh":

@@ -2,7 +2,7 @@
 
 Each step takes the Airflow run's data interval ``[start, end)`` (UTC), never "now":
 
-1. ``ingest``: the hour's new events into silver as one batch (``hourly-<end>``). A watermark per
+1. ``ingest`` (:mod:`jobs.hourly_window`): the hour's new events into silver as one batch (``hourly-<end>``). A watermark per
    source in the Delta table ``watermarks`` records which windows were ingested: the batch starts at the
    last watermark when hours were missed (up to ``MAX_CATCHUP_HOURS``, 24), and a rerun of a window
    reuses the bounds it had, so it replaces exactly the same rows.
@@ -28,143 +28,21 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from config import Config
-from core.errors import EmptyInputError, RecoError
+from core.errors import EmptyInputError
 from jobs.lakehouse import Lakehouse
+from jobs.hourly_window import WATERMARKS, batch_id, day_of, naive
 from jobs.pipeline_runs import record_run
 
 log = logging.getLogger(__name__)
 
-WATERMARKS = "watermarks"
 HOURLY_LISTS = "hourly_lists"
 HOURLY_RECS = "hourly_recommendations"
-MAX_CATCHUP_HOURS = 24
-
-
-class WindowError(RecoError):
-    exit_code = 2
-
-
-def parse_window(start: str, end: str) -> Tuple[datetime, datetime]:
-    """[start, end) from ISO timestamps (a naive one is UTC); a clear error when it is not a window."""
-    out = []
-    for name, text in (("--start", start), ("--end", end)):
-        try:
-            t = datetime.fromisoformat(text)
-        except (TypeError, ValueError):
-            raise WindowError(f"{name} must be an ISO timestamp such as 2026-10-29T01:00:00+00:00, got {text!r}") from None
-        out.append(t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc))
-    lo, hi = out
-    if not lo < hi:
-        raise WindowError(f"the window is empty: --start {lo.isoformat()} is not before --end {hi.isoformat()}")
-    if hi - lo > timedelta(hours=MAX_CATCHUP_HOURS):
-        raise WindowError(f"the window {lo.isoformat()} .. {hi.isoformat()} is longer than {MAX_CATCHUP_HOURS} h: "
-                          "the hourly path refreshes hours; run the nightly DAG for whole days")
-    return lo, hi
-
-
-def batch_id(end: datetime) -> str:
-    return f"hourly-{end:%Y%m%dT%H%M}"
-
-
-def _naive(t: datetime) -> datetime:
-    """UTC wall time without tzinfo (Spark's session time zone is UTC)."""
-    return t.astimezone(timezone.utc).replace(tzinfo=None)
-
-
-def _day_of(end: datetime) -> date:
-    """The day a window belongs to: the day of its last instant."""
-    return (end - timedelta(microseconds=1)).date()
-
-
-# ---------------------------------------------------------------- 1. ingest
-
-def plan_window(lh: Lakehouse, source: str, start: datetime, end: datetime) -> Tuple[datetime, datetime]:
-    """The batch's bounds: a rerun keeps the bounds it had; otherwise it starts at the source's last
-    watermark when that is before ``start`` by at most MAX_CATCHUP_HOURS (hours that were missed), else at
-    ``start``. Either way it never reaches back into a day a nightly batch of the source already holds
-    (:func:`nightly_end`): those events are in silver already; and with no mark after that day it starts
-    where the nightly's data ends (the first hours after a nightly ran, or hours missed since). The bounds
-    are empty (start == end) when the nightly holds the whole window (an old hour retried after its day's
-    nightly)."""
-    lo, hi = start, end
-    held = nightly_end(lh, source)
-    prior = None
-    if lh.exists(WATERMARKS):
-        # one small Spark job: this window's own mark, if any, and the latest mark up to its start
-        marks = (lh.read(WATERMARKS).filter(F.col("source") == source)
-                 .agg(F.max(F.when(F.col("batch_id") == batch_id(end), F.struct("low", "high"))).alias("same"),
-                      F.max(F.when(F.col("high") <= F.lit(_naive(start)), F.col("high"))).alias("prior"))
-                 .first())                  # a global aggregate: one row, nulls where nothing matched
-        if marks["same"] is not None:       # a rerun: the bounds it had (an empty mark: the window's own)
-            lo = min(marks["same"]["low"].replace(tzinfo=timezone.utc), start)
-            hi = marks["same"]["high"].replace(tzinfo=timezone.utc)
-            return (min(max(lo, held), hi) if held else lo), hi
-        if marks["prior"] is not None:
-            prior = marks["prior"].replace(tzinfo=timezone.utc)
-    # where the data already in silver ends: the last mark, or the nightly's day if it reaches further
-    since = max((t for t in (prior, held) if t is not None and t <= start), default=None)
-    if since is not None and start - since <= timedelta(hours=MAX_CATCHUP_HOURS):
-        lo = since
-    if held is not None and lo < held:
-        lo = min(held, hi)
-    return lo, hi
-
-
-def nightly_end(lh: Lakehouse, source: str) -> Optional[datetime]:
-    """The end (UTC midnight after) of the latest run date a nightly (non-hourly) batch of ``source``
-    was ingested for, from ``pipeline_runs``; None when none was. Events before it are the nightly's."""
-    if not lh.exists("pipeline_runs"):
-        return None
-    day = (lh.read("pipeline_runs")
-           .filter((F.col("step") == "ingest") & (F.col("source") == source) & (F.col("status") == "succeeded")
-                   & ~F.col("batch_id").startswith("hourly-"))
-           .agg(F.max("run_date")).first()[0])
-    return None if day is None else datetime.combine(day + timedelta(days=1), dt.time(), tzinfo=timezone.utc)
-
-
-def ingest_hour(spark: SparkSession, cfg: Config, source: str, start: datetime, end: datetime):
-    from jobs.ingest import ingest
-    lh = Lakehouse(spark, cfg)
-    src = cfg.source(source)
-    lo, hi = plan_window(lh, source, start, end)
-    if lo < start:
-        log.info("[hourly ingest %s] the watermark is at %s: this batch also covers the missed %s .. %s",
-                 source, lo.isoformat(), lo.isoformat(), start.isoformat())
-    if lo >= hi:
-        return _held_by_nightly(spark, lh, cfg, source, start, end)
-    result = ingest(spark, cfg, source, _day_of(hi), path=src.hourly_path, window=(lo, hi), batch_id=batch_id(hi))
-    row = [(source, batch_id(hi), _naive(lo), _naive(hi), int(result.accepted_rows),
-            datetime.now(timezone.utc).replace(tzinfo=None))]
-    lh.merge(spark.createDataFrame(row, "source string, batch_id string, low timestamp, high timestamp, rows long, "
-                                        "ingested_at timestamp"), WATERMARKS, keys=["source", "batch_id"], few=True)
-    return result
-
-
-def _held_by_nightly(spark: SparkSession, lh: Lakehouse, cfg: Config, source: str, start: datetime, end: datetime):
-    """The window lies in days a nightly batch holds: nothing is ingested, the batch's rows from an earlier
-    run (if the nightly did not supersede them yet) go, and an empty mark records the window."""
-    from jobs.ingest import IngestResult
-    bid = batch_id(end)
-    log.info("[hourly ingest %s] %s .. %s lies in days a nightly batch already holds: nothing to ingest", source,
-             start.isoformat(), end.isoformat())
-    from jobs.batches import withdraw_batch
-    for table in ("quarantine", "excluded"):
-        if lh.exists(table):
-            lh.delete(table, {"source": source, "batch_id": bid})
-    withdraw_batch(lh, cfg, source, bid)      # its rows leave silver, and the returns it held open are netted again
-    row = [(source, bid, _naive(end), _naive(end), 0, datetime.now(timezone.utc).replace(tzinfo=None))]
-    lh.merge(spark.createDataFrame(row, "source string, batch_id string, low timestamp, high timestamp, rows long, "
-                                        "ingested_at timestamp"), WATERMARKS, keys=["source", "batch_id"], few=True)
-    result = IngestResult(source=source, batch_id=bid, run_date=_day_of(end).isoformat(), input_rows=0,
-                          accepted_rows=0, excluded_rows=0, quarantined_rows=0)
-    record_run(lh, "ingest", source, bid, _day_of(end), "empty", {"reason": "held by the nightly"}, 0.0)
-    return result
 
 
 # ---------------------------------------------------------------- shared inputs
@@ -181,7 +59,7 @@ class HourInputs:
 def _base_date(lh: Lakehouse, end: datetime) -> date:
     """The latest ``training_examples`` date strictly before the window's day: what a nightly had built
     when the hour ran (a rerun picks the same, whatever nightlies ran later)."""
-    day = _day_of(end)
+    day = day_of(end)
     found = (lh.read("item_features").filter(F.col("as_of_date") < F.lit(day).cast("date"))
              .agg(F.max("as_of_date")).first()[0])
     if found is None:
@@ -196,7 +74,7 @@ def hour_inputs(lh: Lakehouse, end: datetime) -> HourInputs:
                run="run the nightly pipeline")
     base = _base_date(lh, end)
     cutoff = datetime.combine(base + timedelta(days=1), dt.time())
-    events = lh.read("silver_interactions").filter(F.col("event_time") < F.lit(_naive(end)))
+    events = lh.read("silver_interactions").filter(F.col("event_time") < F.lit(naive(end)))
     examples = lh.read("training_examples").filter(F.col("as_of_date") == F.lit(base).cast("date"))
     pairs = pairs_from_examples(examples, ["train", "valid", "test"])
     ids = user_ids(lh.read("user_index"), events).cache()
@@ -252,14 +130,14 @@ def refresh(spark: SparkSession, cfg: Config, start: datetime, end: datetime) ->
     t0 = time.time()
     lh = Lakehouse(spark, cfg)
     hi = hour_inputs(lh, end)
-    day = _day_of(end)
+    day = day_of(end)
     items = lh.read("items") if lh.exists("items") else lh.read("item_index").select("item_id", F.lit(True).alias("available"))
     fallback = fallback_frame(hi.events, items, day, cfg.scoring.lists).cache()
     ctx = scoring_context(cfg, lh, hi.base_date, day, hi.pairs, fallback)
     rows = (raw_fallbacks(fallback).unionByName(served_fallbacks(spark, ctx))
-            .select(F.lit(_naive(end)).alias("hour_end"), "*", F.lit(ctx.model_version).alias("model_version")))
-    lh.replace(rows, HOURLY_LISTS, where={"hour_end": _naive(end)})
-    written = lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(_naive(end)))
+            .select(F.lit(naive(end)).alias("hour_end"), "*", F.lit(ctx.model_version).alias("model_version")))
+    lh.replace(rows, HOURLY_LISTS, where={"hour_end": naive(end)})
+    written = lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(naive(end)))
     n_lists, n_rows = written.agg(F.countDistinct("list_name"), F.count("*")).first()   # one Spark job
     fallback.unpersist()
     seconds = time.time() - t0
@@ -307,8 +185,8 @@ def score_hour(spark: SparkSession, cfg: Config, source: Optional[str], start: d
     lh = Lakehouse(spark, cfg)
     lh.require(HOURLY_LISTS, run="run the nightly pipeline")
     hi = hour_inputs(lh, end)
-    day = _day_of(end)
-    fallback = (lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(_naive(end)))
+    day = day_of(end)
+    fallback = (lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(naive(end)))
                 .filter(F.col("list_name").startswith("popular:") | F.col("list_name").startswith("trending:")))
     fallback = fallback.toPandas()      # small (a few lists of fallback_k): one Spark job checks and reads it
     if fallback.empty:
@@ -334,11 +212,11 @@ def score_hour(spark: SparkSession, cfg: Config, source: Optional[str], start: d
     out = score_users(spark, cfg, ctx, pairs, segments, ba, end.timestamp(), n_users=n_active)
     score_id = score_id_for(cfg, day, ctx, end.isoformat(), hi.base_date.isoformat())
     recs = (out.filter(F.col("kind") == "final").join(ids, "user")
-            .select(F.lit(_naive(end)).alias("hour_end"), "user_id", "rank", "item_id", "score", "source",
+            .select(F.lit(naive(end)).alias("hour_end"), "user_id", "rank", "item_id", "score", "source",
                     F.lit(ctx.model_version).alias("model_version"), F.lit(ctx.model_run_id).alias("run_id"),
                     F.lit(score_id).alias("score_id"), F.lit(hi.base_date).cast("date").alias("base_date")))
-    lh.replace(recs, HOURLY_RECS, where={"hour_end": _naive(end)})
-    written = lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(_naive(end)))
+    lh.replace(recs, HOURLY_RECS, where={"hour_end": naive(end)})
+    written = lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(naive(end)))
     n_users, n_rows = written.agg(F.countDistinct("user_id"), F.count("*")).first()   # one Spark job
     out.unpersist()
     active.unpersist()
@@ -398,24 +276,24 @@ def publish_hour(spark: SparkSession, cfg: Config, start: datetime, end: datetim
         # readers must not move (the task succeeds)
         log.info("[hourly publish %s] readers are on %s, built from data up to %s, which already covers this "
                  "hour: nothing to patch", end.isoformat(), current, cutoff.isoformat())
-        record_run(lh, "hourly_publish", "all", batch_id(end), _day_of(end), "skipped",
+        record_run(lh, "hourly_publish", "all", batch_id(end), day_of(end), "skipped",
                    {"version": current, "base": base, "reason": "covered by the nightly"}, time.time() - t0)
         return HourPublishResult(version=current, base=base, skipped=True, counts={}, seconds=time.time() - t0,
                                  held=f"the nightly {base} readers are on already covers this hour")
-    hourly = (lh.read(HOURLY_RECS).filter((F.col("hour_end") > F.lit(_naive(cutoff)))
-                                          & (F.col("hour_end") <= F.lit(_naive(end)))))
-    if lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(_naive(end))).limit(1).count() == 0 and not _scored(
+    hourly = (lh.read(HOURLY_RECS).filter((F.col("hour_end") > F.lit(naive(cutoff)))
+                                          & (F.col("hour_end") <= F.lit(naive(end)))))
+    if lh.read(HOURLY_RECS).filter(F.col("hour_end") == F.lit(naive(end))).limit(1).count() == 0 and not _scored(
             lh, end):
         # a quiet hour is scored with no active customer: it has no rows, but its score step ran
         raise EmptyInputError(f"no hourly lists for the hour ending {end.isoformat()}: run `reco hourly score` first")
     latest = hourly.groupBy("user_id").agg(F.max("hour_end").alias("hour_end"))
     users = hourly.join(latest, ["user_id", "hour_end"])
-    fallback = (lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(_naive(end)))
+    fallback = (lh.read(HOURLY_LISTS).filter(F.col("hour_end") == F.lit(naive(end)))
                 .filter((F.col("list_name") == "global") | F.col("list_name").startswith("segment:")))
     listed = users.select("item_id").union(fallback.select("item_id")).distinct()
     items = None
     if lh.exists("items"):
-        items = (lh.read("items").filter(F.col("first_seen") >= F.lit(_naive(cutoff))).join(listed, "item_id")
+        items = (lh.read("items").filter(F.col("first_seen") >= F.lit(naive(cutoff))).join(listed, "item_id")
                  .select("item_id", "title", "category", F.col("price").cast("double")))
     score_ids = sorted(r_[0] for r_ in hourly.select("score_id").distinct().collect())
     version = _patch_id(base, end, score_ids)
@@ -432,13 +310,13 @@ def publish_hour(spark: SparkSession, cfg: Config, start: datetime, end: datetim
         yield from records("u", users_df, "user_id")
 
     res = publish_version(r, ks, version, all_records(), base=base,
-                          metadata={"run_date": _day_of(end).isoformat(), "data_day": base_day.isoformat(),
+                          metadata={"run_date": day_of(end).isoformat(), "data_day": base_day.isoformat(),
                                     "hour_end": end.isoformat(),
                                     "hour_start": start.isoformat(), "score_ids": ",".join(score_ids)},
                           expected=expected, batch_keys=cfg.redis.batch_keys, keep=cfg.redis.keep_versions,
                           lock_ttl=cfg.redis.publish_lock_ttl_s)
     seconds = time.time() - t0
-    record_run(lh, "hourly_publish", "all", batch_id(end), _day_of(end), "skipped" if res.skipped else "succeeded",
+    record_run(lh, "hourly_publish", "all", batch_id(end), day_of(end), "skipped" if res.skipped else "succeeded",
                {"version": version, "base": base, **{f"count_{k}": v for k, v in expected.items()},
                 **({"held": res.held} if res.held else {})}, seconds)
     if res.held:

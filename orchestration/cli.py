@@ -245,7 +245,7 @@ def _dispatch(args, cfg) -> int:
     source = getattr(args, "source", None) or cfg.orchestration.source or cfg.default_source
     cfg.source(source)  # fail early on an unknown name
     if args.command == "hourly":
-        from jobs.hourly import parse_window
+        from jobs.hourly_window import parse_window
         parse_window(args.start, args.end)   # a bad window fails before Spark starts
     if args.command == "run" and not args.no_airflow:
         from jobs import commands

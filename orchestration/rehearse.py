@@ -298,7 +298,7 @@ class Rehearsal:
     def _missed_hours(self, rec: RunRecord, hourly_before: List[RunRecord]) -> None:
         from pyspark.sql import functions as F
 
-        from jobs.hourly import WATERMARKS, batch_id
+        from jobs.hourly_window import WATERMARKS, batch_id
         from jobs.lakehouse import Lakehouse
         start = datetime.fromisoformat(rec.covers)
         end = start + timedelta(hours=1)

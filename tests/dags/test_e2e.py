@@ -17,7 +17,8 @@ from core.names import HOURLY_DAG_ID
 from orchestration.harness import run_dag
 from orchestration.cli import main
 from config import load_config
-from jobs.hourly import HOURLY_LISTS, HOURLY_RECS, batch_id
+from jobs.hourly import HOURLY_LISTS, HOURLY_RECS
+from jobs.hourly_window import batch_id
 from jobs.sources import default_run_date
 from jobs.lakehouse import Lakehouse
 from jobs.publish import keyspace, redis_client

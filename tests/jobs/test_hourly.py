@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.hourly import (HOURLY_LISTS, HOURLY_RECS, WATERMARKS, WindowError, batch_id, ingest_hour, new_pairs,
-                         parse_window, plan_window, user_ids)
+from jobs.hourly import HOURLY_LISTS, HOURLY_RECS, new_pairs, user_ids
+from jobs.hourly_window import WATERMARKS, WindowError, batch_id, ingest_hour, parse_window, plan_window
 from jobs.ingest import ingest
 from jobs.lakehouse import Lakehouse
 from tests.conftest import make_config
