@@ -1,7 +1,7 @@
 """A few customer ids for the demo page (``GET /v1/demo/users``, demo mode only), never a real one.
 
 The ids are not read from the store: they are drawn from the synthetic generator's id space
-(``features/synthetic.py`` names its customers ``U`` + a zero-padded index below
+(``features/synthetic/events.py`` names its customers ``U`` + a zero-padded index below
 ``synthetic.n_users``), and only those the published version has a list for are offered. So the
 route can only ever name an id that the synthetic source makes up; on a store published from real
 data it finds none (the page then says so), and it never lists a real customer, whatever matches
@@ -23,7 +23,7 @@ from serving.codec import maybe_decode_str
 @dataclass(frozen=True)
 class DemoIds:
     """The synthetic customers' ids: ``prefix`` + the index (0 .. count - 1), zero-padded to
-    ``max(min_width, digits of count - 1)`` as ``features/synthetic.py`` writes them."""
+    ``max(min_width, digits of count - 1)`` as ``features/synthetic/events.py`` writes them."""
     count: int
     prefix: str = "U"
     min_width: int = 6

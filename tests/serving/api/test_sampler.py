@@ -16,7 +16,7 @@ ONE = encode_list(["A"], [1.0], ["model"])
 
 
 def test_demo_ids_are_written_as_the_synthetic_generator_writes_them():
-    # features/synthetic.py: "U" + the index zero-padded to max(6, digits of n_users - 1)
+    # features/synthetic/events.py: "U" + the index zero-padded to max(6, digits of n_users - 1)
     assert DemoIds(20000).at(42) == "U000042"
     assert DemoIds(20_000_000).at(42) == "U00000042"
     assert sorted(DemoIds(3, "u", 1).draw(10, random.Random(1))) == ["u0", "u1", "u2"]
