@@ -12,6 +12,10 @@ Both streams are trimmed to about ``maxlen`` entries (``XADD ... MAXLEN ~``: Red
 nodes, so a little more may stay), which bounds Redis's memory: an impression of 10 items is about
 0.5 kB, so the default million is about 0.5 GB. The drain (``reco feedback drain``) must run more
 often than a stream fills, or the oldest entries are trimmed before they are read.
+
+* ``attribution``: ``reco feedback attribute --date D`` credits each event of day D to the impression
+  that showed the customer the item (:mod:`features.attribution`): the one its ``request_id`` names,
+  else the latest one of the same customer with the item at most ``window_hours`` before the event.
 """
 from __future__ import annotations
 
@@ -45,7 +49,12 @@ class DrainSection(Strict):
     count: int = Field(10_000, gt=0)              # entries read per XREADGROUP, one Delta commit each
 
 
+class AttributionSection(Strict):
+    window_hours: float = Field(24.0, gt=0, le=720)   # an impression older than this when the event happens: no credit
+
+
 class FeedbackConfig(Strict):
     impressions: ImpressionsSection = Field(default_factory=ImpressionsSection)
     events: EventsSection = Field(default_factory=EventsSection)
     drain: DrainSection = Field(default_factory=DrainSection)
+    attribution: AttributionSection = Field(default_factory=AttributionSection)

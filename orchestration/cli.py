@@ -19,6 +19,7 @@
     reco run      [--source S] [--date D] [--no-airflow] (the nightly pipeline end to end, through Airflow)
     reco rehearse --days N [--hours-per-day H] [--faults none|all|NAME,...] --out DIR   (days in fast-forward)
     reco feedback drain                                  (the impressions and events streams into Delta, exactly once)
+    reco feedback attribute --date D                     (D's events credited to the lists that showed the items)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
 
@@ -43,7 +44,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(_here))
 
 from config import load_config
-from core.errors import ConfigError, RecoError
+from core.errors import ConfigError, RecoError, RunDateError
 from core.names import HOURLY_STEPS
 from core.redact import env_secrets, install_log_redaction, redact_text
 from jobs.spark import use_utc
@@ -187,8 +188,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     sub.add_parser("tables", help="list every lakehouse table with its row count and location")
     sp = sub.add_parser("feedback", help="drain: the impressions and events Redis Streams into the Delta tables "
-                                         "impressions and feedback (one row per id; acknowledged after the commit)")
-    sp.add_argument("action", choices=["drain"])
+                                         "impressions and feedback (one row per id; acknowledged after the commit); "
+                                         "attribute --date D: D's events credited to impressions, into "
+                                         "attributed_feedback (replaces the day)")
+    sp.add_argument("action", choices=["drain", "attribute"])
+    sp.add_argument("--date", type=_date, help="attribute: the day of the events (YYYY-MM-DD, required)")
     return p
 
 
@@ -244,6 +248,8 @@ def _dispatch(args, cfg) -> int:
         return commands.publish_admin(cfg, rollback=args.rollback)
     source = getattr(args, "source", None) or cfg.orchestration.source or cfg.default_source
     cfg.source(source)  # fail early on an unknown name
+    if args.command == "feedback" and args.action == "attribute" and args.date is None:
+        raise RunDateError("reco feedback attribute needs --date D: the day whose events to attribute (YYYY-MM-DD)")
     if args.command == "hourly":
         from jobs.hourly_window import parse_window
         parse_window(args.start, args.end)   # a bad window fails before Spark starts
@@ -302,6 +308,11 @@ def _dispatch(args, cfg) -> int:
         commands.sql(spark, cfg, args.file, args.param, args.out, args.limit)
     elif args.command == "tables":
         commands.print_tables(spark, cfg)
+    elif args.command == "feedback" and args.action == "attribute":
+        from jobs.attribution import attribute_day
+        done = attribute_day(spark, cfg, args.date)
+        print(f"attributed_feedback {done.day}: {done.events} events, {done.by_request_id} by request id, "
+              f"{done.by_last_touch} by last touch, {done.unattributed} not attributed")
     elif args.command == "feedback":
         from jobs.feedback_drain import drain
         from jobs.publish import redis_client
