@@ -34,10 +34,10 @@ def publish(r, ks, version, users, tag=None, **kw):
     return publish_version(r, ks, version, records(tag or version, users), meta(users), **kw)
 
 
-def every_key_and_value(r):
-    """Every key name and every string or hash value in the database, as text."""
+def every_key_and_value(r, match="*"):
+    """Every key name (matching ``match``) and every string, hash, list or set value, as text."""
     out = []
-    for key in r.scan_iter(count=1000):
+    for key in r.scan_iter(match=match, count=1000):
         out.append(key.decode())
         kind = r.type(key).decode()
         if kind == "string":
