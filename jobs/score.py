@@ -127,7 +127,7 @@ def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: d
     from training.data import Catalog
     from training.recommend import ServingInputs
     from training.rules import load_rules
-    from training.scoring import make_index
+    from training.index import make_index
 
     sc = cfg.scoring
     rules = load_rules(sc.rules_path)                       # a bad rule file fails before any work

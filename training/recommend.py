@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import torch
 
 from training import rerank, rules as rules_mod, scoring
+from training.index import make_index
 from training.model import TwoTower
 
 Ranked = Tuple[np.ndarray, np.ndarray]      # (item indices int64, scores float32), best first
@@ -159,7 +160,7 @@ def candidates(model: Optional[TwoTower], batch: UserBatch, inp: ServingInputs) 
     item_vecs_t = torch.as_tensor(inp.item_vecs)
     uv = user_vectors(model, batch, item_vecs_t, inp.block_users or 4096)
     bought = _bought_matrix(batch.bought, len(inp.item_ids))
-    top_k = scoring.make_index(inp.index)
+    top_k = make_index(inp.index)
     personal = top_k(uv, item_vecs_t, inp.fetch, exclude=bought if inp.exclude_bought else None,
                      block_users=inp.block_users, item_mask=inp.available)
     ek = explore_k(inp)

@@ -12,7 +12,8 @@ import torch
 
 from training import scoring
 from training.metrics import topk as metrics_topk
-from training.scoring import make_index, matmul_rate, top_k, top_k_faiss
+from training.index import make_index, top_k_faiss
+from training.scoring import matmul_rate, top_k
 
 NEG = -np.inf
 
