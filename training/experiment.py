@@ -33,15 +33,15 @@ from pyspark.sql import DataFrame, SparkSession
 from training import baselines as bl
 from training.baseline_search import TunedBaseline
 from training.baseline_search import tune as tune_baseline
-from training.data import Catalog, examples_frame, log_sampling_prob, to_interactions
+from training.data import Catalog, to_interactions
 from training.featurize import user_state
 from training.interactions import Interactions
-from training.loader import PetastormSource
 from training.metrics import evaluate, format_metrics
 from training.model import ModelConfig, TwoTower
 from training.search import SearchPlan, candidate_label, search_candidates
 from training.served import ServedSettings, build_served, catalog_arrays
-from training.trainer import EvalSet, TrainParams, TrainSpec, evaluate_model, load_model, score_fn, train
+from training.fit import fit_two_tower
+from training.trainer import EvalSet, TrainParams, score_fn
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +100,6 @@ class ExperimentResult:
     plan: Optional[SearchPlan] = None
 
 
-def launch(spark: SparkSession, spec: TrainSpec, processes: int, launcher: str, local_mode: bool = True) -> dict:
-    """Run :func:`training.trainer.train` in-process or with TorchDistributor (GPUs when present)."""
-    use_gpu = spec.params.use_gpu and torch.cuda.is_available()
-    if launcher == "inprocess":
-        return train(spec)
-    from pyspark.ml.torch.distributor import TorchDistributor
-    if use_gpu:
-        processes = min(processes, torch.cuda.device_count()) if local_mode else processes
-    log.info("TorchDistributor: %d process(es), %s, local_mode=%s", processes, "GPU (nccl)" if use_gpu
-             else "CPU (gloo)", local_mode)
-    return TorchDistributor(num_processes=processes, local_mode=local_mode, use_gpu=use_gpu).run(train, spec)
-
-
 def _eval_set(fit: Interactions, truth: Interactions, history_len: int, exclude_seen: bool) -> EvalSet:
     # the users' state at the end of the fitted period (just after its last event)
     cut = float(max(fit.time.max(), fit.first_times.max())) + 1.0 if len(fit) else 0.0
@@ -123,47 +110,6 @@ def _eval_set(fit: Interactions, truth: Interactions, history_len: int, exclude_
     return EvalSet(users=users, history=hist, feats=feats, truth=truth.csr(),
                    exclude=fit.csr() if exclude_seen else None,
                    segments={"returning": has_history, "new": ~has_history})
-
-
-class _Petastorm:
-    """A petastorm converter for one DataFrame, deleted afterwards."""
-
-    def __init__(self, spark: SparkSession, df: DataFrame, cache_dir: str):
-        from petastorm.spark import SparkDatasetConverter, make_spark_converter
-        os.makedirs(cache_dir, exist_ok=True)
-        spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, "file://" + os.path.abspath(cache_dir))
-        self.converter = make_spark_converter(df)
-
-    def __enter__(self):
-        return self.converter
-
-    def __exit__(self, *exc):
-        try:
-            self.converter.delete()
-        except OSError as e:    # the cache is only a cache: never fail a finished run over it
-            log.warning("could not delete the petastorm cache %s: %s", self.converter.cache_dir_url, e)
-
-
-def fit_two_tower(spark: SparkSession, fit_df: DataFrame, fit: Interactions, catalog: Catalog,
-                  model_cfg: ModelConfig, params: TrainParams, work_dir: str, valid: Optional[EvalSet],
-                  processes: int, launcher: str, local_mode: bool, tag: str) -> dict:
-    """Build the examples (Spark), hand them to the trainer through petastorm, train, return the result
-    with the loaded model under ``"model"``."""
-    counts = np.bincount(fit.item, minlength=fit.n_items).astype(np.float64)
-    meta = catalog.item_meta(fit.n_items, counts, model_cfg)
-    examples = examples_frame(fit_df, fit.n_users, fit.n_items, model_cfg.history_len, params.others_share,
-                              params.seed, params.repeat_weight)
-    with _Petastorm(spark, examples, os.path.join(work_dir, "petastorm")) as conv:
-        log.info("[%s] %d training examples via petastorm (%s)", tag, len(conv), conv.cache_dir_url)
-        spec = TrainSpec(model=model_cfg, meta=meta, params=params, log_q=log_sampling_prob(counts),
-                         source=PetastormSource(conv), valid=valid,
-                         checkpoint_dir=os.path.join(work_dir, "checkpoints", tag))
-        t0 = time.time()
-        result = launch(spark, spec, processes, launcher, local_mode)
-        result["fit_s"] = time.time() - t0
-        result["examples"] = len(conv)
-    result["model"] = load_model(model_cfg, meta, result["state_dict"])
-    return result
 
 
 def _evaluate_scorer(name: str, fn: Callable[[np.ndarray], np.ndarray], ev: EvalSet, ks) -> dict:

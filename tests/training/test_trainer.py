@@ -1,6 +1,6 @@
 """The training loop (training.trainer) end to end on tiny inline data: a planted preference it must
 learn, determinism, early stopping and refits, a two-process TorchDistributor run on CPU and the Spark ->
-petastorm -> trainer path of training.experiment.fit_two_tower."""
+petastorm -> trainer path of training.fit.fit_two_tower."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,8 @@ import torch
 
 from training import featurize, trainer
 from training.data import PAIR_COLUMNS, Catalog, examples_frame, log_sampling_prob, to_interactions
-from training.experiment import _eval_set, fit_two_tower, launch
+from training.experiment import _eval_set
+from training.fit import fit_two_tower, launch
 from training.featurize import build_item_meta
 from training.interactions import Interactions
 from training.loader import ArraySource
