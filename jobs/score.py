@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -29,9 +28,9 @@ from pyspark.sql import functions as F
 from features import lists
 from config import Config
 from core.errors import EmptyInputError
-from core.redact import redact_url
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
+from training.registry import load_champion
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +46,6 @@ class ScoreResult:
     counts: Dict[str, int]
     diversity: Dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def load_champion(cfg: Config):
-    """(model, version, run_id) of the registered model's ``champion``; (None, "none", "") when there is
-    none yet (a first model that did not pass the gate): the lists are then built without a model."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from training.model_artifact import download_verified
-    from training.registry import load_alias
-    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    name = cfg.mlflow.registered_model
-    found = load_alias(name, tracking_uri=cfg.mlflow.tracking_uri)
-    if found is None:
-        log.warning("no champion of model '%s' at %s: serving buy-again, trending and popular lists only; run "
-                    "`reco train --date D` (a model becomes champion when it beats the gate's baselines)",
-                    name, redact_url(cfg.mlflow.tracking_uri))
-        return None, "none", ""
-    version, _ = found
-    run_id = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri).get_model_version(name, version).run_id
-    with tempfile.TemporaryDirectory() as tmp:   # the files checked against the registration's SHA-256, then loaded
-        local = download_verified(name, version, tmp, tracking_uri=cfg.mlflow.tracking_uri)
-        model = mlflow.pytorch.load_model(local, map_location="cpu")
-    model.eval()
-    return model, str(version), run_id
 
 
 def _lists_to_arrays(df, idx: Dict[str, int]) -> Dict[str, tuple]:
@@ -132,7 +106,8 @@ def scoring_context(cfg: Config, lh: Lakehouse, features_date: date, run_date: d
     sc = cfg.scoring
     rules = load_rules(sc.rules_path)                       # a bad rule file fails before any work
     make_index(sc.index)                                    # so does a missing faiss
-    model, model_version, model_run_id = champion or load_champion(cfg)
+    model, model_version, model_run_id = champion or load_champion(cfg.mlflow.tracking_uri,
+                                                                   cfg.mlflow.registered_model)
     items = lh.read("items") if lh.exists("items") else None
     catalog = Catalog.from_spark(lh.read("item_index"), items)      # one read of the id map serves both
     idx = dict(zip(catalog.frame["item_id"], catalog.frame["idx"].to_numpy(np.int64)))

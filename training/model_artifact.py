@@ -76,3 +76,4 @@ def download_verified(model_name: str, version: str, dst: str, tracking_uri: Opt
             f"({CHECKSUM_TAG} {recorded[:16]}..., found {found[:16]}...); they changed after registration, so "
             "the model is not loaded. Find out who changed the artifact store; retrain to register a new version")
     return local
+

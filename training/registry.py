@@ -31,7 +31,9 @@ talks to the global tracking URI.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import tempfile
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -45,7 +47,10 @@ from mlflow.protos.databricks_pb2 import (
 )
 from mlflow.tracking import MlflowClient
 
-from training.model_artifact import record_checksum
+from core.redact import redact_url
+from training.model_artifact import download_verified, record_checksum
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -303,3 +308,23 @@ def load_alias(model_name: str, alias: str = CHAMPION, tracking_uri: Optional[st
     (or the registered model) does not exist. The URI loads with any ``mlflow.<flavor>.load_model``."""
     version = _alias_version(MlflowClient(tracking_uri=tracking_uri), model_name, alias)
     return None if version is None else (version, f"models:/{model_name}@{alias}")
+
+
+def load_champion(tracking_uri: str, name: str):
+    """(model, version, run_id) of the registered model ``name``'s ``champion``, its files verified
+    (:func:`download_verified`) before they are loaded; (None, "none", "") when there is none yet (a first
+    model that did not pass the gate): the lists are then built without a model."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = load_alias(name, tracking_uri=tracking_uri)
+    if found is None:
+        log.warning("no champion of model '%s' at %s: serving buy-again, trending and popular lists only; run "
+                    "`reco train --date D` (a model becomes champion when it beats the gate's baselines)",
+                    name, redact_url(tracking_uri))
+        return None, "none", ""
+    version, _ = found
+    run_id = MlflowClient(tracking_uri=tracking_uri).get_model_version(name, version).run_id
+    with tempfile.TemporaryDirectory() as tmp:   # the files checked against the registration's SHA-256, then loaded
+        local = download_verified(name, version, tmp, tracking_uri=tracking_uri)
+        model = mlflow.pytorch.load_model(local, map_location="cpu")
+    model.eval()
+    return model, str(version), run_id

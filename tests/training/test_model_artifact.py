@@ -16,11 +16,10 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.tracking._tracking_service import utils as tracking_utils  # noqa: E402
 
 from core.errors import ArtifactIntegrityError  # noqa: E402
-from jobs.score import load_champion  # noqa: E402
 from training.featurize import ItemMeta  # noqa: E402
 from training.model import ModelConfig, TwoTower  # noqa: E402
 from training.model_artifact import CHECKSUM_TAG, folder_digest  # noqa: E402
-from training.registry import CHAMPION, register_challenger  # noqa: E402
+from training.registry import CHAMPION, load_champion, register_challenger  # noqa: E402
 from training.tracking import MODEL_ARTIFACT  # noqa: E402
 
 NAME = "artifact-check"
@@ -75,7 +74,7 @@ def test_registration_records_the_checksum_and_scoring_loads_the_verified_model(
     cfg, version, tmp, model = registered
     recorded = MlflowClient().get_model_version(NAME, version).tags[CHECKSUM_TAG]
     assert recorded == folder_digest(os.path.dirname(os.path.dirname(_weights_file(tmp))))
-    loaded, got_version, run_id = load_champion(cfg)
+    loaded, got_version, run_id = load_champion(cfg.mlflow.tracking_uri, cfg.mlflow.registered_model)
     assert got_version == version and run_id
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
@@ -89,13 +88,13 @@ def test_a_tampered_artifact_is_refused_before_it_is_unpickled(registered, tmp_p
         with open(path, "wb") as f:
             f.write(pickle.dumps(_Payload(str(marker))))
         with pytest.raises(ArtifactIntegrityError) as err:
-            load_champion(cfg)
+            load_champion(cfg.mlflow.tracking_uri, cfg.mlflow.registered_model)
         assert f"model {NAME} v{version}: its files do not match the checksum recorded" in str(err.value)
         assert not marker.exists()                              # refused before torch.load ran the pickle
     finally:
         with open(path, "wb") as f:
             f.write(original)
-    assert load_champion(cfg)[1] == version                     # restored: loads again
+    assert load_champion(cfg.mlflow.tracking_uri, cfg.mlflow.registered_model)[1] == version                     # restored: loads again
 
 
 def test_a_version_without_a_recorded_checksum_is_refused(registered):
@@ -105,6 +104,6 @@ def test_a_version_without_a_recorded_checksum_is_refused(registered):
     client.delete_model_version_tag(NAME, version, CHECKSUM_TAG)
     try:
         with pytest.raises(ArtifactIntegrityError, match="has no recorded artifact checksum"):
-            load_champion(cfg)
+            load_champion(cfg.mlflow.tracking_uri, cfg.mlflow.registered_model)
     finally:
         client.set_model_version_tag(NAME, version, CHECKSUM_TAG, recorded)
