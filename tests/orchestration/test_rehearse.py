@@ -21,7 +21,11 @@ def rehearsal(spark, tmp_path_factory):
                       splits={"valid_days": 10, "test_days": 10},
                       training={**TINY_TRAINING, "gate": {"baselines": []}}, scoring=SCORING,
                       redis={"url": f"redis://127.0.0.1:{free_port()}/0", "embedded": True, "namespace": "rehearsal"},
-                      orchestration={"retries": 2})
+                      orchestration={"retries": 2},
+                      # CI's rehearsal runs the nightly's tasks that move data between days; the backtest and the
+                      # drift checks have tests of their own (tests/jobs/test_backtest.py, test_monitor.py) and cost
+                      # a Spark task in every nightly of the rehearsal each. `reco rehearse` runs them all.
+                      backtest={"enabled": False}, monitoring={"drift": {"enabled": False}})
     out = tmp / "out"
     summary = rehearse(cfg, days=2, hours_per_day=2, faults="all", out=str(out), runner="inline", kill_after_s=15)
     yield summary, out, cfg
