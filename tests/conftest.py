@@ -17,9 +17,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 # (no C2 JIT: 71 of 170 s of a driver's CPU over four 3-row ingests was C2), no whole-stage codegen (Janino)
 # and no AQE (which splits every shuffle into jobs of its own: 102 -> 65 Spark jobs per ingest). Measured on
 # test_return_netting's 3-row hourly ingests run back to back, 2 cores: first 89.6 -> 46.7 s, later 39 -> 30 s.
-# Production keeps Spark's defaults (big data: C2 and codegen pay off).
+# The suite's own session JVM (the spark fixture) keeps C2: it lives for the whole run. Production keeps Spark's
+# defaults (big data: C2 and codegen pay off).
+UTC_JVM = "-Duser.timezone=UTC"
 TEST_SPARK_CONF = {
-    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1",
+    "spark.driver.extraJavaOptions": f"{UTC_JVM} -XX:TieredStopAtLevel=1",
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.adaptive.enabled": "false",
     "spark.sql.shuffle.partitions": "2",
@@ -46,7 +48,9 @@ def make_config(tmp: Path, **overrides) -> Config:
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     cfg = make_config(tmp_path_factory.mktemp("spark"))
-    session = build_spark(cfg, app_name="retailreco-tests")
+    # this JVM lives for the whole run (tens of minutes): C2's compiled code pays for itself; the C1-only
+    # option of TEST_SPARK_CONF is for the short-lived JVMs of the tasks that tests run as processes
+    session = build_spark(cfg, app_name="retailreco-tests", extra_conf={"spark.driver.extraJavaOptions": UTC_JVM})
     yield session
     session.stop()
 
