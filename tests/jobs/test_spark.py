@@ -84,6 +84,8 @@ def _driver_opts(cfg, **kw):
 
 
 def test_a_local_driver_maps_the_archive_only_when_it_exists(cfg, monkeypatch):
+    cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(     # the defaults' driver options, not the tests'
+        update={"conf": {k: v for k, v in cfg.spark.conf.items() if k != "spark.driver.extraJavaOptions"}})})
     assert _driver_opts(cfg) == "-Duser.timezone=UTC"              # none built yet
     archive = js.class_archive_path(cfg)
     archive.parent.mkdir(parents=True)
