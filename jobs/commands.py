@@ -346,3 +346,18 @@ def sql(spark: SparkSession, cfg: Config, file: str, params: List[str], out: Opt
     else:
         df.show(limit, truncate=60)
     return df
+
+
+def forget(spark: SparkSession, cfg: Config, customer: str, reason: str) -> None:
+    """``reco forget``: print what was removed, never the id (jobs/forget.py)."""
+    from jobs.forget import AUDIT_TABLE, forget as forget_customer
+    out = forget_customer(spark, cfg, customer, reason)
+    print(f"forgot customer (hash {out.customer_hash}) at {out.requested_at.isoformat()}; audit row in {AUDIT_TABLE}")
+    for table, n in sorted(out.rows_deleted.items()):
+        print(f"  {table}: {n} rows {'tombstoned' if table == 'user_index' else 'deleted'}")
+    print(f"  redis: {out.redis_keys_removed} lists removed in {len(out.redis_versions)} versions")
+    if out.exposure_until:
+        print(f"exposure: older Delta versions and their log hold the rows until {out.exposure_until.isoformat()} "
+              "(the retention); the first `reco maintain` after that deletes the files")
+    else:
+        print("no table held the customer: nothing left to expire")

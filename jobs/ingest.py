@@ -35,6 +35,7 @@ from features.row_quality import QualityLimits, quarantine_rows, split_good_bad,
 from features.source_mapping import map_to_contract
 from jobs import ingested_files, return_netting
 from jobs.batches import covered_days, is_nightly, nightly_supersedes, nights_files, sql_date, withdraw_batch
+from jobs.forget import drop_forgotten
 from jobs.lakehouse import Lakehouse
 from jobs.pipeline_runs import record_run
 from jobs.sources import (default_run_date, ingest_catalog_file, live_synthetic_events, read_raw_csv,
@@ -90,6 +91,7 @@ def ingest(spark: SparkSession, cfg: Config, source: str, run_date: date, path: 
     batch = _read_batch(spark, lh, cfg, source, run_date, path, window, batch_id, dry_run)      # 1. the files
     if batch is None:
         return _nothing_new(lh, source, run_date, dry_run, t0)
+    batch.raw = drop_forgotten(lh, batch.raw, src, source)     # `reco forget`: never landed again, not counted
     landed, input_rows = _land(lh, batch, source, run_date, window, dry_run)                     # 1. bronze
     mapped, input_rows = _map(landed, src, source, window, input_rows)                           # 2. contract
     result = IngestResult(source=source, batch_id=batch.batch_id, run_date=run_date.isoformat(),

@@ -119,14 +119,24 @@ class Lakehouse:
         if self.cfg.lakehouse.optimize:
             opt = t.optimize()
             opt.executeZOrderBy(*zorder_by) if zorder_by else opt.executeCompaction()
+        self.vacuum(table)
+
+    def vacuum(self, table: str) -> Dict[str, str]:
+        """VACUUM with the configured retention (``lakehouse.vacuum_retention_hours``, set as the table property
+        Delta reads; no VACUUM here ever passes a shorter one). Returns the
+        table's properties as VACUUM saw them."""
+        from delta.tables import DeltaTable
+        t = DeltaTable.forPath(self.spark, self.path(table))
         # Delta 4 takes VACUUM's retention from the table property, not from the argument. Setting it is a
         # commit: only when it differs, so a maintained table's history is not one property change a day.
         want = f"interval {self.cfg.lakehouse.vacuum_retention_hours} hours"
-        have = (t.detail().select("properties").first()[0] or {}).get(RETENTION_PROPERTY)
-        if have != want:
+        props = dict(t.detail().select("properties").first()[0] or {})
+        if props.get(RETENTION_PROPERTY) != want:
             self.spark.sql(f"ALTER TABLE delta.`{self.path(table)}` SET TBLPROPERTIES "
                            f"('{RETENTION_PROPERTY}' = '{want}')")
+            props[RETENTION_PROPERTY] = want
         t.vacuum()
+        return props
 
 
 RETENTION_PROPERTY = "delta.deletedFileRetentionDuration"

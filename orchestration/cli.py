@@ -193,6 +193,10 @@ def _parser() -> argparse.ArgumentParser:
                                          "attributed_feedback (replaces the day)")
     sp.add_argument("action", choices=["drain", "attribute"])
     sp.add_argument("--date", type=_date, help="attribute: the day of the events (YYYY-MM-DD, required)")
+    sp = sub.add_parser("forget", help="forget a customer: delete their rows from every table (then VACUUM), their "
+                                       "lists from every published version, tombstone their id; audited by hash")
+    sp.add_argument("--customer", required=True, help="the customer id as the source spells it")
+    sp.add_argument("--reason", default="", help="why (recorded in forget_requests; the id is masked in it)")
     return p
 
 
@@ -250,6 +254,9 @@ def _dispatch(args, cfg) -> int:
     cfg.source(source)  # fail early on an unknown name
     if args.command == "feedback" and args.action == "attribute" and args.date is None:
         raise RunDateError("reco feedback attribute needs --date D: the day whose events to attribute (YYYY-MM-DD)")
+    if args.command == "forget":
+        from jobs.forget import check_forget_ready
+        check_forget_ready()                 # no key: fail before Spark starts
     if args.command == "hourly":
         from jobs.hourly_window import parse_window
         parse_window(args.start, args.end)   # a bad window fails before Spark starts
@@ -308,6 +315,8 @@ def _dispatch(args, cfg) -> int:
         commands.sql(spark, cfg, args.file, args.param, args.out, args.limit)
     elif args.command == "tables":
         commands.print_tables(spark, cfg)
+    elif args.command == "forget":
+        commands.forget(spark, cfg, args.customer, args.reason)
     elif args.command == "feedback" and args.action == "attribute":
         from jobs.attribution import attribute_day
         done = attribute_day(spark, cfg, args.date)
