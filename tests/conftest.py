@@ -89,6 +89,7 @@ SLOWEST_FIRST = (
     "tests/jobs/test_hourly.py",                # 330
     "tests/jobs/test_train.py",                 # 300
     "tests/jobs/test_monitor.py",
+    "tests/jobs/test_forget.py",
     "tests/jobs/test_bad_inputs.py",
     "tests/sql/test_queries.py",
 )
