@@ -65,13 +65,13 @@ def _port(parts) -> Optional[int]:
 
 def env_secrets(environ: Optional[Mapping[str, str]] = None) -> List[str]:
     """The values of the environment's secret variables (names with PASSWORD, SECRET, TOKEN, API_KEY...),
-    longest first, for :func:`redact_text`."""
+    longest first (equal lengths in order of value, so the order does not vary with the process's hash seed), for :func:`redact_text`."""
     environ = os.environ if environ is None else environ
     values = {v for k, v in environ.items()
               if any(w in k.upper() for w in SECRET_ENV_WORDS) and v and len(v) >= MIN_SECRET_LENGTH}
     for v in list(values):          # RECO_API_KEY_LOOKUP=new,old: each key on its own too
-        values.update(p for p in v.split(",") if len(p.strip()) >= MIN_SECRET_LENGTH)
-    return sorted(values, key=len, reverse=True)
+        values.update(p.strip() for p in v.split(",") if len(p.strip()) >= MIN_SECRET_LENGTH)
+    return sorted(values, key=lambda v: (-len(v), v))     # longest first; ties by value, not by hash order
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
