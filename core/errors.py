@@ -2,7 +2,7 @@
 :class:`RecoError`; its message says what was wrong, where, and what to do. The CLI prints the message
 (no stack trace) and exits with ``exit_code``; the lookup service answers ``http_status``.
 
-Modules define narrower errors as subclasses (``serving.versions.PublishError``,
+Modules define narrower errors as subclasses (``serving.publish_lock.PublishError``,
 ``serving.connection.RedisUnavailable``, ``jobs.hourly_window.WindowError``...), so ``except RecoError`` is
 the one place that turns any of them into an exit code or a response.
 """

@@ -22,7 +22,9 @@ import redis
 
 from serving.codec import encode_meta
 from serving.keys import KeySpace, check_id, glob_escape
-from serving.versions import SCAN_COUNT, PublishLock, _lrange, current_version, read_meta
+from serving.cleanup import SCAN_COUNT
+from serving.publish_lock import PublishLock
+from serving.versions import _lrange, current_version, read_meta
 
 log = logging.getLogger(__name__)
 

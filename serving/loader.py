@@ -17,7 +17,7 @@ import numpy as np
 import redis
 
 from serving.keys import KIND_NAMES, KINDS, MAX_ID_LENGTH, KeySpace, check_id
-from serving.versions import PublishError, PublishLock
+from serving.publish_lock import PublishError, PublishLock
 
 log = logging.getLogger(__name__)
 

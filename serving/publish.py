@@ -38,13 +38,15 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import redis
 
+from serving.cleanup import delete_version, delete_version_keys, prune  # noqa: F401  (delete_version: __all__)
 from serving.codec import encode_meta
 from serving.connection import describe
 from serving.keys import KINDS, KeySpace, check_version
 from serving.loader import BadRecords, Loader, Record, VerifyFn, is_legacy_checksum
-from serving.versions import (PublishError, PublishLock, base_of, current_version, delete_version,  # noqa: F401
-                              delete_version_keys, is_complete, list_versions, mark_current, moves_back, prune,
-                              read_meta, rollback, rolled_back_versions)
+from serving.publish_lock import PublishError, PublishLock
+from serving.switch import mark_current, rollback  # noqa: F401  (rollback: __all__)
+from serving.versions import (base_of, current_version, is_complete, list_versions,  # noqa: F401  (list_versions: __all__)
+                              moves_back, read_meta, rolled_back_versions)
 
 __all__ = ["BadRecords", "PublishError", "PublishResult", "Record", "delete_version", "list_versions",
            "publish_version", "rollback"]

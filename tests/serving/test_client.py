@@ -167,7 +167,7 @@ def test_item_details_are_cached_per_version(published, r, ks, redis_server):
 
 def test_a_version_published_again_under_its_id_is_not_answered_from_the_cache(r, ks):
     from serving.codec import encode_item
-    from serving.versions import delete_version
+    from serving.cleanup import delete_version
     glob = ("f", "global", encode_list(["a"], [1.0], ["popular"]))
     publish_version(r, ks, "v1", [[("i", "a", encode_item({"title": "old"})), glob]], {})
     c = LookupClient(r, ks)

@@ -13,7 +13,9 @@ import redis
 from serving import lock_owner
 from serving.keys import KeySpace
 from serving.publish import PublishError, publish_version
-from serving.versions import PublishLock, list_versions, mark_current
+from serving.publish_lock import PublishLock
+from serving.switch import mark_current
+from serving.versions import list_versions
 from tests.serving.records import chunks, expected
 
 META = {"model_version": "3", "run_id": "run-1"}
