@@ -200,7 +200,8 @@ def serve(cfg: Config, host: Optional[str], port: Optional[int], demo: Optional[
 
     from jobs.publish import keyspace
     from serving.api.main import configured_app, tls_options
-    from serving.client import AsyncLookupClient, connect_async
+    from serving.client import AsyncLookupClient
+    from serving.connection import connect_async
     from serving.embedded import ensure_running
 
     host, port = host or cfg.serving.host, port or cfg.serving.port

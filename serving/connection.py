@@ -1,4 +1,5 @@
-"""Opening a Redis connection from a URL, and telling the user when it is not there."""
+"""Opening a Redis connection from a URL (blocking: :func:`connect`; ``redis.asyncio``, for the lookup
+service: :func:`connect_async`), and telling the user when it is not there."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +7,8 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -55,6 +58,33 @@ def connect(url: str, password: Optional[str] = None, socket_timeout: float = 2.
     kw.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries))
     kw.setdefault("health_check_interval", 30)
     return redis.Redis.from_url(url, socket_timeout=socket_timeout, **kw)
+
+
+def connect_async(url: str, password: Optional[str] = None, socket_timeout: float = 2.0,
+                  retries: int = 2, max_connections: int = 256, **kw: Any) -> aredis.Redis:
+    """:func:`serving.connection.connect` for ``redis.asyncio``: the same url forms, timeouts and
+    retries (jittered backoff of at most 0.5 s). Connects lazily.
+
+    At most ``max_connections`` connections; a request that finds them all busy waits for one (up to
+    ``socket_timeout``, then a ``ConnectionError``: the service's 503). redis-py's default pool
+    instead fails at once beyond 100 connections ("Too many connections"), which a burst of lookups
+    after a scheduling hiccup reached: 503s at 2,000 req/s with Redis itself idle (BENCHMARKS.md).
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ValueError(f"redis url {redact(url)!r} must start with redis:// or rediss:// (TLS)")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+    if password is not None:
+        kw["password"] = password
+    kw.setdefault("socket_connect_timeout", socket_timeout)
+    kw.setdefault("retry", AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries))
+    kw.setdefault("health_check_interval", 30)
+    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=socket_timeout,
+                                                  socket_timeout=socket_timeout, **kw)
+    client = aredis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True     # aclose() closes the pool too, as from_url's client does
+    return client
 
 
 def ping_or_raise(r: redis.Redis, url: Optional[str] = None, password_variable: str = "REDIS_PASSWORD") -> None:

@@ -36,7 +36,8 @@ from serving.api.app import create_app
 from serving.api.auth import Auth, check_exposure
 from serving.api.sampler import DemoIds
 from serving.api.metrics import MULTIPROC_ENV
-from serving.client import AsyncLookupClient, connect_async
+from serving.client import AsyncLookupClient
+from serving.connection import connect_async
 from serving.keys import KeySpace
 
 _ARGV_ENV = "RECO_SERVING_APP_ARGV"   # hands the command line to --workers' worker processes

@@ -4,9 +4,10 @@ import asyncio
 import pytest
 import redis
 
-from serving.client import AsyncLookupClient, ItemCache, LookupClient, NoPublishedVersion, connect_async
+from serving.client import AsyncLookupClient, LookupClient, NoPublishedVersion
 from serving.codec import StoredValueError, encode_item, encode_list
-from serving.connection import connect
+from serving.connection import connect, connect_async
+from serving.item_cache import ItemCache
 from serving.keys import KeySpace
 from serving.publish import publish_version
 from tests.serving.conftest import free_port

@@ -7,8 +7,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from serving.api.app import create_app
-from serving.client import AsyncLookupClient, LookupClient, connect_async
+from serving.client import AsyncLookupClient, LookupClient
 from serving.codec import encode_item, encode_list
+from serving.connection import connect_async
 from serving.keys import KeySpace
 from serving.publish import PublishError, delete_version, list_versions, publish_version, rollback
 from tests.serving.records import chunks, expected, kill_midway, user_list

@@ -7,7 +7,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from serving.client import connect_async
+from serving.connection import connect_async
 from serving.embedded import EmbeddedRedis
 from serving.pipelined import PipelinedGets, pack_gets
 from tests.serving.conftest import free_port

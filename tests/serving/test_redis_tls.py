@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from config.storage import RedisConfig
-from serving.client import AsyncLookupClient, LookupClient, connect_async
-from serving.connection import RedisUnavailable, connect, ping_or_raise
+from serving.client import AsyncLookupClient, LookupClient
+from serving.connection import RedisUnavailable, connect, connect_async, ping_or_raise
 from serving.keys import KeySpace
 from serving.publish import publish_version
 from tests.conftest import free_port

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from serving.api.app import create_app
 from serving.api.auth import Auth
 from serving.api.sampler import DemoIds
-from serving.client import AsyncLookupClient, LookupClient, connect_async
+from serving.client import AsyncLookupClient, LookupClient
+from serving.connection import connect_async
 from serving.publish import publish_version
 from tests.serving.api.store import VERSION, publish_store, tricky_records
 

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from serving.api.app import create_app
 from serving.api.models import NOTHING_PUBLISHED
-from serving.client import AsyncLookupClient, LookupClient, connect_async
-from serving.connection import connect
+from serving.client import AsyncLookupClient, LookupClient
+from serving.connection import connect, connect_async
 from serving.pipelined import PipelinedGets
 from tests.serving.api.conftest import DEMO
 from tests.serving.api.store import USERS_ROUTE, VERSION, parse_prometheus, publish_store
