@@ -13,22 +13,41 @@ nodes, so a little more may stay), which bounds Redis's memory: an impression of
 0.5 kB, so the default million is about 0.5 GB. The drain (``reco feedback drain``) must run more
 often than a stream fills, or the oldest entries are trimmed before they are read.
 
+The two stream keys follow ``redis.namespace`` as every other key does: ``stream`` is a name, and the
+key is ``<namespace>:stream:<name>`` (``reco:stream:impressions`` by default).
+
 * ``attribution``: ``reco feedback attribute --date D`` credits each event of day D to the impression
   that showed the customer the item (:mod:`features.attribution`): the one its ``request_id`` names,
   else the latest one of the same customer with the item at most ``window_hours`` before the event.
 """
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from config.base import Strict
 
-STREAM_KEY = r"^[A-Za-z0-9_.:{}-]+$"
+STREAM_NAME = r"[A-Za-z0-9_.-]{1,64}"
+
+
+def _stream_name(value: str) -> str:
+    """A stream's name, not its key: the key is ``<redis.namespace>:stream:<name>``
+    (:meth:`serving.keys.KeySpace.stream`), as every other key of the namespace."""
+    if not isinstance(value, str) or not re.fullmatch(STREAM_NAME, value):
+        raise ValueError(f"{value!r} is not a stream name: use 1-64 letters, digits, '_', '.' or '-' (e.g. "
+                         "impressions); the key is <redis.namespace>:stream:<name>, so leave the namespace out "
+                         "(reco:stream:impressions is now written impressions)")
+    return value
+
+
+StreamName = Annotated[str, AfterValidator(_stream_name)]
 
 
 class ImpressionsSection(Strict):
     enabled: bool = True
-    stream: str = Field("reco:stream:impressions", pattern=STREAM_KEY)
+    stream: StreamName = "impressions"            # the key: <redis.namespace>:stream:impressions
     maxlen: int = Field(1_000_000, gt=0)          # approximate (MAXLEN ~)
     buffer: int = Field(10_000, gt=0)             # entries waiting in memory, per worker process
     batch: int = Field(500, gt=0)                 # entries per pipeline
@@ -37,7 +56,7 @@ class ImpressionsSection(Strict):
 
 class EventsSection(Strict):
     enabled: bool = True
-    stream: str = Field("reco:stream:feedback", pattern=STREAM_KEY)
+    stream: StreamName = "feedback"               # the key: <redis.namespace>:stream:feedback
     maxlen: int = Field(1_000_000, gt=0)          # approximate (MAXLEN ~)
     max_body_bytes: int = Field(4096, gt=0)       # a larger body: 413, nothing read further
     future_tolerance_s: float = Field(300.0, ge=0)   # clocks disagree: a time this far ahead is accepted

@@ -35,6 +35,7 @@ from pyspark.sql import types as T
 
 from config import Config
 from jobs.lakehouse import Lakehouse
+from serving.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,12 @@ class Drained:
 
 
 def targets(cfg: Config) -> List[Target]:
-    fb = cfg.feedback
-    return [Target(fb.impressions.stream, "impressions", "impression_id", IMPRESSIONS_SCHEMA, impression_row),
-            Target(fb.events.stream, "feedback", "event_id", FEEDBACK_SCHEMA, feedback_row)]
+    """The two streams (their keys in ``redis.namespace``: ``<namespace>:stream:<name>``, where the
+    lookup service writes them) and the tables they drain into."""
+    fb, ks = cfg.feedback, KeySpace(cfg.redis.namespace)
+    return [Target(ks.stream(fb.impressions.stream), "impressions", "impression_id", IMPRESSIONS_SCHEMA,
+                   impression_row),
+            Target(ks.stream(fb.events.stream), "feedback", "event_id", FEEDBACK_SCHEMA, feedback_row)]
 
 
 def _ensure_group(r: redis.Redis, stream: str, group: str) -> None:
@@ -181,8 +185,8 @@ def drain_stream(spark: SparkSession, lh: Lakehouse, r: redis.Redis, target: Tar
 
 def drain(spark: SparkSession, cfg: Config, r: redis.Redis,
           after_commit: Optional[Callable[[str], None]] = None) -> Dict[str, Drained]:
-    """Drain both streams (``feedback.impressions.stream``, ``feedback.events.stream``) into
-    ``impressions`` and ``feedback``; per table, what was done."""
+    """Drain both streams (``feedback.impressions.stream``, ``feedback.events.stream``, keys in
+    ``redis.namespace``) into ``impressions`` and ``feedback``; per table, what was done."""
     lh = Lakehouse(spark, cfg)
     out = {}
     for target in targets(cfg):

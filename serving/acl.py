@@ -12,11 +12,13 @@ Every key of a namespace starts with ``<namespace>:`` (serving/keys.py), so one 
   to find a version's keys. SCAN takes no key, so Redis cannot limit it to the pattern: the
   publisher can see the *names* of other keys, never read or change them.
 
-The lookup service also *appends* to the feedback streams (impressions, the events intake:
-``feedback.*.stream``), and the feedback drain reads them as the publisher: a Redis 7 selector,
-``(~<stream> ... +xadd)``, grants the reader XADD on those keys and nothing else (it cannot read a
-stream, nor XADD into a key of the lists); the publisher's selector grants the drain's consumer-group
-commands (XGROUP, XREADGROUP, XACK) on the same keys.
+The lookup service also *appends* to the feedback streams (impressions, the events intake: named by
+``feedback.*.stream``, keyed ``<namespace>:stream:<name>`` as :meth:`serving.keys.KeySpace.stream`
+keys them), and the feedback drain reads them as the publisher: a Redis 7 selector,
+``(~<namespace>:stream:<name> ... +xadd)``, grants the reader XADD on those keys and nothing else (it
+cannot read a stream, nor XADD into a key of the lists or another namespace's stream); the
+publisher's selector grants the drain's consumer-group commands (XGROUP, XREADGROUP, XACK) on the
+same keys.
 
 Passwords are given as SHA-256 digests (``#<hex>``): the file never holds a password in clear.
 
@@ -53,15 +55,16 @@ def password_digest(password: str) -> str:
 def user_line(user: str, password: str, namespace: str, commands: tuple, streams: Sequence[str] = (),
               stream_commands: tuple = ()) -> str:
     """One ``user ...`` line of an ACL file: on, the password's digest, the namespace's keys,
-    no channels, no command but ``commands``; and, when ``streams`` are given, a selector that allows
-    ``stream_commands`` on those keys only."""
+    no channels, no command but ``commands``; and, when stream names are given, a selector that allows
+    ``stream_commands`` on those streams' keys in the namespace only."""
     if not _USER_RE.match(user):
         raise ValueError(f"redis ACL user name {user!r} is invalid: use 1-64 letters, digits, '_', '.' or '-'")
-    pattern = glob_escape(KeySpace(namespace).namespace + ":") + "*"
+    ks = KeySpace(namespace)
+    pattern = glob_escape(ks.namespace + ":") + "*"
     words = ["user", user, "reset", "on", password_digest(password), f"~{pattern}", "resetchannels",
              "-@all", *(f"+{c}" for c in commands)]
     if streams and stream_commands:
-        words.append("(" + " ".join([*(f"~{glob_escape(s)}" for s in streams),
+        words.append("(" + " ".join([*(f"~{glob_escape(ks.stream(s))}" for s in streams),
                                      *(f"+{c}" for c in stream_commands)]) + ")")
     return " ".join(words)
 
@@ -69,7 +72,8 @@ def user_line(user: str, password: str, namespace: str, commands: tuple, streams
 def acl_lines(namespace: str, reader_user: str, reader_password: str, publisher_user: str,
               publisher_password: str, streams: Sequence[str] = ()) -> List[str]:
     """The ACL file lines of the lookup service's reader and of the publisher (see the module);
-    ``streams``: the feedback stream keys the reader appends to and the publisher drains."""
+    ``streams``: the names of the feedback streams (``feedback.*.stream``) the reader appends to and
+    the publisher drains; their keys are in ``namespace``."""
     if reader_user == publisher_user:
         raise ValueError(f"the reader and the publisher must be two users, both are {reader_user!r}")
     return [user_line(reader_user, reader_password, namespace, READER_COMMANDS, streams, READER_STREAM_COMMANDS),

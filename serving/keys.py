@@ -13,6 +13,7 @@ version, the data keys::
     reco:{<version>:<shard>}:i:<item_id>  -> item details (title, price, category)
     reco:{<version>:f}:f:<list_name>      -> fallback lists (global, segment:<name>, ...)
     reco:{<version>:m}:meta               -> hash: counts, model_version, run_id, complete=1, ...
+    reco:stream:<name>                    -> the feedback loop's Redis Streams (impressions, feedback)
 
 The ``{...}`` part is a Redis Cluster hash tag: a version's keys fall into
 ``n_shards`` slots (plus one for fallbacks and one for metadata), so the
@@ -106,6 +107,15 @@ class KeySpace:
     @property
     def publish_lock(self) -> str:
         return f"{self.namespace}:publish_lock"
+
+    def stream(self, name: str) -> str:
+        """Key of the feedback loop's stream ``name`` (``feedback.impressions.stream``,
+        ``feedback.events.stream``): ``<namespace>:stream:<name>``, so two deployments sharing a Redis
+        under two namespaces never log into each other's streams."""
+        if not isinstance(name, str) or not _NAMESPACE_RE.match(name):
+            raise ValueError(f"stream name {name!r} is invalid: use 1-64 letters, digits, '_', '.' or '-' "
+                             "(the key is <namespace>:stream:<name>)")
+        return f"{self.namespace}:stream:{name}"
 
     # data keys ------------------------------------------------------------
     def shard(self, id_: str) -> int:

@@ -35,7 +35,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from config.feedback import EventsSection
 from core.contract import FeedbackType
 from serving.api.models import ERRORS, ID_MAX, ID_PATTERN, ErrorBody, validation_error
-from serving.api.streams import redis_of, xadd_many
+from serving.api.streams import redis_of, stream_key, xadd_many
 
 TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"      # request and event ids
 
@@ -78,7 +78,8 @@ def _now() -> float:
 
 def events_router(section: EventsSection, get_client: Callable[[], Any],
                   clock: Optional[Callable[[], float]] = None) -> APIRouter:
-    """The ``POST /v1/events`` route, writing to ``section.stream`` on the lookup client's Redis;
+    """The ``POST /v1/events`` route, writing to the stream ``section.stream`` names (in the lookup
+    client's namespace: :func:`serving.api.streams.stream_key`) on the lookup client's Redis;
     ``clock``: seconds since the epoch (default: the module's :func:`_now`, looked up per request)."""
     router = APIRouter()
 
@@ -102,8 +103,9 @@ def events_router(section: EventsSection, get_client: Callable[[], Any],
             return validation_error(f"time is {-ahead / 3600:.1f} hours old (at most {section.max_age_hours:g}): "
                                     "events this old are not taken", loc=("body", "time"))
         event_id = event.event_id or uuid.uuid4().hex
-        await xadd_many(redis_of(get_client()), section.stream, [_entry(event, event_id, at, int(now * 1000))],
-                        section.maxlen)
+        client = get_client()
+        await xadd_many(redis_of(client), stream_key(client, section.stream),
+                        [_entry(event, event_id, at, int(now * 1000))], section.maxlen)
         return JSONResponse({"event_id": event_id}, status_code=202)
 
     return router

@@ -33,7 +33,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from config.feedback import ImpressionsSection
-from serving.api.streams import Fields, redis_of, xadd_many
+from serving.api.streams import Fields, redis_of, stream_key, xadd_many
 from serving.client import Lookup
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,11 @@ class ImpressionLog:
     """The bounded buffer of impressions and the task that writes it to the stream.
 
     Args:
-        section: the ``feedback.impressions`` settings (stream key, maxlen, buffer, batch, flush_ms).
-        get_client: the app's lookup client (its Redis connection is where the stream is written).
-        counter: ``reco_stream_entries_total`` (:func:`stream_counter`) of the app's registry.
+        section: the ``feedback.impressions`` settings (stream name, maxlen, buffer, batch, flush_ms).
+        get_client: the app's lookup client (its Redis connection is where the stream is written,
+            under its namespace: ``<namespace>:stream:<name>``).
+        counter: ``reco_stream_entries_total`` (:func:`stream_counter`) of the app's registry, labelled
+            with the stream's name (``impressions``).
         clock: seconds since the epoch (tests pass their own).
     """
 
@@ -129,16 +131,17 @@ class ImpressionLog:
             while self._pending:
                 n = min(self.section.batch, len(self._pending))
                 batch: List[_Pending] = [self._pending.popleft() for _ in range(n)]
+                key = self.section.stream
                 try:
-                    await xadd_many(redis_of(self.get_client()), self.section.stream, [encode(p) for p in batch],
-                                    self.section.maxlen)
+                    client = self.get_client()
+                    key = stream_key(client, self.section.stream)
+                    await xadd_many(redis_of(client), key, [encode(p) for p in batch], self.section.maxlen)
                 except asyncio.CancelledError:                  # shutdown while Redis stalls: counted, then out
                     self._dropped_error.inc(n)
                     raise
                 except (redis.RedisError, OSError) as exc:     # TimeoutError is an OSError
                     self._dropped_error.inc(n)
-                    log.warning("dropped %d impressions: could not write them to %s: %s", n, self.section.stream,
-                                exc)
+                    log.warning("dropped %d impressions: could not write them to %s: %s", n, key, exc)
                     continue
                 self._written.inc(n)
                 written += n

@@ -1,6 +1,7 @@
 """reco feedback drain (jobs/feedback_drain.py): both streams into Delta, one row per id, acknowledged
 only after the commit: a drain killed between its commit and its XACK, rerun, neither loses nor
-doubles a row."""
+doubles a row. The streams are read in the configured redis.namespace (shop2 here, not the default), and
+an impression's A/B variant reaches impressions.variant."""
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -12,13 +13,14 @@ from jobs.lakehouse import Lakehouse
 from serving.connection import connect
 from tests.conftest import make_config
 
-IMPRESSIONS, EVENTS, GROUP = "reco:stream:impressions", "reco:stream:feedback", "reco-drain"
+NAMESPACE = "shop2"
+IMPRESSIONS, EVENTS, GROUP = "shop2:stream:impressions", "shop2:stream:feedback", "reco-drain"
 T0 = 1_796_644_800_000          # 2026-12-07 12:00:00 UTC, in ms
 
 
-def impression(rid: str, user: str, items, ts: int = T0) -> dict:
+def impression(rid: str, user: str, items, ts: int = T0, variant: str = "") -> dict:
     return {"request_id": rid, "ts": str(ts), "route": "recommendations", "user_id": user, "item_id": "",
-            "segment": "", "k": "10", "version": "v1", "variant": "", "source": "personal", "fallback": "0",
+            "segment": "", "k": "10", "version": "v1", "variant": variant, "source": "personal", "fallback": "0",
             "items": "[" + ",".join(f'["{i}",{p},"model"]' for p, i in enumerate(items, start=1)) + "]"}
 
 
@@ -44,9 +46,10 @@ def rows(spark, cfg, table, *cols):
 
 
 def test_killed_after_the_commit_and_rerun_neither_loses_nor_doubles_a_row(spark, tmp_path, r):
-    cfg = make_config(tmp_path)
-    r.xadd(IMPRESSIONS, impression("r1", "u1", ["A", "B"]))
-    r.xadd(IMPRESSIONS, impression("r2", "u2", ["C"], ts=T0 - 86_400_000))    # the day before
+    cfg = make_config(tmp_path, redis={"namespace": NAMESPACE})
+    r.xadd("reco:stream:impressions", impression("x1", "u1", ["A"]))          # another namespace's: not read
+    r.xadd(IMPRESSIONS, impression("r1", "u1", ["A", "B"], variant="popular-test:control"))
+    r.xadd(IMPRESSIONS, impression("r2", "u2", ["C"], ts=T0 - 86_400_000))    # the day before, no experiment
     r.xadd(EVENTS, event("e1", "click", "u1", "B", rid="r1"))
     r.xadd(EVENTS, event("e2", "purchase", "u1", "B", rid="r1", price="4.25"))
     r.xadd(EVENTS, event("e2", "purchase", "u1", "B", rid="r1", price="4.25"))  # the web app retried e2
@@ -59,20 +62,21 @@ def test_killed_after_the_commit_and_rerun_neither_loses_nor_doubles_a_row(spark
     assert rows(spark, cfg, "impressions", "impression_id") == [("r1",), ("r2",)]
 
     # more traffic meanwhile, then the retry
-    r.xadd(IMPRESSIONS, impression("r3", "u1", ["D"]))
+    r.xadd(IMPRESSIONS, impression("r3", "u1", ["D"], variant="popular-test:popular"))
     done = drain(spark, cfg, r)
     assert (done["impressions"].read, done["impressions"].inserted) == (3, 1)   # r1, r2 again (pending) + r3
     assert (done["feedback"].read, done["feedback"].inserted) == (3, 2)         # e2 twice: one row
 
-    assert rows(spark, cfg, "impressions", "impression_id", "event_date", "user_id", "items") == [
-        ("r1", date(2026, 12, 7), "u1", [("A", 1, "model"), ("B", 2, "model")]),
-        ("r2", date(2026, 12, 6), "u2", [("C", 1, "model")]),
-        ("r3", date(2026, 12, 7), "u1", [("D", 1, "model")])]
+    assert rows(spark, cfg, "impressions", "impression_id", "event_date", "user_id", "variant", "items") == [
+        ("r1", date(2026, 12, 7), "u1", "popular-test:control", [("A", 1, "model"), ("B", 2, "model")]),
+        ("r2", date(2026, 12, 6), "u2", None, [("C", 1, "model")]),
+        ("r3", date(2026, 12, 7), "u1", "popular-test:popular", [("D", 1, "model")])]
     assert rows(spark, cfg, "feedback", "event_id", "type", "request_id", "ts", "price") == [
         ("e1", "click", "r1", datetime(2026, 12, 7, 12, 0, 5), None),
         ("e2", "purchase", "r1", datetime(2026, 12, 7, 12, 0, 5), 4.25)]
     for stream in (IMPRESSIONS, EVENTS):
         assert r.xpending(stream, GROUP)["pending"] == 0
+    assert r.xlen("reco:stream:impressions") == 1 and not r.xinfo_groups("reco:stream:impressions")
 
     # a drain with nothing new reads nothing and writes nothing
     versions = {t: Lakehouse(spark, cfg).version(t) for t in ("impressions", "feedback")}

@@ -52,3 +52,10 @@ def test_bad_ids_are_refused(bad):
     with pytest.raises(ValueError):
         check_id(bad, "user_id")
     assert check_id("Ünïcode id with spaces", "user_id")
+
+
+def test_stream_keys_follow_the_namespace():
+    assert KeySpace("reco").stream("impressions") == "reco:stream:impressions"
+    assert KeySpace("shop-b").stream("feedback") == "shop-b:stream:feedback"
+    with pytest.raises(ValueError, match="stream name 'reco:stream:impressions' is invalid"):
+        KeySpace("reco").stream("reco:stream:impressions")    # a whole key, as the setting once was

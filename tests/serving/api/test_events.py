@@ -12,6 +12,9 @@ from fastapi.testclient import TestClient
 from serving.api.app import create_app
 from serving.api.auth import Auth
 from serving.api.impressions import stream_entries
+from serving.client import LookupClient
+from serving.keys import KeySpace
+from tests.serving.api.store import publish_store
 
 STREAM = "reco:stream:feedback"
 EVENTS_KEY = "test-key-for-the-event-intake"
@@ -64,6 +67,23 @@ def test_a_purchase_without_a_recommendation_with_its_own_id_quantity_and_price(
 def test_an_event_without_a_time_takes_the_servers(api, r):
     assert api.post("/v1/events", json={"type": "add_to_cart", "user_id": "u1", "item_id": "C"}).status_code == 202
     assert entries(r)[0]["ts"] == str(int(NOW.timestamp() * 1000))
+
+
+def test_both_streams_follow_the_lookup_clients_namespace(r, monkeypatch):
+    """A service reading namespace shop2 logs into shop2:stream:*, never into the default namespace's
+    streams (where another deployment sharing the Redis logs)."""
+    import serving.api.events as events
+    monkeypatch.setattr(events, "_now", lambda: NOW.timestamp())
+    ks = KeySpace("shop2", n_shards=16)
+    publish_store(r, ks)
+    with TestClient(create_app(LookupClient(r, ks))) as api:
+        rid = api.get("/v1/users/u1/recommendations").json()["request_id"]
+        assert api.post("/v1/events", json={"type": "click", "user_id": "u1", "item_id": "B",
+                                            "request_id": rid}).status_code == 202
+        api.portal.call(api.app.state.impressions.flush)
+    assert [e["request_id"] for e in stream_entries(r.xrange("shop2:stream:impressions"))] == [rid]
+    assert [e["request_id"] for e in stream_entries(r.xrange("shop2:stream:feedback"))] == [rid]
+    assert sorted(k.decode() for k in r.keys("*stream*")) == ["shop2:stream:feedback", "shop2:stream:impressions"]
 
 
 def test_the_events_scope_is_needed(api, r):

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from config.feedback import FeedbackConfig, ImpressionsSection
 from serving.api import impressions as impressions_module
 from serving.api.impressions import stream_entries
-from serving.client import AsyncLookupClient, connect_async
+from serving.client import AsyncLookupClient
+from serving.connection import connect_async
 from tests.serving.api.conftest import AUTH, keyed_app
 from tests.serving.api.store import VERSION, parse_prometheus
 
@@ -48,7 +49,7 @@ def entries(r):
 
 
 def counted(metrics, outcome: str) -> float:
-    return metrics[("reco_stream_entries_total", frozenset({("outcome", outcome), ("stream", STREAM)}))]
+    return metrics[("reco_stream_entries_total", frozenset({("outcome", outcome), ("stream", "impressions")}))]
 
 
 @pytest.fixture
