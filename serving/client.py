@@ -49,8 +49,6 @@ import redis
 import redis.asyncio as aredis
 
 from serving.codec import decode_meta, maybe_decode_str
-from serving.connection import connect_async  # noqa: F401  (moved to serving.connection; kept here only until
-#   tests/serving/api/test_impressions.py's import, in the working tree beside another change, is committed)
 from serving.item_cache import ItemCache
 from serving.keys import KeySpace, check_id
 from serving.pipelined import PipelinedGets
