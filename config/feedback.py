@@ -16,6 +16,9 @@ often than a stream fills, or the oldest entries are trimmed before they are rea
 The two stream keys follow ``redis.namespace`` as every other key does: ``stream`` is a name, and the
 key is ``<namespace>:stream:<name>`` (``reco:stream:impressions`` by default).
 
+* ``experiments``: A/B tests of what the lookup service serves (:mod:`config.experiments`); the
+  variant each answer served is recorded in its impression, and from there in ``impressions.variant``
+  and ``attributed_feedback.variant``.
 * ``attribution``: ``reco feedback attribute --date D`` credits each event of day D to the impression
   that showed the customer the item (:mod:`features.attribution`): the one its ``request_id`` names,
   else the latest one of the same customer with the item at most ``window_hours`` before the event.
@@ -23,11 +26,12 @@ key is ``<namespace>:stream:<name>`` (``reco:stream:impressions`` by default).
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, List
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from config.base import Strict
+from config.experiments import Experiment, check_experiments
 
 STREAM_NAME = r"[A-Za-z0-9_.-]{1,64}"
 
@@ -77,3 +81,9 @@ class FeedbackConfig(Strict):
     events: EventsSection = Field(default_factory=EventsSection)
     drain: DrainSection = Field(default_factory=DrainSection)
     attribution: AttributionSection = Field(default_factory=AttributionSection)
+    experiments: List[Experiment] = Field(default_factory=list)   # A/B tests of what the lookups serve
+
+    @model_validator(mode="after")
+    def _experiments_apart(self) -> "FeedbackConfig":
+        check_experiments(self.experiments)
+        return self

@@ -31,7 +31,9 @@ The feedback loop (issue 25; docs/FEEDBACK.md): every list the two lookup routes
 path, carries a request id (the ``request_id`` field, the ``X-Request-Id`` header) and is logged
 under it as one impression on a Redis Stream, written in the background
 (:mod:`serving.api.impressions`); ``POST /v1/events`` takes the web app's clicks, add-to-cart and
-purchases, which echo that id (:mod:`serving.api.events`).
+purchases, which echo that id (:mod:`serving.api.events`). While an A/B test runs
+(``feedback.experiments``), the customer's variant decides which list a recommendations answer reads
+(:mod:`serving.api.variants`), and is named in the ``X-Variant`` header and in the impression.
 
 Who may call what (:mod:`serving.api.auth`): with ``auth`` given, every path but ``/healthz``,
 ``/openapi.json`` and the demo page needs an API key with the path's scope (401, 403), within the
@@ -68,12 +70,15 @@ from serving.api.models import (AUTH_ERRORS, DEMO_USERS_MAX, ERRORS, ID_MAX, ID_
                                 Recommendations, SimilarItems, not_found_similar, product_dicts, storable,
                                 validation_error)
 from serving.api.sampler import DemoIds, demo_user_ids
+from serving.api.variants import VARIANT_HEADER, Variants
 from serving.client import Lookup, NoPublishedVersion
 from serving.codec import StoredValueError
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = FsPath(__file__).resolve().parents[1] / "static"
+VARIANT_HEADER_DOC = {"description": "the A/B variant that served the list (<experiment>:<variant>); absent "
+                                     "when no experiment runs (feedback.experiments)", "schema": {"type": "string"}}
 
 
 async def _product_list(client, found: Lookup):
@@ -174,7 +179,9 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         cors_origins: browser origins allowed to call the API (CORS); none: no CORS headers.
         feedback: the feedback loop (``feedback:``): impressions of every list answered
             (:mod:`serving.api.impressions`) and ``POST /v1/events`` (:mod:`serving.api.events`),
-            each on its Redis Stream on the lookup client's Redis.
+            each on its Redis Stream on the lookup client's Redis; and the A/B tests
+            (``feedback.experiments``, :mod:`serving.api.variants`): the customer's variant decides
+            which list answers, and is named in the ``X-Variant`` header and the impression.
         request_ids: makes each lookup answer's request id (tests pass a predictable one).
 
     The lookup endpoints build their JSON from plain dicts (``response_model`` still
@@ -182,6 +189,7 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     """
     metrics = Metrics()
     get_client = LazyClient(client_factory)
+    variants = Variants(feedback.experiments)
     impressions = (ImpressionLog(feedback.impressions, get_client, stream_counter(metrics.registry))
                    if feedback.impressions.enabled else None)
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and this
@@ -202,7 +210,7 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
             impressions.log(request_id, route, found, k, **ids)
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations,
-             responses={200: {"headers": REQUEST_ID_HEADERS}, **ERRORS},
+             responses={200: {"headers": {**REQUEST_ID_HEADERS, VARIANT_HEADER: VARIANT_HEADER_DOC}}, **ERRORS},
              summary="Recommendations for a customer, or the fallback list for an unknown one")
     async def recommendations(
         user_id: str = Path(..., **IdPath),
@@ -213,7 +221,9 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     ):
         client = get_client()
         # an id or segment the store cannot hold is nobody's: the fallbacks answer, as for an unknown one
-        found = await client.recommendations(user_id if storable(user_id) else None, k,
+        customer = user_id if storable(user_id) else None
+        assigned = variants(customer) if variants else None     # an A/B variant may serve a fallback list
+        found = await client.recommendations(customer if assigned is None or assigned.personal else None, k,
                                              segment=segment if segment is None or storable(segment) else None)
         metrics.seen_version(found.version)
         if found.fallback:
@@ -221,8 +231,12 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         request_id = request_ids()
         body = {"user_id": user_id, "k": k, "source": found.source, "fallback": found.fallback,
                 "version": found.version, "request_id": request_id, "items": await _product_list(client, found)}
-        answered(request_id, "recommendations", found, k, user_id=user_id, segment=segment)
-        return JSONResponse(body, headers={REQUEST_ID_HEADER: request_id})
+        answered(request_id, "recommendations", found, k, user_id=user_id, segment=segment,
+                 variant=assigned.label if assigned is not None else None)
+        headers = {REQUEST_ID_HEADER: request_id}
+        if assigned is not None:
+            headers[VARIANT_HEADER] = assigned.label
+        return JSONResponse(body, headers=headers)
 
     @app.get("/v1/items/{item_id}/similar", response_model=SimilarItems,
              responses={200: {"headers": REQUEST_ID_HEADERS},
@@ -306,7 +320,7 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
 
     if fast_lookups:
         app.fast = FastLookups(app, get_client, metrics, auth=auth, cors=bool(cors_origins),
-                               impressions=impressions, request_ids=request_ids)
+                               impressions=impressions, request_ids=request_ids, variants=variants)
         app.fast.add("/v1/users/{user_id}/recommendations", app.fast.recommendations)
         app.fast.add("/v1/items/{item_id}/similar", app.fast.similar)
     if feedback.events.enabled:  # inside the key check: nobody's body is read before their key is
@@ -317,6 +331,6 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
-                           expose_headers=[REQUEST_ID_HEADER], max_age=600)
+                           expose_headers=[REQUEST_ID_HEADER, VARIANT_HEADER], max_age=600)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app

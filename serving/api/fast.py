@@ -39,6 +39,7 @@ from serving.api.impressions import ImpressionLog, new_request_id
 from serving.api.metrics import Metrics
 from serving.api.middleware import internal_error, method_label
 from serving.api.models import ID_MAX, ID_PATTERN, K_MAX, not_found_similar, product_dicts
+from serving.api.variants import Variants
 from serving.client import AsyncLookupClient, Lookup, LookupClient
 
 # What JSONResponse writes: json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).
@@ -150,8 +151,9 @@ class FastLookups:
 
     def __init__(self, app: FastAPI, get_client: Callable[[], object], metrics: Metrics,
                  auth: Optional[Auth] = None, cors: bool = False, impressions: Optional[ImpressionLog] = None,
-                 request_ids: Callable[[], str] = new_request_id) -> None:
+                 request_ids: Callable[[], str] = new_request_id, variants: Optional[Variants] = None) -> None:
         self.app = app
+        self.variants = variants
         self.impressions = impressions
         self.request_ids = request_ids
         self.auth = auth
@@ -163,7 +165,7 @@ class FastLookups:
 
     def add(self, path: str, handler: Callable) -> None:
         """Answer the app's GET route ``path`` with ``handler(scope, path_params) -> (status, JSON body,
-        request id)`` or a Response (None: not a plain request; the app answers it).
+        request id[, A/B variant])`` or a Response (None: not a plain request; the app answers it).
         No route before it may match what it matches (it is tried first)."""
         [route] = [r for r in self.app.router.routes if isinstance(r, APIRoute) and r.path == path]
         self.routes.append((route, handler))
@@ -198,9 +200,11 @@ class FastLookups:
             if isinstance(answer, Response):
                 await answer(scope, receive, send)
             else:
-                await send({"type": "http.response.start", "status": status,
-                            "headers": [(b"content-length", str(len(answer[1])).encode("latin-1")),
-                                        (b"x-request-id", answer[2].encode("latin-1"))] + _JSON_HEADERS})
+                headers = [(b"content-length", str(len(answer[1])).encode("latin-1")),
+                           (b"x-request-id", answer[2].encode("latin-1"))]
+                if len(answer) > 3:          # the A/B variant that served the list
+                    headers.append((b"x-variant", answer[3].encode("latin-1")))
+                await send({"type": "http.response.start", "status": status, "headers": headers + _JSON_HEADERS})
                 await send({"type": "http.response.body", "body": answer[1]})
         finally:
             self.metrics.observe_request(route.path, method_label(scope), status, time.perf_counter() - start)
@@ -244,19 +248,23 @@ class FastLookups:
             self.impressions.log(request_id, route, found, k, **ids)
         return request_id
 
-    async def recommendations(self, scope: dict, params: dict) -> Optional[Tuple[int, bytes, str]]:
+    async def recommendations(self, scope: dict, params: dict) -> Optional[Tuple]:
+        """(200, body, request id) or, when an experiment decided the list, (200, body, request id, variant)."""
         user_id = params.get("user_id")
         query = _fast_query(scope, segment=True) if isinstance(user_id, str) and _fast_id(user_id) else None
         if query is None:
             return None
         k, segment = query
         client = self.get_client()
-        found = await client.recommendations(user_id, k, segment=segment)
+        assigned = self.variants(user_id) if self.variants else None   # an A/B variant may serve a fallback list
+        found = await client.recommendations(user_id if assigned is None or assigned.personal else None, k,
+                                             segment=segment)
         self.metrics.seen_version(found.version)
         if found.fallback:
             self.metrics.fallback(found.source)
         items, details = await self._items(client, found)
-        request_id = self._answered("recommendations", found, k, user_id=user_id, segment=segment)
+        request_id = self._answered("recommendations", found, k, user_id=user_id, segment=segment,
+                                    variant=assigned.label if assigned is not None else None)
         if items is None or type(found.fallback) is not bool or not isinstance(found.source, str) \
                 or not isinstance(found.version, str):
             body = _json({"user_id": user_id, "k": k, "source": found.source, "fallback": found.fallback,
@@ -266,6 +274,8 @@ class FastLookups:
             body = (f'{{"user_id":{_json_str(user_id)},"k":{k},"source":{_json_str(found.source)},'
                     f'"fallback":{"true" if found.fallback else "false"},"version":{_json_str(found.version)},'
                     f'"request_id":{_json_str(request_id)},"items":{items}}}')
+        if assigned is not None:
+            return 200, body.encode("utf-8"), request_id, assigned.label
         return 200, body.encode("utf-8"), request_id
 
     async def similar(self, scope: dict, params: dict) -> Optional[Union[Response, Tuple[int, bytes, str]]]:

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 SHUTDOWN_WAIT_S = 5.0      # at shutdown, how long the buffered impressions may take to be written
-# (request id, ms since the epoch, route, user id, anchor item id, segment, k, Lookup)
-_Pending = Tuple[str, int, str, Optional[str], Optional[str], Optional[str], int, Lookup]
+# (request id, ms since the epoch, route, user id, anchor item id, segment, k, Lookup, variant)
+_Pending = Tuple[str, int, str, Optional[str], Optional[str], Optional[str], int, Lookup, Optional[str]]
 
 
 def new_request_id() -> str:
@@ -56,11 +56,11 @@ def stream_counter(registry: CollectorRegistry) -> Counter:
 
 def encode(pending: _Pending) -> Fields:
     """The stream entry of an impression (all values strings; see docs/FEEDBACK.md)."""
-    request_id, ts, route, user_id, item_id, segment, k, found = pending
+    request_id, ts, route, user_id, item_id, segment, k, found, variant = pending
     items = [[item, pos, tag] for pos, (item, tag) in enumerate(zip(found.items, found.tags), start=1)]
     return {"request_id": request_id, "ts": str(ts), "route": route, "user_id": user_id or "",
             "item_id": item_id or "", "segment": segment or "", "k": str(k), "version": found.version or "",
-            "variant": "", "source": found.source, "fallback": "1" if found.fallback else "0",
+            "variant": variant or "", "source": found.source, "fallback": "1" if found.fallback else "0",
             "items": json.dumps(items, separators=(",", ":"), ensure_ascii=False)}
 
 
@@ -91,13 +91,15 @@ class ImpressionLog:
         self._flushing = asyncio.Lock()
 
     def log(self, request_id: str, route: str, found: Lookup, k: int, user_id: Optional[str] = None,
-            item_id: Optional[str] = None, segment: Optional[str] = None) -> bool:
+            item_id: Optional[str] = None, segment: Optional[str] = None, variant: Optional[str] = None) -> bool:
         """Queue the impression of an answer (called on the event loop); False: the buffer is full
-        and the impression was dropped (counted)."""
+        and the impression was dropped (counted). ``variant``: the A/B variant's label
+        (``<experiment>:<variant>``, :mod:`serving.api.variants`) when an experiment decided the list."""
         if len(self._pending) >= self.section.buffer:
             self._dropped_full.inc()
             return False
-        self._pending.append((request_id, int(self.clock() * 1000), route, user_id, item_id, segment, k, found))
+        self._pending.append((request_id, int(self.clock() * 1000), route, user_id, item_id, segment, k, found,
+                              variant))
         self._kick()
         return True
 
