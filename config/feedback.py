@@ -70,6 +70,7 @@ class EventsSection(Strict):
 class DrainSection(Strict):
     group: str = Field("reco-drain", pattern=r"^[A-Za-z0-9_.-]+$")   # the streams' consumer group
     count: int = Field(10_000, gt=0)              # entries read per XREADGROUP, one Delta commit each
+    nightly: bool = True                          # the nightly DAG drains, then attributes its day (task feedback)
 
 
 class AttributionSection(Strict):

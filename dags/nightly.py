@@ -2,6 +2,7 @@
 
     ingest >> validate >> features >> train >> gate >> score >> monitor >> publish >> report
                                                                              publish >> backtest   (backtest.enabled)
+    feedback                                                                 (feedback.drain.nightly)
 
 ``monitor`` (``monitoring.drift.enabled``) writes the day's drift checks to ``monitoring`` and alerts on a
 breached limit; a critical one fails it, so the day's lists are not published (docs/OPERATIONS.md).
@@ -9,6 +10,11 @@ breached limit; a critical one fails it, so the day's lists are not published (d
 The run fires at ``orchestration.nightly_schedule`` (UTC) and covers the day D its data interval
 starts in: every job gets ``--date D``, never "latest" and never now(). The backtest scores the lists of
 D - ``backtest.days`` (``--date``) against the days after them, up to D, which this run's ingest completed.
+
+``feedback`` drains the impressions and events streams into Delta and then attributes day D's events
+(``reco feedback drain --date D``: one task, one Spark session; docs/FEEDBACK.md). It depends on nothing
+of the model's chain and nothing depends on it: a failed training still drains the streams, and a failed
+drain never holds the lists back.
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ with DAG(
     ]
     for upstream, downstream in zip(steps, steps[1:]):
         upstream >> downstream
+    if cfg.feedback.drain.nightly:
+        reco_task("feedback", ["feedback", "drain", "--date", RUN_DATE], cfg=cfg)
     if cfg.backtest.enabled:
         back = cfg.backtest.days
         dag.get_task("publish") >> reco_task(

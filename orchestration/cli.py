@@ -18,7 +18,8 @@
     reco hourly   ingest|refresh|score|publish|all --start T --end T [--source S]   (the hourly path: a step, or all)
     reco run      [--source S] [--date D] [--no-airflow] (the nightly pipeline end to end, through Airflow)
     reco rehearse --days N [--hours-per-day H] [--faults none|all|NAME,...] --out DIR   (days in fast-forward)
-    reco feedback drain                                  (the impressions and events streams into Delta, exactly once)
+    reco feedback drain [--date D]                       (the impressions and events streams into Delta, exactly once;
+                                                          with --date, then D's attribution: the nightly's task)
     reco feedback attribute --date D                     (D's events credited to the lists that showed the items)
     reco sql FILE [--param name=value ...] [--out result.csv]
     reco tables                                          (every table with rows and location)
@@ -192,7 +193,8 @@ def _parser() -> argparse.ArgumentParser:
                                          "attribute --date D: D's events credited to impressions, into "
                                          "attributed_feedback (replaces the day)")
     sp.add_argument("action", choices=["drain", "attribute"])
-    sp.add_argument("--date", type=_date, help="attribute: the day of the events (YYYY-MM-DD, required)")
+    sp.add_argument("--date", type=_date, help="attribute: the day of the events (YYYY-MM-DD, required); drain: "
+                                               "attribute that day once drained, in the same Spark session")
     sp = sub.add_parser("forget", help="forget a customer: delete their rows from every table (then VACUUM), their "
                                        "lists from every published version, tombstone their id; audited by hash")
     sp.add_argument("--customer", required=True, help="the customer id as the source spells it")
@@ -327,6 +329,11 @@ def _dispatch(args, cfg) -> int:
         from jobs.publish import redis_client
         for table, done in drain(spark, cfg, redis_client(cfg, "publisher")).items():
             print(f"{table}: {done.read} entries read, {done.inserted} new rows, {done.trimmed} trimmed before read")
+        if args.date is not None:        # the nightly's task: its day's events, now drained, attributed
+            from jobs.attribution import attribute_day
+            done = attribute_day(spark, cfg, args.date)
+            print(f"attributed_feedback {done.day}: {done.events} events, {done.by_request_id} by request id, "
+                  f"{done.by_last_touch} by last touch, {done.unattributed} not attributed")
     print(f"done in {time.time() - t0:.0f}s", file=sys.stderr)
     return 0
 

@@ -14,7 +14,7 @@ from config import load_config
 from tests.dags.conftest import rendered_args, run_python
 
 NIGHTLY_CHAIN = ["ingest", "validate", "features", "train", "gate", "score", "monitor", "publish", "report"]
-NIGHTLY_TASKS = [*NIGHTLY_CHAIN, "backtest"]     # the backtest hangs off publish, beside report
+NIGHTLY_TASKS = [*NIGHTLY_CHAIN, "backtest", "feedback"]   # the backtest hangs off publish; feedback stands alone
 HOURLY_CHAIN = ["ingest", "refresh", "score", "publish"]
 
 UTC = pendulum.UTC
@@ -47,6 +47,8 @@ def expected_nightly(source):
         "report": ["report", "--date", d],
         # the lists of the day before (backtest.days: 1), against the day this run ingested
         "backtest": ["backtest", "--source", source, "--date", "2026-10-27", "--days", "1", "--skip-missing"],
+        # the streams drained, then the day's events attributed (feedback.drain.nightly)
+        "feedback": ["feedback", "drain", "--date", d],
     }
 
 
@@ -268,3 +270,19 @@ def test_the_nightly_backtest_follows_its_config(cfg, airflow_home, env, args):
     else:
         assert out["args"] == ["backtest", "--source", _source(cfg), *args]
         assert ["publish", "backtest"] in out["edges"]
+
+
+NIGHTLY_TASK_IDS = textwrap.dedent("""
+    import json
+    from airflow.dag_processing.dagbag import DagBag
+    from orchestration.schedule import DAGS_FOLDER
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    print(json.dumps({"errors": {k: str(v)[-800:] for k, v in bag.import_errors.items()},
+                      "tasks": sorted(bag.dags["reco_nightly"].task_ids)}))
+""")
+
+
+def test_the_nightly_feedback_task_follows_its_switch(airflow_home):
+    out = run_python(NIGHTLY_TASK_IDS, env={"RECO__FEEDBACK__DRAIN__NIGHTLY": "false"})
+    assert out["errors"] == {}
+    assert out["tasks"] == sorted(set(NIGHTLY_TASKS) - {"feedback"})
