@@ -178,7 +178,7 @@ class LookupClient(_Reader):
         if groups:
             pipe = self.r.pipeline(transaction=False)
             for _, members in groups:
-                pipe.mget([key for _, key in members])
+                pipe.execute_command("MGET", *[key for _, key in members])   # see _Reader._groups
             replies = pipe.execute()
         return self._details(version, ids, hits, groups, replies, copy)
 
@@ -276,7 +276,7 @@ class AsyncLookupClient(_Reader):
         if groups:
             pipe = self.r.pipeline(transaction=False)
             for _, members in groups:
-                pipe.mget([key for _, key in members])
+                pipe.execute_command("MGET", *[key for _, key in members])   # see _Reader._groups
             replies = await pipe.execute()
         return self._details(version, ids, hits, groups, replies, copy)
 

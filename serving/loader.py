@@ -16,6 +16,7 @@ from zlib import crc32
 import numpy as np
 import redis
 
+from serving.connection import is_cluster
 from serving.keys import KIND_NAMES, KINDS, MAX_ID_LENGTH, KeySpace, check_id
 from serving.publish_lock import PublishError, PublishLock
 
@@ -354,12 +355,24 @@ class Loader:
             self._flush(chunk, batch, parts)
 
     def _flush(self, chunk: _Prepared, batch: List[bytes], parts: List[Tuple[int, int]]) -> None:
-        """Send the packed commands in one buffer, read one reply per part; then recheck refused parts."""
-        payload = b"".join(batch)
-        results = _round_trip(self.r, payload, len(parts))
+        """Send the packed commands in one buffer, read one reply per part; then recheck refused parts.
+
+        On a Redis Cluster the parts go through redis-py's cluster pipeline instead: each MSETNX holds
+        the keys of one hash slot (see :meth:`_write`), and the pipeline sends it to the node that holds
+        that slot (following the cluster when slots move). Through ``execute_command``, as redis-py's own
+        ``mset_nonatomic`` sends its per-slot MSETs: the pipeline's ``msetnx`` is refused outright, since
+        it cannot know the keys share a slot; ``execute_command`` checks that they do."""
+        key_of = lambda kind, id_: self.ks.key(self.version, kind, id_)  # noqa: E731
+        if is_cluster(self.r):
+            pipe = self.r.pipeline(transaction=False)
+            for start, end in parts:
+                pipe.execute_command("MSETNX", *(x for pair in chunk.part(start, end, key_of).items() for x in pair))
+            results = pipe.execute()
+        else:
+            results = _round_trip(self.r, b"".join(batch), len(parts))
         for (start, end), ok in zip(parts, results):
             if not ok:
-                self._recheck(chunk.part(start, end, lambda kind, id_: self.ks.key(self.version, kind, id_)))
+                self._recheck(chunk.part(start, end, key_of))
             self.keys_written += end - start
 
     def _recheck(self, part: Dict[str, bytes]) -> None:

@@ -13,7 +13,7 @@ import redis
 
 from core.errors import RecoError
 from serving import lock_owner
-from serving.connection import describe
+from serving.connection import describe, is_cluster
 from serving.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,9 @@ class PublishLock:
         if self.heartbeat:
             self._stop.clear()
             # its own client on the same pool: a command takes a connection of its own from the pool
-            # (thread-safe), never the one a single-connection client or a pipeline is using
-            client = redis.Redis(connection_pool=self.r.connection_pool)
+            # (thread-safe), never the one a single-connection client or a pipeline is using. A cluster
+            # client already takes one from its node's pool for each command: the same client serves
+            client = self.r if is_cluster(self.r) else redis.Redis(connection_pool=self.r.connection_pool)
             self._beat = threading.Thread(target=self._beat_loop, args=(client,), daemon=True,
                                           name=f"publish-lock-heartbeat {self.ks.publish_lock}")
             self._beat.start()

@@ -175,7 +175,12 @@ class _Reader:
 
     def _groups(self, version: str, ids: List[str], base: Optional[str] = None) -> List[_Group]:
         """One (from_base, [(id, key), ...]) group per hash slot, for one MGET each: the version's,
-        then the base's (a patch's and its base's keys carry different hash tags, so never one slot)."""
+        then the base's (a patch's and its base's keys carry different hash tags, so never one slot).
+
+        The clients send each MGET with ``execute_command`` (the same command as ``mget``): on a Redis
+        Cluster, redis-py's pipeline refuses ``mget`` outright, not knowing that the keys share a slot,
+        while ``execute_command`` checks that they do and sends it to the node of that slot (as
+        redis-py's own ``mget_nonatomic`` does)."""
         groups = [(False, members) for members in self.ks.group_keys(version, "i", ids).values()]
         if base:
             groups += [(True, members) for members in self.ks.group_keys(base, "i", ids).values()]
