@@ -3,7 +3,8 @@ them out by hash tag, writes them with MSETNX commands it packs itself (RESP byt
 round trip, on one connection of the client's pool, with the client's retry policy), reads a sample
 back, and keeps the version's checksum (crc32 per record, combined order-free).
 Why by hand: redis-py's pipeline spends more time building commands than Redis spends running them
-(docs/SERVING.md and BENCHMARKS.md, "publish"), so the loader packs RESP itself, once."""
+(docs/SERVING.md and BENCHMARKS.md, "publish"), so the loader packs RESP itself, once. On a Redis Cluster
+the same MSETNX commands go through redis-py's cluster pipeline instead (:mod:`serving.bulk_write`)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ from zlib import crc32
 import numpy as np
 import redis
 
+from serving.bulk_write import msetnx_per_slot, round_trip
 from serving.connection import is_cluster
 from serving.keys import KIND_NAMES, KINDS, MAX_ID_LENGTH, KeySpace, check_id
 from serving.publish_lock import PublishError, PublishLock
@@ -94,34 +96,6 @@ class _Memo(dict):  # type: ignore[type-arg]
             self.clear()
         value = self[n] = self.fn(n)
         return value
-
-
-def _round_trip(r: redis.Redis, payload: bytes, n_replies: int) -> List[Any]:
-    """Send ``payload`` (packed commands) on one connection of ``r`` and read ``n_replies`` replies.
-
-    Uses ``r``'s retry policy like its pipelines do: after a connection error or
-    timeout the connection is dropped and the whole payload is sent again, so the
-    commands must be safe to repeat (MSETNX is, see :meth:`Loader._recheck`). A
-    reply that is an error raises ``redis.ResponseError``; the connection, with
-    replies still unread, is then dropped."""
-    pool = r.connection_pool
-    conn = r.connection or pool.get_connection()
-
-    def attempt() -> List[Any]:
-        conn.send_packed_command([payload])
-        return [conn.read_response() for _ in range(n_replies)]
-
-    def failed(error: Exception) -> None:
-        conn.disconnect()
-
-    try:
-        return conn.retry.call_with_retry(attempt, failed)
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        if r.connection is None:
-            pool.release(conn)
 
 
 class Loader:
@@ -355,21 +329,13 @@ class Loader:
             self._flush(chunk, batch, parts)
 
     def _flush(self, chunk: _Prepared, batch: List[bytes], parts: List[Tuple[int, int]]) -> None:
-        """Send the packed commands in one buffer, read one reply per part; then recheck refused parts.
-
-        On a Redis Cluster the parts go through redis-py's cluster pipeline instead: each MSETNX holds
-        the keys of one hash slot (see :meth:`_write`), and the pipeline sends it to the node that holds
-        that slot (following the cluster when slots move). Through ``execute_command``, as redis-py's own
-        ``mset_nonatomic`` sends its per-slot MSETs: the pipeline's ``msetnx`` is refused outright, since
-        it cannot know the keys share a slot; ``execute_command`` checks that they do."""
+        """Send the packed commands in one buffer (on a Redis Cluster, each part to the node of its slot),
+        read one reply per part; then recheck refused parts."""
         key_of = lambda kind, id_: self.ks.key(self.version, kind, id_)  # noqa: E731
         if is_cluster(self.r):
-            pipe = self.r.pipeline(transaction=False)
-            for start, end in parts:
-                pipe.execute_command("MSETNX", *(x for pair in chunk.part(start, end, key_of).items() for x in pair))
-            results = pipe.execute()
+            results = msetnx_per_slot(self.r, (chunk.part(start, end, key_of) for start, end in parts))
         else:
-            results = _round_trip(self.r, b"".join(batch), len(parts))
+            results = round_trip(self.r, b"".join(batch), len(parts))
         for (start, end), ok in zip(parts, results):
             if not ok:
                 self._recheck(chunk.part(start, end, key_of))

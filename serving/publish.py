@@ -45,7 +45,7 @@ from serving.keys import KINDS, KeySpace, check_version
 from serving.loader import BadRecords, Loader, Record, VerifyFn, is_legacy_checksum
 from serving.publish_lock import PublishError, PublishLock
 from serving.switch import mark_current, rollback  # noqa: F401  (rollback: __all__)
-from serving.versions import (base_of, current_version, is_complete, list_versions,  # noqa: F401  (list_versions: __all__)
+from serving.versions import (base_of, current_version, is_complete, list_versions,  # noqa: F401  (in __all__)
                               moves_back, read_meta, rolled_back_versions)
 
 __all__ = ["BadRecords", "PublishError", "PublishResult", "Record", "delete_version", "list_versions",

@@ -319,7 +319,7 @@ def parse_resp(payload):
 def test_each_msetnx_holds_one_hash_tag_and_at_most_batch_keys(r, ks, monkeypatch):
     from serving import loader as loader_module
     sent = []
-    real = loader_module._round_trip
+    real = loader_module.round_trip
 
     def spy(r_, payload, n_replies):
         commands = parse_resp(payload)
@@ -327,7 +327,7 @@ def test_each_msetnx_holds_one_hash_tag_and_at_most_batch_keys(r, ks, monkeypatc
         sent.append(commands)
         return real(r_, payload, n_replies)
 
-    monkeypatch.setattr(loader_module, "_round_trip", spy)
+    monkeypatch.setattr(loader_module, "round_trip", spy)
     records = [rec for c in mixed_chunks("v1", chunk=60) for rec in c]
     publish_version(r, ks, "v1", mixed_chunks("v1", chunk=60), META, batch_keys=4)
     written = {}
