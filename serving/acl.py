@@ -7,8 +7,8 @@ Every key of a namespace starts with ``<namespace>:`` (serving/keys.py), so one 
   (what serving/client.py sends), plus PING and SELECT. No write, no delete, no SCAN or KEYS,
   no FLUSH*, CONFIG, SHUTDOWN, DEBUG, MODULE or other admin command.
 * the **publisher** (publish jobs, ``reco publish --rollback``) may read and write the
-  namespace's keys with the commands serving/publish.py, loader.py, publish_lock.py, switch.py and
-  cleanup.py send (MSETNX, HSET, LPUSH/LREM/LTRIM, SADD/SREM, UNLINK, the publish lock's SET/EVAL,
+  namespace's keys with the commands serving/publish.py, loader.py, bulk_write.py, publish_lock.py,
+  switch.py and cleanup.py send (MSETNX, HSET, LPUSH/LREM/LTRIM, SADD/SREM, UNLINK, the publish lock's SET/EVAL,
   MULTI/EXEC), and SCAN to find a version's keys. SCAN takes no key, so Redis cannot limit it to
   the pattern: the publisher can see the *names* of other keys, never read or change them.
 
