@@ -37,7 +37,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import redis
+from redis.exceptions import RedisClusterException
 
+from core.redact import redact_text
 from serving.cleanup import delete_version, delete_version_keys, prune  # noqa: F401  (delete_version: __all__)
 from serving.codec import encode_meta
 from serving.connection import describe
@@ -215,7 +217,8 @@ def publish_version(r: redis.Redis, ks: KeySpace, version: str, records: Iterabl
             switched = True
             mark_current(r, ks, version)
             deleted = prune(r, ks, keep)
-    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as e:
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, RedisClusterException) as e:
+        # RedisClusterException (no RedisError): a Redis Cluster none of whose nodes answers any more
         raise PublishError(_failure_message(e, where, version, previous, loader, switched, ks)) from e
     seconds = time.monotonic() - t0
     log.info("published %s to %s: %d keys, %.1f MB in %.1f s (%.0f keys/s); readers switched from %s; "
@@ -249,7 +252,7 @@ def _discard(r: redis.Redis, ks: KeySpace, version: str) -> None:
         return
     try:
         delete_version_keys(r, ks, version)
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+    except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as e:
         log.warning("could not delete the failed version %s (%s); the next publish prunes it", version, e)
 
 
@@ -281,8 +284,16 @@ def _check_base(r: redis.Redis, ks: KeySpace, version: str, base: str, where: st
 def _failure_message(e: Exception, where: str, version: str, previous: Optional[str],
                      loader: Optional[Loader], switched: bool, ks: KeySpace) -> str:
     written = loader.keys_written if loader else 0
-    what = (f"redis refused a command ({e})" if isinstance(e, redis.ResponseError)
-            else f"the connection to redis at {where} failed ({type(e).__name__}: {e})")
+    check = "that redis is up (`reco redis start` starts the embedded one)"
+    if isinstance(e, RedisClusterException):
+        what = (f"the Redis Cluster at {where} could not be reached or could not route a command "
+                f"({type(e).__name__}: {redact_text(str(e))})")
+        check = ("that the cluster's nodes are up (`redis-cli -h HOST -p PORT cluster info` on each says "
+                 "cluster_state:ok) and that redis.url names one of them")
+    elif isinstance(e, redis.ResponseError):
+        what = f"redis refused a command ({e})"
+    else:
+        what = f"the connection to redis at {where} failed ({type(e).__name__}: {e})"
     if "OOM" in str(e):
         what += "; redis is out of memory: lower keep, raise maxmemory, or delete old versions"
     if switched:
@@ -290,6 +301,5 @@ def _failure_message(e: Exception, where: str, version: str, previous: Optional[
                 f"list and pruning did not complete. Readers use {version}. Rerun to finish (publishing is "
                 "idempotent)")
     return (f"publish of version {version} to {where} failed after {written} of its keys were written: {what}. "
-            f"Readers are still on version {previous or '(none)'}: {ks.current} was not touched. Check that redis "
-            "is up (`reco redis start` starts the embedded one) and rerun: publishing is idempotent and deletes "
-            "the partial version first")
+            f"Readers are still on version {previous or '(none)'}: {ks.current} was not touched. Check {check} "
+            "and rerun: publishing is idempotent and deletes the partial version first")

@@ -16,7 +16,8 @@ stay in ``/openapi.json``, and the metrics count both paths alike.
 Errors map to status codes a caller can act on:
 
 * Redis unreachable or slow -> 503 ``{detail, retry: true}`` (with Retry-After); a
-  ``redis.TimeoutError`` or the built-in ``TimeoutError`` alike
+  ``redis.TimeoutError`` or the built-in ``TimeoutError`` alike, and a Redis Cluster none of whose
+  nodes answers (or whose slots are not all served: :mod:`serving.api.redis_errors`)
 * nothing published yet     -> 503 ``{detail, retry: false}``
 * bad ``k`` or id           -> 422
 * unknown item              -> 404
@@ -56,6 +57,7 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisClusterException
 
 from config.feedback import FeedbackConfig
 from serving.api.auth import Auth, AuthMiddleware, openapi_security, required_scope
@@ -69,6 +71,7 @@ from serving.api.models import (AUTH_ERRORS, DEMO_USERS_MAX, ERRORS, ID_MAX, ID_
                                 REQUEST_ID_HEADERS, STORED_VALUE_UNREADABLE, UNAVAILABLE, DemoUsers, ErrorBody, Health, ItemDetails,
                                 Recommendations, SimilarItems, not_found_similar, product_dicts, storable,
                                 validation_error)
+from serving.api.redis_errors import REDIS_FAILURES, unavailable as redis_unavailable
 from serving.api.sampler import DemoIds, demo_user_ids
 from serving.api.variants import VARIANT_HEADER, Variants
 from serving.client import Lookup, NoPublishedVersion
@@ -131,9 +134,18 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(redis.exceptions.RedisError)
     async def on_redis_error(request: Request, exc: redis.exceptions.RedisError):
         metrics.redis_error()
-        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        if redis_unavailable(exc):    # ConnectionError, TimeoutError; a cluster's CLUSTERDOWN
             return unavailable(request, exc)
         raise exc  # any other Redis error is a bug or a bad publish: generic 500, logged
+
+    # a Redis Cluster that no node of answers: redis-py's RedisClusterException, which is no
+    # RedisError. The same 503 as one unreachable server; any other (a command it cannot route) is a bug
+    @app.exception_handler(RedisClusterException)
+    async def on_cluster_error(request: Request, exc: RedisClusterException):
+        metrics.redis_error()
+        if redis_unavailable(exc):
+            return unavailable(request, exc)
+        raise exc
 
     # the built-in TimeoutError (asyncio.wait_for's, a socket's): a lookup only waits on Redis, so
     # Redis was too slow, as with redis.TimeoutError: 503, never the generic 500
@@ -292,7 +304,9 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
     async def healthz():
         try:
             version = await get_client().current_version()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
+            if not redis_unavailable(exc):
+                raise
             metrics.redis_error()
             return JSONResponse(Health(status="unavailable", redis="down", detail=f"{UNAVAILABLE}: {exc}")
                                 .model_dump(exclude_none=True), status_code=503)

@@ -7,7 +7,13 @@ the server (CROSSSLOT), so every step below passing says each path keeps to one 
 
 The lookups go through the service as ``reco serve`` builds it: the app given a factory of an
 :class:`serving.client.AsyncLookupClient` on :func:`serving.connection.connect_async` (see
-:mod:`serving.api.clients`), the url and the cluster flag from ``redis:`` settings.
+:mod:`serving.api.clients`), the url and the cluster flag from ``redis:`` settings, with the feedback
+streams on: every list answered is logged as an impression and the events route takes a click, both
+written to the cluster and read back (serving/api/streams.py).
+
+A cluster whose nodes are down: the service answers 503 (both paths, the events route, /healthz) and
+a publish whose cluster went away fails with the project's PublishError naming the url, not redis-py's
+RedisClusterException (no RedisError) as a 500 or a traceback.
 """
 from __future__ import annotations
 
@@ -22,14 +28,16 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from config.feedback import FeedbackConfig
 from config.storage import RedisConfig
+from core.errors import RecoError
 from serving.api.app import create_app
+from serving.api.impressions import stream_entries
+from serving.api.models import UNAVAILABLE
 from serving.client import AsyncLookupClient, LookupClient
 from serving.codec import encode_item, encode_list
 from serving.connection import connect, connect_async, describe, ping_or_raise
 from serving.keys import KeySpace
-from serving.publish import list_versions, publish_version, rollback
+from serving.publish import PublishError, list_versions, publish_version, rollback
 from serving.publish_lock import PublishLock
 from serving.versions import current_version
 from tests.conftest import free_port
@@ -37,10 +45,6 @@ from tests.serving.records import chunks, expected
 
 N_USERS, N_ITEMS = 60, 20
 META = {"model_version": "7", "run_id": "run-c", "run_date": "2026-12-01"}
-# impressions and events off: the app writes them through serving/api/streams.py, whose pipeline call
-# awaits only a redis.asyncio.Redis (a cluster client's pipeline goes to the thread pool, unawaited);
-# the lookups here are what this test is about
-NO_STREAMS = FeedbackConfig(impressions={"enabled": False}, events={"enabled": False})
 
 
 def _redis_server() -> str:
@@ -167,9 +171,13 @@ def test_the_url_and_the_setting_both_give_a_cluster_client(cluster):
 
 
 def test_publish_lookup_patch_rollback_prune_on_a_three_master_cluster(cluster, r, ks):
+    answered: List[str] = []        # the request id of every list answered: one impression each, in order
+
     def app_get(api: TestClient, path: str, **params) -> dict:
         got = api.get(path, params=params)
         assert got.status_code == 200, got.text
+        if "request_id" in got.json():
+            answered.append(got.json()["request_id"])
         return got.json()
 
     # the service as `reco serve` builds it: a factory of the async client on the reader's settings
@@ -181,7 +189,7 @@ def test_publish_lookup_patch_rollback_prune_on_a_three_master_cluster(cluster, 
                                                        **reader_cfg.client_options("reader", {})), ks))
         return readers[-1]
 
-    with TestClient(create_app(build, feedback=NO_STREAMS)) as api:
+    with TestClient(create_app(build)) as api:
         # 1. a full version: loaded over all three nodes, then switched to
         v1 = publish_version(r, ks, "v1", chunks("v1", N_USERS, N_ITEMS), META, expected=expected(N_USERS, N_ITEMS),
                              keep=2)
@@ -242,9 +250,37 @@ def test_publish_lookup_patch_rollback_prune_on_a_three_master_cluster(cluster, 
         assert app_get(api, "/v1/users/u3/recommendations", k=1)["items"][0]["item_id"] == "v4-u3-i0"
         # republishing v4 with the same content is a no-op, as on one server
         assert publish_version(r, ks, "v4", chunks("v4", N_USERS, N_ITEMS), META, keep=1).skipped
+
+        # 6. the feedback streams on the cluster: a click on the last list answered, then every impression
+        event = api.post("/v1/events", json={"type": "click", "user_id": "u3", "item_id": "v4-u3-i0",
+                                             "request_id": answered[-1]})
+        assert event.status_code == 202, event.text
+        api.portal.call(api.app.state.impressions.flush)
         for reader in readers:
             api.portal.call(reader.aclose)
     assert len(readers) == 1          # the factory ran once, on the first request
+    impressions = stream_entries(r.xrange(ks.stream("impressions")))
+    assert len(answered) == 10 and [e["request_id"] for e in impressions] == answered
+    assert [(e["route"], e["user_id"], e["version"]) for e in impressions[-2:]] == \
+        [("recommendations", "u3", "v3"), ("recommendations", "u3", "v4")]
+    [click] = stream_entries(r.xrange(ks.stream("feedback")))
+    assert (click["event_id"], click["type"], click["item_id"], click["request_id"]) == \
+        (event.json()["event_id"], "click", "v4-u3-i0", answered[-1])
+
+
+def test_the_blocking_client_writes_the_streams_on_a_cluster_too(r, ks):
+    """The app given a blocking LookupClient on the cluster (its pipeline runs on the thread pool)."""
+    publish_version(r, ks, "v1", chunks("v1", N_USERS, N_ITEMS), META, expected=expected(N_USERS, N_ITEMS))
+    with TestClient(create_app(LookupClient(r, ks))) as api:
+        rids = [api.get(path).json()["request_id"] for path in
+                ("/v1/users/u5/recommendations", "/v1/items/i2/similar")]
+        assert api.post("/v1/events", json={"type": "add_to_cart", "user_id": "u5", "item_id": "v1-u5-i0",
+                                            "request_id": rids[0]}).status_code == 202
+        api.portal.call(api.app.state.impressions.flush)
+    assert [(e["request_id"], e["route"]) for e in stream_entries(r.xrange(ks.stream("impressions")))] == \
+        [(rids[0], "recommendations"), (rids[1], "similar")]
+    assert [(e["type"], e["request_id"]) for e in stream_entries(r.xrange(ks.stream("feedback")))] == \
+        [("add_to_cart", rids[0])]
 
 
 def test_the_publish_lock_and_its_heartbeat_work_on_a_cluster(r, ks):
@@ -254,3 +290,81 @@ def test_the_publish_lock_and_its_heartbeat_work_on_a_cluster(r, ks):
         assert lock.lost is None and r.get(ks.publish_lock) == lock.value.encode()
         lock.refresh()
     assert r.get(ks.publish_lock) is None
+
+
+def _down_url(password: str = "") -> str:
+    """A cluster url naming a node that is not there (a free port), with a password to be kept out of messages."""
+    return f"redis+cluster://{':' + password + '@' if password else ''}127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "fastapi"])
+def test_a_cluster_that_is_down_answers_503_like_one_unreachable_server(ks, fast):
+    url = _down_url("pw-in-the-url-1234")
+    readers: List[AsyncLookupClient] = []
+
+    def build() -> AsyncLookupClient:
+        readers.append(AsyncLookupClient(connect_async(url, socket_timeout=0.5, retries=0), ks))
+        return readers[-1]
+
+    with TestClient(create_app(build, fast_lookups=fast), raise_server_exceptions=False) as api:
+        for path in ("/v1/users/u1/recommendations", "/v1/items/i1/similar", "/v1/items/i1"):
+            got = api.get(path)
+            assert (got.status_code, got.headers.get("retry-after"), got.json()["retry"]) == (503, "1", True), got.text
+            assert got.json()["detail"].startswith(f"{UNAVAILABLE}: Redis Cluster cannot be connected")
+            assert "pw-in-the-url" not in got.text
+        event = api.post("/v1/events", json={"type": "click", "user_id": "u1", "item_id": "i1"})
+        assert (event.status_code, event.json()["retry"]) == (503, True), event.text
+        health = api.get("/healthz")
+        assert (health.status_code, health.json()["status"], health.json()["redis"]) == (503, "unavailable", "down")
+        metrics = api.get("/metrics").text
+        assert "reco_redis_errors_total 5.0" in metrics      # each of the five answers above counted once
+        for reader in readers:
+            api.portal.call(reader.aclose)
+
+
+@pytest.fixture
+def one_node_cluster(tmp_path) -> Iterator[Dict[str, object]]:
+    """A cluster of one master holding every slot (CLUSTER ADDSLOTSRANGE), with a password; stopped by the test."""
+    port, password = free_port(), "cluster-pw-5e1d"
+    while not _free(port + 10000):        # its cluster bus port too
+        port = free_port()
+    proc = subprocess.Popen(
+        [_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--requirepass", password,
+         "--appendonly", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    admin = redis.Redis(port=port, password=password, socket_timeout=1)
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, f"redis-server on port {port} exited ({proc.returncode})"
+            try:
+                return admin.ping()
+            except redis.ConnectionError:
+                return False
+        _wait_until(up, f"redis-server on port {port} did not answer")
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        _wait_until(lambda: admin.cluster("info").get("cluster_state") == "ok", "cluster_state:ok")
+        yield {"proc": proc, "port": port, "password": password,
+               "url": f"redis+cluster://:{password}@127.0.0.1:{port}"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_publish_whose_cluster_went_down_is_a_publish_error_naming_the_url(one_node_cluster, ks):
+    r = connect(one_node_cluster["url"], socket_timeout=1.0, retries=0)     # reads the slot map: the node is up
+    assert r.set(ks.current, "v0")
+    one_node_cluster["proc"].terminate()
+    one_node_cluster["proc"].wait(timeout=10)
+    with pytest.raises(PublishError) as err:
+        publish_version(r, ks, "v1", chunks("v1", N_USERS, N_ITEMS), META)
+    msg = str(err.value)
+    assert isinstance(err.value, RecoError) and one_node_cluster["password"] not in msg
+    assert msg.startswith(f"publish of version v1 to redis+cluster://127.0.0.1:{one_node_cluster['port']} failed "
+                          "after 0 of its keys were written: the Redis Cluster at redis+cluster://127.0.0.1:"
+                          f"{one_node_cluster['port']} could not be reached"), msg
+    assert "RedisClusterException: Redis Cluster cannot be connected" in msg
+    assert msg.endswith("Readers are still on version (none): reco:current was not touched. Check that the "
+                        "cluster's nodes are up (`redis-cli -h HOST -p PORT cluster info` on each says "
+                        "cluster_state:ok) and that redis.url names one of them and rerun: publishing is "
+                        "idempotent and deletes the partial version first"), msg
