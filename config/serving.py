@@ -8,7 +8,8 @@ each is there).
   :func:`serving.api.auth.check_exposure`).
 * ``cors_origins``: the browser origins allowed to call the API from another site (none by default).
 * ``auth``: API keys, each read from an environment variable (never from a file), with its scopes
-  and its rate limit.
+  and its rate limit; ``auth.shared_limit`` counts that rate in Redis across every worker process
+  and pod instead of per process (:mod:`serving.api.rate_limit`).
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ class ApiKeySpec(Strict):
     either separated by commas (a key being rotated and its successor)."""
     env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
     scopes: List[Scope] = Field(min_length=1)
-    rate_per_s: float = Field(gt=0)     # sustained requests a second, per worker process
-    burst: int = Field(gt=0)            # requests allowed at once above that rate
+    rate_per_s: float = Field(gt=0)     # sustained requests a second, per worker process (all of them: shared_limit)
+    burst: int = Field(gt=0)            # requests allowed at once above that rate (per process only)
 
 
 def _default_keys() -> Dict[str, ApiKeySpec]:
@@ -41,9 +42,19 @@ def _default_keys() -> Dict[str, ApiKeySpec]:
     }
 
 
+class SharedLimitSection(Strict):
+    """Each key's rate counted in Redis (the lookup client's), shared by every worker process and pod:
+    ``round(rate_per_s * window_s)`` requests per fixed window of ``window_s`` seconds. While Redis
+    fails, each process falls back to its own bucket (``rate_per_s``, ``burst``) for ``fallback_s``."""
+    enabled: bool = False
+    window_s: int = Field(1, ge=1, le=3600)
+    fallback_s: float = Field(5.0, gt=0, le=3600)
+
+
 class AuthSection(Strict):
     enabled: bool = True                # off only in local.yaml (loopback, demo page)
     keys: Dict[str, ApiKeySpec] = Field(default_factory=_default_keys)
+    shared_limit: SharedLimitSection = Field(default_factory=SharedLimitSection)
 
     @field_validator("keys")
     @classmethod

@@ -20,6 +20,11 @@ cannot read a stream, nor XADD into a key of the lists or another namespace's st
 publisher's selector grants the drain's consumer-group commands (XGROUP, XREADGROUP, XACK) on the
 same keys.
 
+With ``serving.auth.shared_limit`` on, the lookup service counts each API key's requests in Redis
+(serving/api/rate_limit.py): a second selector of the reader, ``(~<namespace>:ratelimit:* +incrby
++pexpire)``, allows those two commands on those counters and nothing else (it stays unable to write
+or expire a list). It is printed whether or not the limit is on, so turning it on needs no new ACL file.
+
 Passwords are given as SHA-256 digests (``#<hex>``): the file never holds a password in clear.
 
 Why a command and not a file under conf/: the rules depend on the namespace and user names of
@@ -41,6 +46,7 @@ PUBLISHER_COMMANDS = READER_COMMANDS + (
     "multi", "exec", "discard", "watch", "unwatch")
 READER_STREAM_COMMANDS = ("xadd",)                        # the service logs impressions and events
 PUBLISHER_STREAM_COMMANDS = ("xgroup", "xreadgroup", "xack")  # the feedback drain (jobs/feedback_drain.py)
+READER_RATE_LIMIT_COMMANDS = ("incrby", "pexpire")  # shared rate limit counters (redis-py sends INCR as INCRBY)
 
 _USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -53,10 +59,11 @@ def password_digest(password: str) -> str:
 
 
 def user_line(user: str, password: str, namespace: str, commands: tuple, streams: Sequence[str] = (),
-              stream_commands: tuple = ()) -> str:
+              stream_commands: tuple = (), rate_limit_commands: tuple = ()) -> str:
     """One ``user ...`` line of an ACL file: on, the password's digest, the namespace's keys,
-    no channels, no command but ``commands``; and, when stream names are given, a selector that allows
-    ``stream_commands`` on those streams' keys in the namespace only."""
+    no channels, no command but ``commands``; when stream names are given, a selector that allows
+    ``stream_commands`` on those streams' keys in the namespace only; with ``rate_limit_commands``, a
+    selector allowing them on the namespace's ``ratelimit:`` counters only."""
     if not _USER_RE.match(user):
         raise ValueError(f"redis ACL user name {user!r} is invalid: use 1-64 letters, digits, '_', '.' or '-'")
     ks = KeySpace(namespace)
@@ -66,6 +73,9 @@ def user_line(user: str, password: str, namespace: str, commands: tuple, streams
     if streams and stream_commands:
         words.append("(" + " ".join([*(f"~{glob_escape(ks.stream(s))}" for s in streams),
                                      *(f"+{c}" for c in stream_commands)]) + ")")
+    if rate_limit_commands:
+        words.append("(" + " ".join([f"~{glob_escape(ks.namespace + ':ratelimit:')}*",
+                                     *(f"+{c}" for c in rate_limit_commands)]) + ")")
     return " ".join(words)
 
 
@@ -76,6 +86,7 @@ def acl_lines(namespace: str, reader_user: str, reader_password: str, publisher_
     the publisher drains; their keys are in ``namespace``."""
     if reader_user == publisher_user:
         raise ValueError(f"the reader and the publisher must be two users, both are {reader_user!r}")
-    return [user_line(reader_user, reader_password, namespace, READER_COMMANDS, streams, READER_STREAM_COMMANDS),
+    return [user_line(reader_user, reader_password, namespace, READER_COMMANDS, streams, READER_STREAM_COMMANDS,
+                      READER_RATE_LIMIT_COMMANDS),
             user_line(publisher_user, publisher_password, namespace, PUBLISHER_COMMANDS, streams,
                       PUBLISHER_STREAM_COMMANDS)]

@@ -38,7 +38,8 @@ purchases, which echo that id (:mod:`serving.api.events`). While an A/B test run
 
 Who may call what (:mod:`serving.api.auth`): with ``auth`` given, every path but ``/healthz``,
 ``/openapi.json`` and the demo page needs an API key with the path's scope (401, 403), within the
-key's rate (429); the fast path checks the same. ``demo`` adds the demo store front (``/``,
+key's rate (429; with ``auth.shared_limit``, counted in the lookup client's Redis across processes:
+:mod:`serving.api.rate_limit`); the fast path checks the same. ``demo`` adds the demo store front (``/``,
 ``/static``) and ``/v1/demo/users``; without it they do not exist. ``cors_origins``: the browser
 origins allowed to call the API (none by default: no CORS headers at all).
 """
@@ -339,6 +340,8 @@ def create_app(client_factory: ClientSource, *, title: str = "RetailReco lookup"
         app.fast.add("/v1/items/{item_id}/similar", app.fast.similar)
     if feedback.events.enabled:  # inside the key check: nobody's body is read before their key is
         app.add_middleware(BodyLimit, path="/v1/events", max_bytes=feedback.events.max_body_bytes)
+    if auth is not None and auth.shared is not None:
+        auth.shared.bind(get_client)     # the shared rate limit counts on the lookup client's Redis
     if auth is not None:        # inside CORS: a preflight needs no key, a refusal gets CORS headers
         app.add_middleware(AuthMiddleware, auth=auth, routes=lambda: app.router.routes)
         openapi_security(app, lambda path: required_scope(path) is not None, AUTH_ERRORS)

@@ -18,8 +18,11 @@ over its rate -> 429 with ``Retry-After``. The check costs a few microseconds (o
 short string, a handful of ``compare_digest``), so the lookups' fast path (:mod:`serving.api.fast`)
 runs it too: it is what makes the fast path safe to keep.
 
-The rate limit is a token bucket per key **in each worker process**: with ``--workers N`` a key may
-make N times its rate in all. A shared limit (Redis, or the proxy in front) is for later.
+The rate limit is a token bucket per key **in each worker process** (with ``--workers N`` a key may
+make N times its rate in all), unless ``serving.auth.shared_limit`` is on: then each key's requests
+are counted in Redis, one budget for every process and pod (:mod:`serving.api.rate_limit`), and the
+per-process bucket decides only while Redis cannot (docs/SECURITY.md says why it falls back rather
+than refuses). :meth:`Auth.check` is a coroutine for that one Redis round trip.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence,
 
 from config.serving import AuthSection
 from core.errors import ConfigError
+from serving.api.rate_limit import SharedLimit
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,8 @@ class ApiKey:
     digest: bytes
     scopes: FrozenSet[str]
     bucket: TokenBucket = field(repr=False)
+    rate: float = 0.0
+    limit_name: str = ""       # its budget's name in the shared limit: rotated keys (lookup#1, #2) share one
 
 
 @dataclass(frozen=True)
@@ -118,8 +124,9 @@ _FORBIDDEN = {scope: _refusal(403, f"this API key lacks the scope '{scope}' that
               for scope in ("lookup", "events", "admin")}
 
 
-def _too_many(wait: float) -> Refusal:
-    return _refusal(429, "rate limit of this API key reached (per worker process); retry after the seconds in "
+def _too_many(wait: float, shared: bool = False) -> Refusal:
+    where = "shared by every worker" if shared else "per worker process"
+    return _refusal(429, f"rate limit of this API key reached ({where}); retry after the seconds in "
                          "Retry-After", retry=True, retry_after=str(max(1, math.ceil(wait))))
 
 
@@ -142,15 +149,19 @@ class Auth:
     Args:
         keys: ``(name, key or "sha256:<hex>", scopes, rate_per_s, burst)`` each; only digests are kept.
         clock: seconds, monotonic (tests pass their own).
+        shared: count each key's rate in Redis across processes (:class:`SharedLimit`; the app binds
+            it to its lookup client's Redis); None: per process only.
     """
 
     def __init__(self, keys: Sequence[Tuple[str, str, Sequence[str], float, int]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: Optional[SharedLimit] = None) -> None:
         self.clock = clock
+        self.shared = shared
         now = clock()
         self.keys: List[ApiKey] = []
         for name, secret, scopes, rate, burst in keys:
-            self.keys.append(ApiKey(name, _digest_of(secret, name), frozenset(scopes), TokenBucket(rate, burst, now)))
+            self.keys.append(ApiKey(name, _digest_of(secret, name), frozenset(scopes), TokenBucket(rate, burst, now),
+                                    rate, name.split("#", 1)[0]))
         if not self.keys:
             raise ConfigError("API keys are on but no key is configured")
         names: Dict[bytes, str] = {}
@@ -186,12 +197,14 @@ class Auth:
                               "serving.auth.enabled: false on a loopback host")
         if unset:
             log.warning("no API key in %s: the scopes of those keys are refused to everyone", ", ".join(unset))
-        return cls(keys, clock)
+        limit = section.shared_limit
+        return cls(keys, clock, SharedLimit(limit.window_s, limit.fallback_s) if limit.enabled else None)
 
-    def check(self, scope: dict) -> Optional[Refusal]:
+    async def check(self, scope: dict) -> Optional[Refusal]:
         """None when the request may go on (then ``scope[CHECKED]`` names its key), else the answer
         refusing it. Checks a request once: a second call (the fast path declined it and FastAPI's
-        middleware sees it) passes it without taking another token."""
+        middleware sees it) passes it without taking another token. With a shared limit, one Redis
+        round trip; the per-process bucket when Redis cannot answer."""
         need = required_scope(scope["path"])
         if need is None or CHECKED in scope:
             return None
@@ -207,7 +220,11 @@ class Auth:
             return UNKNOWN
         if need not in found.scopes:
             return _FORBIDDEN[need]
-        wait = found.bucket.take(self.clock())
+        wait = await self.shared.take(found.limit_name, found.rate) if self.shared is not None else None
+        if wait is None:
+            wait = found.bucket.take(self.clock())
+        elif wait:
+            return _too_many(wait, shared=True)
         if wait:
             return _too_many(wait)
         scope[CHECKED] = found.name
@@ -237,7 +254,7 @@ class AuthMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            refusal = self.auth.check(scope)
+            refusal = await self.auth.check(scope)
             if refusal is not None:
                 from starlette.routing import Match
                 for route in self.routes():

@@ -181,7 +181,7 @@ class FastLookups:
         if self.cors and any(name == b"origin" for name, _ in scope["headers"]):
             return False                  # FastAPI's CORS middleware answers it, with its headers
         start = time.perf_counter()
-        refusal = self.auth.check(scope) if self.auth is not None else None
+        refusal = await self.auth.check(scope) if self.auth is not None else None
         if refusal is not None:
             try:
                 await refusal.send(send)

@@ -43,10 +43,14 @@ def redis_of(client: Any) -> Any:
     return _inner(client).r
 
 
+def keyspace_of(client: Any) -> KeySpace:
+    """The KeySpace (namespace) of the app's lookup client (async or blocking)."""
+    return _inner(client).ks
+
+
 def stream_key(client: Any, name: str) -> str:
     """The key of stream ``name`` in the namespace of the app's lookup client (its KeySpace)."""
-    ks: KeySpace = _inner(client).ks
-    return ks.stream(name)
+    return keyspace_of(client).stream(name)
 
 
 async def execute(r: Any, pipe: Any) -> List[Any]:

@@ -19,8 +19,13 @@ from typing import Iterator
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from config.feedback import FeedbackConfig
+from config.serving import ServingConfig
 from config.storage import RedisConfig
+from serving.api.impressions import stream_entries
+from serving.api.main import _build_app, _parser, configured_app
 from serving.client import AsyncLookupClient, LookupClient
 from serving.connection import RedisUnavailable, connect, connect_async, ping_or_raise
 from serving.keys import KeySpace
@@ -114,9 +119,11 @@ def test_acl_lines_hold_digests_and_only_the_namespace(tls_server):
     acl = tls_server["acl"]
     reader, publisher = acl.splitlines()
     assert reader.startswith(f"user {READER} reset on #") and publisher.startswith(f"user {PUBLISHER} reset on #")
-    for line in (reader, publisher):      # the namespace, and a selector for the two feedback streams only
-        assert " ~reco:* " in line and line.count("~") == 3 and " -@all " in line
-    assert reader.endswith(" (~reco:stream:impressions ~reco:stream:feedback +xadd)")
+    for line, n in ((reader, 4), (publisher, 3)):  # the namespace, a selector for the two feedback streams only
+        assert " ~reco:* " in line and line.count("~") == n and " -@all " in line
+    # ... and the reader's for the shared rate limit's counters
+    assert reader.endswith(" (~reco:stream:impressions ~reco:stream:feedback +xadd)"
+                           " (~reco:ratelimit:* +incrby +pexpire)")
     assert publisher.endswith(" (~reco:stream:impressions ~reco:stream:feedback +xgroup +xreadgroup +xack)")
     assert not any(pw in acl for pw in ENV.values())
     assert "+set" not in reader.split() and "+del" not in reader.split() and "+get" in reader.split()
@@ -145,10 +152,15 @@ def test_reader_reads_a_published_version_over_tls_but_cannot_write(tls_server, 
                     lambda: reader.set(ks.current, "v0"), lambda: reader.unlink(ks.current),
                     lambda: reader.hset(ks.meta("v1"), "complete", 0), lambda: reader.flushdb(),
                     lambda: reader.config_get("*"), lambda: reader.scan(0), lambda: reader.keys("*"),
-                    lambda: reader.get("elsewhere:key")):
+                    lambda: reader.get("elsewhere:key"), lambda: reader.incr(user_key),
+                    lambda: reader.pexpire(user_key, 1), lambda: reader.pexpire(ks.current, 1),
+                    lambda: reader.incr("elsewhere:ratelimit:x"), lambda: reader.set("reco:ratelimit:x", 9)):
         with pytest.raises(redis.exceptions.NoPermissionError):
             attempt()
     assert LookupClient(reader, ks).recommendations("u3", k=3).items == found.items   # nothing changed
+    assert pub.pttl(user_key) == -1 and reader.get(ks.current) == b"v1"
+    # what it may write: the shared rate limit's counters (INCR, PEXPIRE), nothing else there
+    assert reader.incr("reco:ratelimit:probe:1") == 1 and reader.pexpire("reco:ratelimit:probe:1", 5000)
 
 
 def test_the_service_client_reads_over_tls_as_the_reader(tls_server, ks):
@@ -209,3 +221,81 @@ def test_the_reader_appends_to_the_feedback_streams_only_and_the_publisher_drain
     got = pub.xreadgroup("drain", "c1", {stream: ">"}, count=10)
     assert [(e_id, fields) for e_id, fields in got[0][1]] == [(entry, {b"request_id": b"r1", b"customer": b"u1"})]
     assert pub.xack(stream, "drain", entry) == 1
+
+
+API_KEY = "tls-test-lookup-and-events-key"
+
+
+def read_stream(pub: redis.Redis, key: str, group: str) -> list:
+    """Every entry of stream ``key`` as the publisher (the drain's user) reads it: a new consumer group from 0."""
+    pub.xgroup_create(key, group, id="0", mkstream=True)
+    got = pub.xreadgroup(group, "check", {key: ">"}, count=10_000)
+    return stream_entries(got[0][1]) if got else []
+
+
+def test_reco_serve_as_the_reader_looks_up_logs_and_counts_its_rate(tls_server, ks):
+    """The app as `reco serve` builds it (jobs/commands.py serve): configured_app on the async client with
+    redis.client_options("reader"), so the reader user over TLS with REDIS_READER_PASSWORD. Keys on, with
+    the shared rate limit: lookups, an event and the impressions go through, and every request is counted
+    in Redis (the reader's INCRBY on reco:ratelimit:*) without falling back."""
+    cfg: RedisConfig = tls_server["cfg"]
+    pub = client(tls_server, "publisher")
+    publish_version(pub, ks, "v3", chunks("v3"), META, expected=expected())
+    for key in pub.scan_iter(match="reco:ratelimit:*"):
+        pub.delete(key)
+    serving = ServingConfig(host="0.0.0.0", auth={
+        "keys": {"web": {"env": "RECO_API_KEY_WEB", "scopes": ["lookup", "events"], "rate_per_s": 1000.0,
+                         "burst": 1000}},
+        "shared_limit": {"enabled": True, "window_s": 60}})
+    options = cfg.client_options("reader", ENV)
+    assert options["username"] == READER and options["password"] == ENV["REDIS_READER_PASSWORD"]
+    readers = []
+
+    def build() -> AsyncLookupClient:
+        readers.append(AsyncLookupClient(connect_async(cfg.url, socket_timeout=2.0, **options), ks))
+        return readers[-1]
+
+    app = configured_app(serving, build, host="0.0.0.0", demo_users=3, environ={"RECO_API_KEY_WEB": API_KEY},
+                         feedback=FeedbackConfig())
+    with TestClient(app, headers={"X-API-Key": API_KEY}) as api:
+        body = api.get("/v1/users/u4/recommendations", params={"k": 2}).json()
+        assert ([p["item_id"] for p in body["items"]], body["version"]) == (["v3-u4-i0", "v3-u4-i1"], "v3")
+        assert api.get("/v1/items/i1/similar", params={"k": 1}).status_code == 200
+        event = api.post("/v1/events", json={"type": "click", "user_id": "u4", "item_id": "v3-u4-i0",
+                                             "request_id": body["request_id"]})
+        assert event.status_code == 202, event.text
+        api.portal.call(app.state.impressions.flush)
+        for reader in readers:
+            api.portal.call(reader.aclose)
+    assert app.fast.auth.shared.failures == 0       # the reader may INCR/PEXPIRE its counters
+    [counter] = pub.scan_iter(match="reco:ratelimit:web:*")
+    assert pub.get(counter) == b"3" and 0 < pub.pttl(counter) <= 120_000
+    assert [e["request_id"] for e in read_stream(pub, "reco:stream:impressions", "serve")][-2] == body["request_id"]
+    assert read_stream(pub, "reco:stream:feedback", "serve")[-1]["event_id"] == event.json()["event_id"]
+
+
+def test_python_m_serving_api_connects_as_the_reader_named_in_the_url(tls_server, ks, monkeypatch):
+    """`python -m serving.api` takes the user in the url and its password from REDIS_PASSWORD (it reads no
+    config); the TLS files go in the url's query, which redis-py passes to the connection."""
+    d = tls_server["dir"]
+    publish_version(client(tls_server, "publisher"), ks, "v4", chunks("v4"), META, expected=expected())
+    for name in ("RECO_API_KEY_LOOKUP", "RECO_API_KEY_EVENTS", "RECO_API_KEY_ADMIN"):
+        monkeypatch.delenv(name, raising=False)        # no keys: loopback only
+    monkeypatch.setenv("REDIS_PASSWORD", ENV["REDIS_READER_PASSWORD"])
+    url = (f"rediss://{READER}@127.0.0.1:{tls_server['port']}/0?ssl_ca_certs={d / 'ca.crt'}"
+           f"&ssl_certfile={d / 'client.crt'}&ssl_keyfile={d / 'client.key'}")
+    app = _build_app(_parser().parse_args(["--redis-url", url, "--n-shards", "16"]))
+    with TestClient(app) as api:
+        got = api.get("/v1/users/u2/recommendations", params={"k": 1})
+        assert (got.status_code, got.json()["items"][0]["item_id"]) == (200, "v4-u2-i0"), got.text
+        assert api.post("/v1/events", json={"type": "click", "user_id": "u2", "item_id": "v4-u2-i0"}).status_code == 202
+        rid = got.json()["request_id"]
+        api.portal.call(app.state.impressions.flush)
+    pub = client(tls_server, "publisher")
+    assert rid in [e["request_id"] for e in read_stream(pub, "reco:stream:impressions", "main")]
+    assert [e["user_id"] for e in read_stream(pub, "reco:stream:feedback", "main")][-1] == "u2"
+    # the wrong user's password: refused (redis-py's AuthenticationError is a ConnectionError: the 503)
+    monkeypatch.setenv("REDIS_PASSWORD", ENV["REDIS_PUBLISHER_PASSWORD"])
+    with TestClient(_build_app(_parser().parse_args(["--redis-url", url, "--n-shards", "16"]))) as api:
+        refused = api.get("/v1/users/u2/recommendations")
+        assert refused.status_code == 503 and ENV["REDIS_PUBLISHER_PASSWORD"] not in refused.text

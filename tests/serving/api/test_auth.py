@@ -1,6 +1,7 @@
 """API keys, scopes, the rate limit and CORS (serving.api.auth), on the fast path and through FastAPI."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 
@@ -141,7 +142,7 @@ def test_only_digests_are_kept_and_every_key_is_compared(monkeypatch):
     for key in (LOOKUP_KEY, "third-key-0123456789", "nobody-0123456789abc"):   # the first, the last, none
         compared.clear()
         scope = {"path": "/v1/items/A", "headers": [(b"x-api-key", key.encode())]}
-        auth.check(scope)
+        asyncio.run(auth.check(scope))
         assert compared == [k.digest for k in auth.keys], key
     assert scope.get("reco.api_key") is None
 
