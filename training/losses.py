@@ -28,6 +28,14 @@ import torch.nn.functional as F
 LOSSES = ("softmax", "bpr", "mse")
 
 
+def full_softmax(u: torch.Tensor, all_v: torch.Tensor, items: torch.Tensor, temperature: float = 0.05,
+                 weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Softmax over the whole catalog: row b's logits are ``u_b . v_j / temperature`` for every item j,
+    its target the positive's index. No sampling, so no logQ correction and no accidental hits."""
+    logits = u @ all_v.T / temperature
+    return _weighted_mean(F.cross_entropy(logits, items, reduction="none"), weight)
+
+
 def logq_correct(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """Subtract each column item's log sampling probability: ``logits - log_q``.
 

@@ -36,6 +36,7 @@ from training.metrics import evaluate, format_metrics
 from training.model import ModelConfig, TwoTower
 
 log = logging.getLogger(__name__)
+NEGATIVES = ("in_batch", "all_items")
 
 
 @dataclass
@@ -59,12 +60,19 @@ class TrainParams:
     others_share: float = 0.0         # share of examples whose history is the user's other items
                                       # (training.featurize.sequence_examples); chosen on validation
     repeat_weight: float = 1.0        # weight of examples whose target is already in their history
+    negatives: str = "in_batch"       # softmax negatives: in_batch (the batch's other positives, logQ-corrected,
+                                      # + uniform_negatives) | all_items (a full softmax over the catalog: one
+                                      # item-tower pass over every item per step; small catalogs)
     ema_decay: float = 0.0            # > 0: validate, early-stop on and keep an exponential moving
                                       # average of the weights (decay per step) instead of the raw weights
 
     def __post_init__(self):
         if self.loss not in losses.LOSSES:
             raise ValueError(f"training loss must be one of {losses.LOSSES}, got {self.loss!r}")
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"training negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        if self.negatives == "all_items" and self.loss != "softmax":
+            raise ValueError(f"negatives=all_items needs loss=softmax, got loss={self.loss!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay}")
 
@@ -140,6 +148,9 @@ def _batch_loss(ddp, model: TwoTower, spec: TrainSpec, b: Dict[str, torch.Tensor
     p = spec.params
     n_items = spec.model.n_items
     extra = None
+    if p.loss == "softmax" and p.negatives == "all_items":
+        u, all_v = ddp(b["user"], b["hist"], b["feats"], None, None, all_items=True)
+        return losses.full_softmax(u, all_v, b["item"], p.temperature, b["weight"])
     if p.loss == "mse":
         extra = torch.randint(0, n_items, (len(b["item"]),), generator=gen).to(device)
     elif p.uniform_negatives:
@@ -187,7 +198,9 @@ class _Towers(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, users, hist, feats, items, extra_items=None):
+    def forward(self, users, hist, feats, items, extra_items=None, all_items=False):
+        if all_items:
+            return self.model.forward_all(users, hist, feats)
         return self.model(users, hist, feats, items, extra_items)
 
 

@@ -222,3 +222,17 @@ def test_pointwise_mse_known_value():
 
 def test_loss_names():
     assert losses.LOSSES == ("softmax", "bpr", "mse")
+
+
+def test_full_softmax_known_value_over_the_whole_catalog():
+    # two users, three items: row b's loss is -log softmax(u_b . v / T)[target_b]
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    all_v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    items = torch.tensor([0, 2])
+    T = 0.5
+    logits = torch.tensor([[2.0, 0.0, 1.2], [0.0, 2.0, 1.6]])
+    expected = torch.stack([-torch.log_softmax(logits[0], 0)[0], -torch.log_softmax(logits[1], 0)[2]])
+    got = losses.full_softmax(u, all_v, items, T)
+    torch.testing.assert_close(got, expected.mean())
+    w = torch.tensor([3.0, 1.0])
+    torch.testing.assert_close(losses.full_softmax(u, all_v, items, T, w), (3 * expected[0] + expected[1]) / 4)

@@ -161,3 +161,54 @@ def test_state_dict_round_trip():
     torch.testing.assert_close(m2(users, hist, feats, torch.arange(N_ITEMS)), m(users, hist, feats, torch.arange(N_ITEMS)))
     # the item metadata travels in the state dict as buffers
     assert {"meta_category", "meta_price", "meta_popularity", "meta_title"} <= set(m.state_dict())
+
+
+def test_pooling_is_the_position_weighted_mean_of_the_history_vectors(model):
+    # known answer, computed by hand from the model's own parts: softmax(position) over the filled slots,
+    # renormalised, times the history items' vectors; then the user MLP and the residual
+    users, hist, feats = _users_batch()
+    with torch.no_grad():
+        allv = model.all_item_vectors()
+        w = torch.softmax(model.position, dim=0).unsqueeze(0) * (hist > 0)
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-9)
+        pooled = (allv[(hist - 1).clamp_min(0)] * w.unsqueeze(-1)).sum(1)
+        x = torch.cat([model.user_id(users), pooled, feats], dim=-1)
+        expected = torch.nn.functional.normalize(model.user_mlp(x) + model.history_scale * pooled, dim=-1)
+        torch.testing.assert_close(model.user_vectors(users, hist, feats), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_all_scores_the_whole_catalog_like_the_separate_towers(model):
+    users, hist, feats = _users_batch()
+    with torch.no_grad():
+        u, allv = model.forward_all(users, hist, feats)
+        torch.testing.assert_close(allv, model.all_item_vectors())
+        torch.testing.assert_close(u, model.user_vectors(users, hist, feats), rtol=1e-5, atol=1e-6)
+
+
+def test_history_dropout_hides_slots_in_training_only():
+    torch.manual_seed(0)
+    m = TwoTower(_cfg(history_dropout=0.99, id_dropout=0.0, dropout=0.0), _meta(N_ITEMS))
+    users, hist, feats = _users_batch()
+    m.eval()
+    with torch.no_grad():
+        evals = [m.user_vectors(users, hist, feats) for _ in range(2)]
+    torch.testing.assert_close(evals[0], evals[1])             # evaluation sees the whole history
+    m.train()
+    with torch.no_grad():
+        # nearly every slot hidden: the pooled history is (almost always) empty, so a trained user with a
+        # full history looks like one without any
+        hidden = m.user_vectors(users[2:], hist[2:], feats[2:])
+        empty = m.user_vectors(users[2:], torch.zeros_like(hist[2:]), feats[2:])
+    torch.testing.assert_close(hidden, empty)
+
+
+def test_item_id_init_starts_seen_items_apart_and_keeps_unseen_ones_at_zero():
+    torch.manual_seed(0)
+    meta = _meta(N_ITEMS)                        # train_counts 0..5: item 0 has no interactions
+    zero = TwoTower(_cfg(), meta)
+    assert torch.count_nonzero(zero.item_id.weight) == 0
+    m = TwoTower(_cfg(item_id_init=0.05), meta)
+    rows = m.item_id.weight.detach()
+    assert torch.count_nonzero(rows[0]) == 0
+    assert bool((rows[1:].abs().sum(1) > 0).all())
+    assert 0.01 < float(rows[1:].std()) < 0.1

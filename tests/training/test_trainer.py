@@ -70,12 +70,12 @@ def _spec(fit: Interactions, valid_truth, params: TrainParams, exclude_seen=True
 
 # ------------------------------------------------------------------ planted preference
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.98])
-def test_learns_planted_group_preference(ema_decay):
+@pytest.mark.parametrize("ema_decay,negatives", [(0.0, "in_batch"), (0.98, "in_batch"), (0.0, "all_items")])
+def test_learns_planted_group_preference(ema_decay, negatives):
     n_users = 200
     fit, valid = _planted(n_users)
     params = TrainParams(lr=0.01, batch_size=64, max_epochs=15, patience=5, use_gpu=False, seed=3,
-                         ema_decay=ema_decay)
+                         ema_decay=ema_decay, negatives=negatives)
     spec = _spec(fit, valid, params)
     res = train(spec)
 
