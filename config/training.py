@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from config.base import Strict
 from config.scoring import DiversitySection, ScoringConfig
@@ -77,10 +77,48 @@ class GateSection(Strict):
     margin: float = Field(0.0, ge=0.0)  # relative: 0.01 = the challenger must be 1% better
 
 
+class GpuSection(Strict):
+    """Training on GPUs through TorchDistributor: jobs/spark.py turns this into Spark's GPU resource
+    settings, and training/fit.py gives each training process one GPU of those (docs/TRAINING.md,
+    "Distributed training")."""
+    # auto: when the discovery script finds GPUs on the driver, where the ranks run in local mode (ranks
+    # on a cluster's executors: off, the driver cannot see their GPUs; say true); true: always (ranks on
+    # the driver whose script finds none fail at start); false: never, even with GPUs visible
+    enabled: Union[Literal["auto"], bool] = "auto"
+    # GPUs per training process (spark.task.resource.gpu.amount); the trainer drives one (cuda:LOCAL_RANK)
+    per_process: int = Field(1, gt=0)
+    per_executor: int = Field(1, gt=0)  # cluster: GPUs per executor (spark.executor.resource.gpu.amount)
+    # prints {"name": "gpu", "addresses": [...]} (Spark's discovery script contract); relative paths
+    # are the project's; on a cluster the path must exist on every executor's node
+    discovery_script: str = "conf/gpu_discovery.sh"
+    # NCCL_* variables for the training processes, e.g. {NCCL_DEBUG: INFO} to debug a hang (unset,
+    # NCCL_DEBUG is off) or NCCL_SOCKET_IFNAME on a cluster; an environment variable of the same name wins
+    nccl_env: Dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("per_process")
+    @classmethod
+    def _one_gpu_per_process(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError(f"is {v}; the trainer drives one GPU per process (cuda:LOCAL_RANK), so a second "
+                             "GPU per process would sit idle: keep 1 and let training.processes count the GPUs")
+        return v
+
+    @field_validator("nccl_env")
+    @classmethod
+    def _nccl_only(cls, v: Dict[str, str]) -> Dict[str, str]:
+        other = sorted(k for k in v if not k.startswith("NCCL_"))
+        if other:
+            raise ValueError(f"sets {other}: only NCCL_* variables belong here")
+        return v
+
+
 class TrainingConfig(Strict):
     model: ModelSection = Field(default_factory=ModelSection)
     optim: OptimSection = Field(default_factory=OptimSection)
-    processes: int = Field(1, gt=0)     # TorchDistributor processes (one per GPU when GPUs are used)
+    # TorchDistributor processes. auto: one per GPU the session was given (training.gpu), else 1;
+    # a number: that many (capped at the driver's GPUs in local mode)
+    processes: Union[Literal["auto"], PositiveInt] = "auto"
+    gpu: GpuSection = Field(default_factory=GpuSection)
     parallel_fits: int = Field(2, gt=0)  # validation candidates fitted at once (distributor launcher)
     launcher: Literal["distributor", "inprocess"] = "distributor"
     distributor_local_mode: bool = True  # false on a cluster: ranks run on the executors
@@ -104,6 +142,13 @@ class TrainingConfig(Strict):
     gate: GateSection = Field(default_factory=GateSection)
     # petastorm cache, checkpoints and reports: a local folder; default <lakehouse.root>/_training
     work_dir: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _gpu_wanted(self) -> "TrainingConfig":
+        if self.gpu.enabled is True and not self.optim.use_gpu:
+            raise ValueError("gpu.enabled is true but optim.use_gpu is false: the GPUs would be reserved and "
+                             "left idle; set one of them to what you mean")
+        return self
 
     @model_validator(mode="after")
     def _gate_metric_evaluated(self) -> "TrainingConfig":

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from config import PROJECT_ROOT, Config
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,14 @@ def use_utc() -> None:
 
 
 def session_conf(cfg: Config, extra_conf: Optional[Dict[str, str]] = None, submitted: bool = False) -> Dict[str, str]:
-    """``cfg.spark.conf`` and ``extra_conf`` over the defaults, with the driver JVM's class archive option.
+    """``cfg.spark.conf`` and ``extra_conf`` over the defaults and the GPU settings (:func:`gpu_conf`), with
+    the driver JVM's class archive option.
 
     A driver this process launches (not ``submitted``) maps the class archive when it exists; the class
     archive builder's warm-up process (``RECO_CLASS_ARCHIVE_DUMP`` set) writes one at exit instead.
     """
-    conf = {"spark.driver.extraJavaOptions": "-Duser.timezone=UTC", **cfg.spark.conf, **(extra_conf or {})}
+    conf = {"spark.driver.extraJavaOptions": "-Duser.timezone=UTC", **gpu_conf(cfg), **cfg.spark.conf,
+            **(extra_conf or {})}
     opts = conf["spark.driver.extraJavaOptions"]
     if submitted:
         return conf
@@ -71,6 +74,65 @@ def session_conf(cfg: Config, extra_conf: Optional[Dict[str, str]] = None, submi
             log.info("no class archive at %s: the driver JVM loads its classes one by one, about 4 s slower "
                      "(`python -m jobs.spark class-archive` builds it)", archive)
     return conf
+
+
+def discover_gpus(script: str, timeout_s: float = 30.0) -> List[str]:
+    """The GPU addresses Spark's discovery ``script`` reports on this machine (its JSON's ``addresses``)."""
+    if not os.access(script, os.X_OK):
+        raise ConfigError(f"training.gpu.discovery_script {script} is missing or not executable "
+                          f"(chmod +x it, or point the setting at one that prints "
+                          f'{{"name": "gpu", "addresses": [...]}})')
+    try:
+        out = subprocess.run([script], capture_output=True, text=True, timeout=timeout_s, check=True).stdout
+        found = json.loads(out)
+        addresses = [str(a) for a in found["addresses"]]
+    except (subprocess.SubprocessError, OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"the GPU discovery script {script} failed or printed something other than "
+                          f'{{"name": "gpu", "addresses": [...]}}: {e}') from None
+    if found.get("name") != "gpu":
+        raise ConfigError(f"the GPU discovery script {script} names the resource {found.get('name')!r}, not 'gpu'")
+    return addresses
+
+
+def gpu_conf(cfg: Config, master: Optional[str] = None) -> Dict[str, str]:
+    """The Spark resource settings GPU training through TorchDistributor needs (``training.gpu``); empty
+    when GPUs are off.
+
+    Ranks on the driver (a local master, or ``training.distributor_local_mode``, the default):
+    ``spark.driver.resource.gpu.amount`` (every GPU the discovery script finds: TorchDistributor's local
+    mode runs one process per driver GPU) and the driver's discovery script; ``enabled: auto`` finding none
+    adds nothing, ``enabled: true`` finding none is an error. No task amount: a local master schedules no
+    task resources (a task asking for one there never runs).
+    Ranks on the executors (``distributor_local_mode: false`` on a cluster master; ``enabled: true`` only,
+    since the driver cannot see the executors' GPUs): GPUs per executor, one per task (a training
+    process), and the executors' discovery script. Every Spark task of the session then needs a GPU, so
+    an executor runs as many tasks at once as it has GPUs. ``training.gpu.nccl_env`` goes to the executors'
+    environment (``spark.executorEnv.*``); ranks on the driver inherit its environment (:func:`build_spark`).
+    ``spark.conf`` entries of the same names win over these.
+    """
+    gpu = cfg.training.gpu
+    if gpu.enabled is False:
+        return {}
+    script = gpu.discovery_script
+    script = script if os.path.isabs(script) else str(PROJECT_ROOT / script)
+    if (master or cfg.spark.master or "local").startswith("local") or cfg.training.distributor_local_mode:
+        found = discover_gpus(script)
+        if not found:
+            if gpu.enabled is True:
+                raise ConfigError(f"training.gpu.enabled is true but {script} finds no GPU on this machine "
+                                  "(nvidia-smi missing or listing none, or CUDA_VISIBLE_DEVICES empty); set "
+                                  "training.gpu.enabled to auto or false to train on the CPU")
+            return {}
+        return {"spark.driver.resource.gpu.amount": str(len(found)),
+                "spark.driver.resource.gpu.discoveryScript": script}
+    if gpu.enabled == "auto":
+        log.info("training.gpu.enabled is auto with the ranks on a cluster's executors: no GPUs requested (the "
+                 "driver cannot see the executors'); set it to true to train on the executors' GPUs")
+        return {}
+    return {"spark.executor.resource.gpu.amount": str(gpu.per_executor),
+            "spark.task.resource.gpu.amount": str(gpu.per_process),
+            "spark.executor.resource.gpu.discoveryScript": script,
+            **{f"spark.executorEnv.{k}": v for k, v in gpu.nccl_env.items()}}
 
 
 def build_spark(cfg: Config, app_name: Optional[str] = None, extra_conf: Optional[Dict[str, str]] = None):
@@ -98,8 +160,15 @@ def build_spark(cfg: Config, app_name: Optional[str] = None, extra_conf: Optiona
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
     )
-    for key, value in session_conf(cfg, extra_conf, submitted).items():
+    conf = session_conf(cfg, extra_conf, submitted)
+    for key, value in conf.items():
         builder = builder.config(key, value)
+    if "spark.driver.resource.gpu.amount" in conf:
+        # local mode: TorchDistributor's processes are this process's children and inherit its environment
+        for key, value in cfg.training.gpu.nccl_env.items():
+            os.environ.setdefault(key, value)
+        log.info("Spark driver GPUs: %s (training.gpu.enabled: %s)", conf["spark.driver.resource.gpu.amount"],
+                 cfg.training.gpu.enabled)
     extra_packages = []
     if cfg.lakehouse.root.startswith("s3a://"):
         extra_packages.append(_HADOOP_AWS)

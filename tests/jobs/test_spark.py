@@ -1,4 +1,6 @@
-"""jobs.spark: the process runs in UTC, so the naive UTC datetimes the jobs hand Spark mean what they say."""
+"""jobs.spark: the process runs in UTC, so the naive UTC datetimes the jobs hand Spark mean what they say; the
+driver's class archive; the GPU resource settings of training.gpu."""
+import json
 import os
 import time
 from datetime import datetime
@@ -119,3 +121,110 @@ def test_prune_keeps_the_newest_archives(tmp_path):
     (tmp_path / "other.txt").write_text("kept")
     js._prune(tmp_path, keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.txt", "spark-4-2.jsa", "spark-4-3.jsa", "spark-4-4.jsa"]
+
+
+# ------------------------------------------------------------------ GPU resources (training.gpu)
+
+GPU_SCRIPT = str(js.PROJECT_ROOT / "conf" / "gpu_discovery.sh")
+
+
+@pytest.fixture
+def nvidia_smi(tmp_path, monkeypatch):
+    """A stand-in ``nvidia-smi`` first on PATH: ``nvidia_smi("0\\n1\\n")`` lists two GPUs, ``None`` fails as on a
+    machine whose driver is broken (the real one is not run, so the answers hold on any machine)."""
+    folder = tmp_path / "fakebin"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def lists(out):
+        body = f"printf '{out}'" if out is not None else "echo 'NVIDIA-SMI has failed' >&2; exit 9"
+        (folder / "nvidia-smi").write_text(f"#!/bin/sh\n{body}\n")
+        (folder / "nvidia-smi").chmod(0o755)
+    return lists
+
+
+def _run_script(**env):
+    import subprocess
+    return subprocess.run([GPU_SCRIPT], capture_output=True, text=True, check=True,
+                          env={**os.environ, **env}).stdout
+
+
+def test_the_discovery_script_prints_sparks_resource_json(nvidia_smi):
+    assert os.access(GPU_SCRIPT, os.X_OK)
+    nvidia_smi("0\\n1\\n")
+    out = _run_script()
+    assert out == '{"name": "gpu", "addresses": ["0", "1"]}\n'
+    assert json.loads(out) == {"name": "gpu", "addresses": ["0", "1"]}
+    # CUDA_VISIBLE_DEVICES: positions in it (TorchDistributor maps an address back through it)
+    assert json.loads(_run_script(CUDA_VISIBLE_DEVICES="1"))["addresses"] == ["0"]
+    assert json.loads(_run_script(CUDA_VISIBLE_DEVICES=""))["addresses"] == []
+    nvidia_smi(None)                                    # nvidia-smi fails: none, and the script still succeeds
+    assert json.loads(_run_script()) == {"name": "gpu", "addresses": []}
+
+
+def _gpu_cfg(cfg, master="local[2]", on_driver=True, **gpu):
+    training = cfg.training.model_copy(update={"gpu": cfg.training.gpu.model_copy(update=gpu),
+                                               "distributor_local_mode": on_driver})
+    return cfg.model_copy(update={"training": training, "spark": cfg.spark.model_copy(update={"master": master})})
+
+
+def _resource_keys(conf):
+    return {k: v for k, v in conf.items() if ".resource." in k or k.startswith("spark.executorEnv.")}
+
+
+def test_auto_finds_no_gpu_here_and_adds_nothing(cfg, nvidia_smi):
+    nvidia_smi(None)
+    assert js.discover_gpus(GPU_SCRIPT) == []
+    assert cfg.training.gpu.enabled == "auto"
+    assert js.gpu_conf(cfg) == {}
+    assert _resource_keys(js.session_conf(cfg)) == {}
+
+
+def test_local_gpus_add_exactly_the_drivers_resource_settings(cfg, nvidia_smi):
+    nvidia_smi("0\\n1\\n")
+    want = {"spark.driver.resource.gpu.amount": "2", "spark.driver.resource.gpu.discoveryScript": GPU_SCRIPT}
+    assert js.gpu_conf(cfg) == want
+    assert _resource_keys(js.session_conf(cfg)) == want
+    assert js.gpu_conf(_gpu_cfg(cfg, enabled=True)) == want
+    assert js.gpu_conf(_gpu_cfg(cfg, enabled=False)) == {}           # off: none, GPUs or not
+    assert _resource_keys(js.session_conf(_gpu_cfg(cfg, enabled=False))) == {}
+    # spark.conf's own value wins
+    mine = cfg.model_copy(update={"spark": cfg.spark.model_copy(
+        update={"conf": {**cfg.spark.conf, "spark.driver.resource.gpu.amount": "1"}})})
+    assert js.session_conf(mine)["spark.driver.resource.gpu.amount"] == "1"
+
+
+def test_gpus_required_but_none_found_fails_at_start(cfg, nvidia_smi):
+    nvidia_smi(None)
+    with pytest.raises(js.ConfigError, match="finds no GPU"):
+        js.gpu_conf(_gpu_cfg(cfg, enabled=True))
+
+
+def test_ranks_on_a_clusters_executors_get_executor_and_task_amounts_when_enabled(cfg, nvidia_smi):
+    nvidia_smi(None)                                     # the driver has no GPU; the executors do
+    on = _gpu_cfg(cfg, master="yarn", on_driver=False, enabled=True, per_executor=4,
+                  nccl_env={"NCCL_SOCKET_IFNAME": "eth0"})
+    assert js.gpu_conf(on) == {"spark.executor.resource.gpu.amount": "4", "spark.task.resource.gpu.amount": "1",
+                               "spark.executor.resource.gpu.discoveryScript": GPU_SCRIPT,
+                               "spark.executorEnv.NCCL_SOCKET_IFNAME": "eth0"}
+    assert js.gpu_conf(_gpu_cfg(cfg, master="yarn", on_driver=False)) == {}     # auto: the driver cannot tell
+    assert js.gpu_conf(_gpu_cfg(cfg, master="spark://m:7077", on_driver=False, enabled=False)) == {}
+
+
+def test_ranks_on_a_clusters_driver_get_the_drivers_gpus(cfg, nvidia_smi):
+    # distributor_local_mode (prod.yaml's default) on a yarn master: TorchDistributor reads the driver's GPUs
+    nvidia_smi("0\n")
+    assert js.gpu_conf(_gpu_cfg(cfg, master="yarn")) == {"spark.driver.resource.gpu.amount": "1",
+                                                         "spark.driver.resource.gpu.discoveryScript": GPU_SCRIPT}
+
+
+def test_a_broken_discovery_script_is_named(cfg, tmp_path):
+    missing = _gpu_cfg(cfg, discovery_script=str(tmp_path / "none.sh"))
+    with pytest.raises(js.ConfigError, match="none.sh is missing or not executable"):
+        js.gpu_conf(missing)
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/bin/sh\necho oops\n")
+    bad.chmod(0o755)
+    with pytest.raises(js.ConfigError, match="bad.sh failed or printed"):
+        js.gpu_conf(_gpu_cfg(cfg, discovery_script=str(bad)))
