@@ -112,6 +112,7 @@ def train(spark: SparkSession, cfg: Config, run_date: date, register: bool = Tru
                "promoted" if decision and decision.promote else ("rejected" if decision else "trained"),
                {"mlflow_run_id": out["run_id"], "model_version": out["version"],
                 "gate": decision.reason if decision else None, "inputs": data.info,
+                "training": {k: result.valid.train_result.get(k) for k in ("device", "processes")},
                 "valid": {k: v[k] for k in v if "@" in k or k == "mrr"}}, time.time() - t0)
     refused_promotion(cfg, run_date, out["version"], decision)
     return TrainResult(run_date=run_date.isoformat(), run_id=out["run_id"], version=out["version"],

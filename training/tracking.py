@@ -130,7 +130,9 @@ def log_training_run(result: ExperimentResult, cfg, inputs: Dict[str, object], r
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         log_params({f"model.{k}": v for k, v in result.model_config.to_dict().items()})
         log_params({f"optim.{k}": v for k, v in asdict(result.params).items()})
-        log_params({"processes": tcfg.processes, "launcher": tcfg.launcher,
+        # processes as run (training.processes auto is one per GPU: training/fit.py placement)
+        ran = result.valid.train_result
+        log_params({"processes": ran.get("processes", tcfg.processes), "launcher": tcfg.launcher,
                            "exclude_seen": tcfg.exclude_seen, "blend_weight": result.valid.blend_weight,
                            "best_epoch": result.valid.best_epoch,
                            "gate": json.dumps(tcfg.gate.model_dump())})
