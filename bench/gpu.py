@@ -17,6 +17,11 @@ the same ``training.trainer.train`` from petastorm; only the source differs.
   memory, results back in host memory) against the same-shape dense multiply on the same device
   (``training.scoring.matmul_rate``), the issue's ratio; on the GPU and on the CPU.
 
+* **Through the pipeline** (``--only pipeline``, bench/gpu_pipeline.py): ``reco ingest``, ``reco features``
+  and ``reco train`` on the synthetic lakehouse with ``training.gpu.enabled: true``: TorchDistributor with
+  one NCCL process per visible GPU; examples per second as the run recorded them in MLflow. Needs the
+  project's environment and Java besides torch with CUDA; a machine without them is told what is missing.
+
 Writes ``gpu.json`` into ``--out`` (default bench/out); `make bench` renders it into BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -34,6 +39,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from bench import gpu_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CATEGORIES = 64
@@ -261,6 +268,8 @@ def merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
         kept = [dict(c, measured=c.get("measured", old["date"])) for c in old[section]
                 if key(section, c) not in fresh]
         out[section] = kept + [dict(c, measured=new["date"]) for c in new[section]]
+    if "pipeline" not in new and "pipeline" in old:
+        out["pipeline"] = old["pipeline"]
     return out
 
 
@@ -293,6 +302,7 @@ def to_markdown(data: Dict[str, Any]) -> str:
         cpu = by.get(("cpu", batch))
         if dev == "cuda" and cpu:
             lines.append(f"\nBatch {batch}: GPU / CPU examples per second = **{t['examples_per_s'] / cpu['examples_per_s']:.1f}x**.")
+    lines += ["", gpu_pipeline.to_markdown(data.get("pipeline"))]
     lines += ["", "| scoring | top_k variant | block | users | items | dim | fetch k | top-K s | users/s | top-K GMAC/s | same-shape matmul GMAC/s | ratio | at least half | same lists as whole-row topk |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in data["scoring"]:
@@ -344,11 +354,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run on a CPU-only machine)")
     ap.add_argument("--cpu-procs", type=int, default=2, help="gloo ranks for the CPU training baseline")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per training launch")
-    ap.add_argument("--only", choices=["training", "scoring", "scoring-gpu"])
+    ap.add_argument("--only", choices=["training", "scoring", "scoring-gpu", "pipeline"],
+                    help="pipeline: `reco train` end to end on the GPUs (bench/gpu_pipeline.py)")
+    ap.add_argument("--allow-cpu", action="store_true", help="pipeline without a GPU: a smoke run of the wiring")
     ap.add_argument("--blocks", default="4096,16384,65536", help="GPU scoring: users per block, tried in turn")
     ap.add_argument("--merge", help="a previous gpu.json: its cases not re-run now are kept")
     args = ap.parse_args(argv)
-    data = run(args.quick, args.cpu_procs, args.timeout, args.only, [int(b) for b in args.blocks.split(",")])
+    if args.only == "pipeline":
+        missing = gpu_pipeline.missing_prerequisites(args.allow_cpu)
+        if missing:
+            raise SystemExit("the pipeline case cannot run here; missing: " + "; ".join(missing))
+        data = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d"), "training": [], "scoring": [],
+                "pipeline": gpu_pipeline.run_case(Path(args.out), args.quick, args.allow_cpu, args.timeout)}
+    else:
+        data = run(args.quick, args.cpu_procs, args.timeout, args.only, [int(b) for b in args.blocks.split(",")])
     if args.merge:
         data = merge(json.loads(Path(args.merge).read_text()), data)
     Path(args.out).mkdir(parents=True, exist_ok=True)
