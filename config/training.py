@@ -21,12 +21,18 @@ class ModelSection(Strict):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     id_dropout: float = Field(0.2, ge=0.0, lt=1.0)
     use_user_id: bool = True            # false: a user is their history and activity only (no per-user row)
+    history_dropout: float = Field(0.0, ge=0.0, lt=1.0)   # share of history slots hidden in training
+    item_id_init: float = Field(0.0, ge=0.0)   # std of seen items' id rows at the start (0: zeros)
+    towers: Literal["mlp", "linear"] = "mlp"   # linear: normalised sums of embeddings, no MLPs
 
 
 class OptimSection(Strict):
     loss: Literal["softmax", "bpr", "mse"] = "softmax"
     temperature: float = Field(0.05, gt=0.0)
     logq_correction: bool = True
+    # softmax negatives: in_batch (the batch's other positives, logQ-corrected, + uniform_negatives) or
+    # all_items (a full softmax over the catalog: one item-tower pass over every item per step)
+    negatives: Literal["in_batch", "all_items"] = "in_batch"
     uniform_negatives: int = Field(0, ge=0)
     lr: float = Field(0.005, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)

@@ -18,6 +18,14 @@ search over the catalog.
   learned scale), which lets the model express "buy again" directly. A new user
   with a few events gets a personal vector from the history alone.
 
+``towers: linear`` drops both MLPs: an item is the normalised sum of its id,
+category, price, popularity and title embeddings (a new item: the sum of its
+metadata's), a user the normalised position-weighted mean of their history's
+item vectors plus their id row. On MovieLens-100k validation (other-items
+histories of 200 slots, half hidden in training, a full softmax at temperature
+0.2) the MLP towers reached ndcg@10 0.2043 and the linear ones 0.2369 (EASE
+0.2348); each MLP alone cost about 0.02 (docs/TRAINING.md).
+
 The item metadata (:class:`training.featurize.ItemMeta`) lives in the model as
 buffers, so a saved model scores the catalog it was trained with; new items
 are added with :meth:`TwoTower.set_item_meta`.
@@ -32,6 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from training.featurize import N_USER_FEATURES, ItemMeta
+
+TOWERS = ("mlp", "linear")
 
 
 @dataclass
@@ -51,6 +61,12 @@ class ModelConfig:
     use_user_id: bool = True         # false: a user is only their history and activity (no per-user row)
     history_dropout: float = 0.0     # share of history slots hidden in training (a denoising profile)
     item_id_init: float = 0.0        # std of the id rows of items seen in training at the start (0: zeros)
+    towers: str = "mlp"              # mlp: each tower an MLP over its inputs; linear: sums of embeddings,
+                                     # normalised (see the module docstring)
+
+    def __post_init__(self):
+        if self.towers not in TOWERS:
+            raise ValueError(f"model towers must be one of {TOWERS}, got {self.towers!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,10 +126,12 @@ class TwoTower(nn.Module):
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """Normalised vectors of item indices [N] -> [N, dim]."""
-        x = torch.cat([self._item_id_vec(items), self.category(self.meta_category[items]),
-                       self.price(self.meta_price[items]), self.popularity(self.meta_popularity[items]),
-                       self.title(self.meta_title[items])], dim=-1)
-        return F.normalize(self.item_mlp(x), dim=-1)
+        parts = [self._item_id_vec(items), self.category(self.meta_category[items]),
+                 self.price(self.meta_price[items]), self.popularity(self.meta_popularity[items]),
+                 self.title(self.meta_title[items])]
+        if self.cfg.towers == "linear":
+            return F.normalize(torch.stack(parts).sum(0), dim=-1)
+        return F.normalize(self.item_mlp(torch.cat(parts, dim=-1)), dim=-1)
 
     def all_item_vectors(self, block: int = 65536) -> torch.Tensor:
         n = len(self.meta_category)
@@ -153,6 +171,8 @@ class TwoTower(nn.Module):
         w = torch.softmax(self.position[: mask.shape[1]], dim=0).unsqueeze(0) * mask
         w = w / w.sum(1, keepdim=True).clamp_min(1e-9)
         pooled = F.embedding_bag(slots, table, per_sample_weights=w, mode="sum")
+        if self.cfg.towers == "linear":
+            return F.normalize(pooled + self.user_id(users), dim=-1)
         x = torch.cat([self.user_id(users), pooled, feats], dim=-1)
         return F.normalize(self.user_mlp(x) + self.history_scale * pooled, dim=-1)
 

@@ -212,3 +212,34 @@ def test_item_id_init_starts_seen_items_apart_and_keeps_unseen_ones_at_zero():
     assert torch.count_nonzero(rows[0]) == 0
     assert bool((rows[1:].abs().sum(1) > 0).all())
     assert 0.01 < float(rows[1:].std()) < 0.1
+
+
+def test_linear_towers_are_normalised_sums_of_embeddings():
+    torch.manual_seed(0)
+    m = TwoTower(_cfg(towers="linear", id_dropout=0.0, item_id_init=0.05), _meta(N_ITEMS))
+    m.eval()
+    users, hist, feats = _users_batch()
+    with torch.no_grad():
+        items = torch.arange(N_ITEMS)
+        parts = (m.item_id(items) + m.category(m.meta_category) + m.price(m.meta_price)
+                 + m.popularity(m.meta_popularity) + m.title(m.meta_title))
+        allv = torch.nn.functional.normalize(parts, dim=-1)
+        torch.testing.assert_close(m.all_item_vectors(), allv)
+        w = torch.softmax(m.position, dim=0).unsqueeze(0) * (hist > 0)
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-9)
+        pooled = (allv[(hist - 1).clamp_min(0)] * w.unsqueeze(-1)).sum(1)
+        expected = torch.nn.functional.normalize(pooled + m.user_id(users), dim=-1)
+        torch.testing.assert_close(m.user_vectors(users, hist, feats), expected, rtol=1e-5, atol=1e-6)
+    # a brand-new item (beyond the trained id table) is the sum of its metadata's embeddings
+    meta = _meta(N_ITEMS + 1)
+    m.set_item_meta(meta)
+    with torch.no_grad():
+        new = torch.tensor([N_ITEMS])
+        content = (m.category(m.meta_category[new]) + m.price(m.meta_price[new]) + m.popularity(m.meta_popularity[new])
+                   + m.title(m.meta_title[new]))
+        torch.testing.assert_close(m.item_vectors(new), torch.nn.functional.normalize(content, dim=-1))
+
+
+def test_unknown_towers_rejected():
+    with pytest.raises(ValueError, match="towers"):
+        _cfg(towers="deep")

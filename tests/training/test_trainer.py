@@ -70,13 +70,15 @@ def _spec(fit: Interactions, valid_truth, params: TrainParams, exclude_seen=True
 
 # ------------------------------------------------------------------ planted preference
 
-@pytest.mark.parametrize("ema_decay,negatives", [(0.0, "in_batch"), (0.98, "in_batch"), (0.0, "all_items")])
-def test_learns_planted_group_preference(ema_decay, negatives):
+@pytest.mark.parametrize("ema_decay,negatives,model_over", [
+    (0.0, "in_batch", {}), (0.98, "in_batch", {}), (0.0, "all_items", {}),
+    (0.0, "all_items", {"towers": "linear", "history_dropout": 0.5, "item_id_init": 0.05, "use_user_id": False})])
+def test_learns_planted_group_preference(ema_decay, negatives, model_over):
     n_users = 200
     fit, valid = _planted(n_users)
     params = TrainParams(lr=0.01, batch_size=64, max_epochs=15, patience=5, use_gpu=False, seed=3,
                          ema_decay=ema_decay, negatives=negatives)
-    spec = _spec(fit, valid, params)
+    spec = _spec(fit, valid, params, **model_over)
     res = train(spec)
 
     assert res["world_size"] == 1 and res["device"] == "cpu"
