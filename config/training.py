@@ -31,8 +31,9 @@ class OptimSection(Strict):
     temperature: float = Field(0.05, gt=0.0)
     logq_correction: bool = True
     # softmax negatives: in_batch (the batch's other positives, logQ-corrected, + uniform_negatives) or
-    # all_items (a full softmax over the catalog: one item-tower pass over every item per step)
-    negatives: Literal["in_batch", "all_items"] = "in_batch"
+    # all_items (a full softmax over the catalog: one item-tower pass over every item per step) or auto
+    # (all_items up to 20,000 items, training.trainer.ALL_ITEMS_MAX; in_batch beyond)
+    negatives: Literal["in_batch", "all_items", "auto"] = "in_batch"
     uniform_negatives: int = Field(0, ge=0)
     lr: float = Field(0.005, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)

@@ -411,3 +411,15 @@ def test_the_same_train_function_runs_under_torchrun(tmp_path):
     res = torch.load(out, weights_only=False)
     assert res["world_size"] == 2 and len(res["history"]) == 2
     load_model(spec.model, spec.meta, res["state_dict"])
+
+
+def test_negatives_auto_takes_the_whole_catalog_only_when_it_is_small():
+    auto = TrainParams(negatives="auto", use_gpu=False)
+    assert auto.full_softmax(trainer.ALL_ITEMS_MAX) and not auto.full_softmax(trainer.ALL_ITEMS_MAX + 1)
+    assert TrainParams(negatives="all_items").full_softmax(10 ** 7)
+    assert not TrainParams(negatives="in_batch").full_softmax(10)
+    assert not TrainParams(negatives="auto", loss="bpr").full_softmax(10)
+    with pytest.raises(ValueError, match="negatives"):
+        TrainParams(negatives="some")
+    with pytest.raises(ValueError, match="needs loss=softmax"):
+        TrainParams(negatives="all_items", loss="bpr")
