@@ -52,19 +52,23 @@ class OptimSection(Strict):
     # > 0: validate, early-stop on and keep a moving average of the weights (decay per step; 0 = off)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     # extra settings to try on validation: each entry overrides some of the fields above (not
-    # others_share or search) and is tried with every others_share value; the best is kept
+    # others_share or search) and model fields as model.<field> (e.g. model.towers: linear), and is
+    # tried with every others_share value; the best is kept
     search: List[Dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("search")
     @classmethod
     def _search(cls, v: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         allowed = set(cls.model_fields) - {"others_share", "search"}
+        model_allowed = {"model." + k for k in ModelSection.model_fields}
         for i, entry in enumerate(v):
-            unknown = sorted(set(entry) - allowed)
+            unknown = sorted(set(entry) - allowed - model_allowed)
             if unknown:
-                raise ValueError(f"search[{i}] sets {unknown}, which are not optim settings; "
-                                 f"allowed: {sorted(allowed)}")
-            cls.model_validate({k: val for k, val in entry.items()})   # each value must be valid too
+                raise ValueError(f"search[{i}] sets {unknown}, which are not optim settings nor model.<field>; "
+                                 f"allowed: {sorted(allowed)} and model.<one of {sorted(ModelSection.model_fields)}>")
+            # each value must be valid too
+            cls.model_validate({k: val for k, val in entry.items() if not k.startswith("model.")})
+            ModelSection.model_validate({k[6:]: val for k, val in entry.items() if k.startswith("model.")})
         return v
 
     @field_validator("others_share")

@@ -38,7 +38,7 @@ from training.featurize import user_state
 from training.interactions import Interactions
 from training.metrics import evaluate, format_metrics
 from training.model import ModelConfig, TwoTower
-from training.search import SearchPlan, candidate_label, search_candidates
+from training.search import SearchPlan, candidate_label, search_candidates, split_override
 from training.served import ServedSettings, build_served, catalog_arrays
 from training.fit import fit_two_tower
 from training.trainer import EvalSet, TrainParams, score_fn
@@ -82,6 +82,7 @@ class PhaseResult:
     n_fit_pairs: int
     n_eval_pairs: int
     params: Optional[TrainParams] = None   # the model's training parameters (others_share as chosen)
+    model_config: Optional[ModelConfig] = None   # the kept fit's model settings (model.* overrides applied)
     kept: Dict[str, object] = field(default_factory=dict)   # the kept candidate's overrides of the defaults
     served: Optional[Dict[str, object]] = None     # the served list's blend settings (weights, mmr_strength)
     served_tried: Dict[str, float] = field(default_factory=dict)     # served setting label -> metric
@@ -110,6 +111,12 @@ def _eval_set(fit: Interactions, truth: Interactions, history_len: int, exclude_
     return EvalSet(users=users, history=hist, feats=feats, truth=truth.csr(),
                    exclude=fit.csr() if exclude_seen else None,
                    segments={"returning": has_history, "new": ~has_history})
+
+
+def _history_width(ev: EvalSet, history_len: int) -> EvalSet:
+    """``ev`` with each user's ``history_len`` most recent items (its history is most recent first and
+    at least that wide): the state a model with that history length scores from."""
+    return ev if ev.history.shape[1] == history_len else replace(ev, history=ev.history[:, :history_len])
 
 
 def _evaluate_scorer(name: str, fn: Callable[[np.ndarray], np.ndarray], ev: EvalSet, ks) -> dict:
@@ -151,21 +158,25 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     ks = tuple(tcfg.ks)
     fit = to_interactions(fit_df, data.n_users, data.n_items)
     truth = to_interactions(eval_df, data.n_users, data.n_items)
-    ev = _eval_set(fit, truth, model_cfg.history_len, data.exclude_seen)
+    overs = list(candidates or [{}])
+    # a candidate may set model.<field> (e.g. model.history_len): each fit gets its own model settings, and
+    # the users' state is computed once, as wide as the widest history, and cut per model
+    configs = [replace(model_cfg, **split_override(o)[1]) for o in overs]
+    ev_all = _eval_set(fit, truth, max(c.history_len for c in configs), data.exclude_seen)
     log.info("[%s] %s: fit on %d pairs, evaluate %d users / %d pairs (%s)", data.name, phase, len(fit),
              len(ev.users), len(truth), "new to the customer" if data.exclude_seen else "all items")
     metrics, timings, topk, skipped = {}, {}, {}, {}
 
     res, tried = None, {}
-    overs = list(candidates or [{}])
 
     def fit_candidate(i: int) -> dict:
-        p = replace(params, **overs[i])
+        p = replace(params, **split_override(overs[i])[0])
+        mc = configs[i]
         watch = p.fixed_epochs is None if monitor is None else monitor
-        r = fit_two_tower(spark, fit_df, fit, data.catalog, model_cfg, p, work_dir,
-                          ev if watch else None, tcfg.processes, tcfg.launcher,
+        r = fit_two_tower(spark, fit_df, fit, data.catalog, mc, p, work_dir,
+                          _history_width(ev_all, mc.history_len) if watch else None, tcfg.processes, tcfg.launcher,
                           tcfg.distributor_local_mode, f"{data.name}-{phase}-c{i}")
-        r["params"], r["kept"] = p, dict(overs[i])
+        r["params"], r["kept"], r["model_config"] = p, dict(overs[i]), mc
         return r
 
     # candidates are independent fits: several at once keep every core busy (each rank of a small model
@@ -183,6 +194,7 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     if on_chosen is not None:
         on_chosen(res)
     model = res["model"]
+    ev = _history_width(ev_all, res["model_config"].history_len)
     with torch.no_grad():
         item_vecs = model.all_item_vectors()
     model_fn = score_fn(model, ev, "cpu", item_vecs)
@@ -232,8 +244,9 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
 
     return PhaseResult(phase=phase, metrics=metrics, timings=timings, topk=topk, skipped=skipped,
                        history=res["history"], best_epoch=res["best_epoch"], blend_weight=blend_weight,
-                       model=model, train_result={k: v for k, v in res.items() if k not in ("state_dict", "model")},
-                       params=res["params"], kept=res["kept"],
+                       model=model, train_result={k: v for k, v in res.items()
+                                                  if k not in ("state_dict", "model", "model_config")},
+                       params=res["params"], kept=res["kept"], model_config=res["model_config"],
                        served=served_kept, served_tried=served_tried,
                        baselines={n: t.kept for n, t in tuned.items()},
                        baseline_params={n: t.params for n, t in tuned.items()},
@@ -340,11 +353,13 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
 
         def start_serve_fit(chosen: dict) -> None:
             if beside and "fit" not in serve_job:
-                serve_job["fit"] = pool.submit(_serve_fit, spark, data, tcfg, mcfg, chosen["params"],
-                                               chosen["best_epoch"], work_dir)
+                serve_job["fit"] = pool.submit(_serve_fit, spark, data, tcfg, chosen["model_config"],
+                                               chosen["params"], chosen["best_epoch"], work_dir)
 
         if plan is not None and plan.reuses:   # everything the serve fit needs is known already
-            start_serve_fit({"params": replace(params, **candidates[0]), "best_epoch": plan.fixed_epochs})
+            optim_over, model_over = split_override(candidates[0])
+            start_serve_fit({"params": replace(params, **optim_over), "model_config": replace(mcfg, **model_over),
+                             "best_epoch": plan.fixed_epochs})
         valid = run_phase(spark, "valid", data.train, data.valid, data, tcfg, mcfg, params, work_dir,
                           candidates=candidates, on_chosen=start_serve_fit, monitor=True,
                           baseline_kept=plan.baselines if plan is not None and plan.reuses else None,
@@ -356,16 +371,16 @@ def run_experiment(spark: SparkSession, data: ExperimentData, tcfg, work_dir: st
             # the test phase never early-stops on test: the epochs chosen on validation
             refit = replace(valid.params, fixed_epochs=epochs)
             fit_df = data.train.unionByName(data.valid) if tcfg.refit else data.train
-            test = run_phase(spark, "test", fit_df, data.test, data, tcfg, mcfg, refit, work_dir,
+            test = run_phase(spark, "test", fit_df, data.test, data, tcfg, valid.model_config, refit, work_dir,
                              blend_weight=valid.blend_weight, baseline_kept=valid.baselines, served=valid.served)
             serve_model = test.model
         if serve_refit:
             serve = (serve_job["fit"].result() if beside else
-                     _serve_fit(spark, data, tcfg, mcfg, valid.params, valid.best_epoch, work_dir))
+                     _serve_fit(spark, data, tcfg, valid.model_config, valid.params, valid.best_epoch, work_dir))
             serve_model = serve["model"]
     if not keep_work:
         shutil.rmtree(os.path.join(work_dir, "petastorm"), ignore_errors=True)
-    return ExperimentResult(valid=valid, test=test, serve_model=serve_model, model_config=mcfg,
+    return ExperimentResult(valid=valid, test=test, serve_model=serve_model, model_config=valid.model_config,
                             params=valid.params, plan=plan)
 
 

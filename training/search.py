@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 # the MLflow parameters a training run logs about its search (later runs read them from the latest search)
 SEARCH_DATE = "search.date"          # ISO date of the search whose settings the run used
@@ -42,6 +42,17 @@ def search_candidates(optim) -> List[Dict[str, object]]:
     """The settings the valid phase tries: every ``others_share`` under every ``search`` entry."""
     return [{**over, "others_share": float(share)} for over in (optim.search or [{}])
             for share in optim.others_share]
+
+
+MODEL_PREFIX = "model."
+
+
+def split_override(over: Mapping[str, object]) -> Tuple[Dict[str, object], Dict[str, object]]:
+    """A candidate's overrides as (training parameters, model settings): keys ``model.<field>`` set a
+    field of the model (``training.model``), every other key an optimiser setting."""
+    optim = {k: v for k, v in over.items() if not k.startswith(MODEL_PREFIX)}
+    model = {k[len(MODEL_PREFIX):]: v for k, v in over.items() if k.startswith(MODEL_PREFIX)}
+    return optim, model
 
 
 def candidate_label(over: Mapping[str, object]) -> str:

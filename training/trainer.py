@@ -77,14 +77,14 @@ class TrainParams:
             raise ValueError(f"training negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.negatives == "all_items" and self.loss != "softmax":
             raise ValueError(f"negatives=all_items needs loss=softmax, got loss={self.loss!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay}")
 
     def full_softmax(self, n_items: int) -> bool:
         """Whether training takes every item as a negative (a softmax loss with all_items, or auto on a
         catalog of at most ``ALL_ITEMS_MAX`` items)."""
         return self.loss == "softmax" and (self.negatives == "all_items"
                                            or (self.negatives == "auto" and n_items <= ALL_ITEMS_MAX))
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay}")
 
 
 @dataclass

@@ -144,6 +144,14 @@ def test_training_search_entries_must_be_valid_optim_settings():
     assert ema.training.optim.ema_decay == 0.0 and ema.training.optim.search == [{"ema_decay": 0.999}]
     with pytest.raises(ConfigError, match="ema_decay"):
         load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{"ema_decay": 1.0}]}}})
+    # model fields are searchable as model.<field>, and checked like the model section
+    entry = {"model.towers": "linear", "model.history_len": 200, "negatives": "auto"}
+    m = load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{}, entry]}}})
+    assert m.training.optim.search[1] == entry and m.training.model.towers == "mlp"
+    with pytest.raises(ConfigError, match=r"model\.<field>"):
+        load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{"model.tower": "linear"}]}}})
+    with pytest.raises(ConfigError, match="towers"):
+        load_config(env="local", environ={}, overrides={"training": {"optim": {"search": [{"model.towers": "deep"}]}}})
 
 
 def test_gx_pandas_row_limit_defaults_and_is_checked():

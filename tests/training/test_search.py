@@ -108,3 +108,11 @@ def test_a_reuse_keeps_the_served_blend_the_search_chose():
     assert plan.reuses and plan.served == chosen
     assert json.loads(plan.params({}, 2, {}, plan.served)[SEARCH_SERVED]) == chosen
     assert plan_search(SPACE, D, 7, {**last, SEARCH_SERVED: "[1]"}, served=served).reuses is False
+
+
+def test_split_override_separates_model_fields_from_optimiser_settings():
+    from training.search import split_override
+    assert split_override({"others_share": 1.0, "model.towers": "linear", "temperature": 0.2,
+                           "model.history_len": 200}) == (
+        {"others_share": 1.0, "temperature": 0.2}, {"towers": "linear", "history_len": 200})
+    assert split_override({}) == ({}, {})
