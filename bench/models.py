@@ -50,15 +50,18 @@ KS = ("ndcg@10", "recall@20", "precision@10", "map@10", "hit@10", "mrr", "covera
 log = logging.getLogger("bench.models")
 
 
-def _config(work: Path, **optim):
+def _config(work: Path, extra_search=(), **optim):
+    """The bench's config: the defaults (``conf/base.yaml``, whose ``training.optim.search`` is what
+    ``reco benchmark`` tries) with the bench's own lakehouse and MLflow, and ``extra_search`` appended to
+    the search."""
     from config import load_config
+    base = load_config(env="local", environ={})
     return load_config(env="local", environ={}, overrides={
         "lakehouse": {"root": str(work / "lakehouse"), "staging_dir": str(work / "staging")},
         "quality": {"quality_dir": str(work / "quality")},
         "mlflow": {"tracking_uri": f"sqlite:///{work}/mlflow.db", "artifact_root": str(work / "mlartifacts")},
         "spark": {"conf": {"spark.sql.shuffle.partitions": "4"}},
-        # the valid phase also tries the setting bench.tune found best on UCI validation
-        "training": {"optim": {"search": [{}, TUNED], **optim}},
+        "training": {"optim": {"search": list(base.training.optim.search) + list(extra_search), **optim}},
     })
 
 
@@ -113,7 +116,8 @@ def run_uci(work: Path, variants: Sequence[str] = ("all", "new"), seeds: Sequenc
     # the history mode is fixed to "items before" here: on UCI validation it beat "other items" in both
     # variants (all items 0.1617 vs 0.1591, new to the customer 0.0824 vs 0.0597 ndcg@10, 2026-11-26),
     # which halves the valid phase's fits; the search over TUNED still runs
-    cfg = _config(work, others_share=[0.0], **UCI_EPOCHS)
+    # the valid phase also tries the setting bench.tune found best on UCI validation
+    cfg = _config(work, extra_search=[TUNED], others_share=[0.0], **UCI_EPOCHS)
     spark = build_spark(cfg, app_name="bench-models-uci")
     run_date = date(2011, 12, 9)          # the data set's last day: test = its last 30 days
     t0 = time.time()
@@ -269,8 +273,9 @@ def to_markdown(data: Dict[str, object]) -> str:
             cmd = first.get("command") or ("python -m bench.models --only uci  (reco ingest --source online_retail "
                                            "--date 2011-12-09, reco features, then the reco train experiment "
                                            f"with training.exclude_seen={str(first.get('exclude_seen')).lower()}, "
-                                           "optim.search=[{}, {batch_size: 512, uniform_negatives: 512, "
-                                           "repeat_weight: 3}], the history mode fixed to others_share=[0.0] "
+                                           "optim.search=conf/base.yaml's search + [{batch_size: 512, "
+                                           "uniform_negatives: 512, repeat_weight: 3}], the history mode fixed "
+                                           "to others_share=[0.0] "
                                            "('items before' beat 'other items' on UCI validation in both variants "
                                            f"in earlier runs), max_epochs={first['params'].get('max_epochs')}, "
                                            f"patience={first['params'].get('patience')}"

@@ -164,7 +164,7 @@ def run_phase(spark: SparkSession, phase: str, fit_df: DataFrame, eval_df: DataF
     configs = [replace(model_cfg, **split_override(o)[1]) for o in overs]
     ev_all = _eval_set(fit, truth, max(c.history_len for c in configs), data.exclude_seen)
     log.info("[%s] %s: fit on %d pairs, evaluate %d users / %d pairs (%s)", data.name, phase, len(fit),
-             len(ev.users), len(truth), "new to the customer" if data.exclude_seen else "all items")
+             len(ev_all.users), len(truth), "new to the customer" if data.exclude_seen else "all items")
     metrics, timings, topk, skipped = {}, {}, {}, {}
 
     res, tried = None, {}

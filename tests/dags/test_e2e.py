@@ -33,7 +33,8 @@ ENV = {
     "RECO__SPARK__MASTER": "local[2]", "RECO__SPARK__DRIVER_MEMORY": "1g",
     "RECO__SPARK__CONF__spark.sql.shuffle.partitions": "2",
     "RECO__TRAINING__LAUNCHER": "inprocess", "RECO__TRAINING__OPTIM__MAX_EPOCHS": "1",
-    "RECO__TRAINING__OPTIM__OTHERS_SHARE": "[0.0]", "RECO__TRAINING__MODEL__DIM": "16",
+    "RECO__TRAINING__OPTIM__OTHERS_SHARE": "[0.0]", "RECO__TRAINING__OPTIM__SEARCH": "[{}]",
+    "RECO__TRAINING__MODEL__DIM": "16",
     "RECO__TRAINING__MODEL__HIDDEN": "32", "RECO__TRAINING__BASELINES": "[popular]",
     "RECO__TRAINING__GATE__BASELINES": "[]",            # the first model becomes champion
     "RECO__SCORING__K": "10", "RECO__SCORING__USER_BUCKETS": "2",

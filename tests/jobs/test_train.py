@@ -15,7 +15,7 @@ from jobs.sources import default_run_date
 from jobs.train import train
 from tests.conftest import make_config
 
-TINY_TRAINING = {"optim": {"max_epochs": 2, "patience": 1, "batch_size": 256, "others_share": [0.0]},
+TINY_TRAINING = {"optim": {"max_epochs": 2, "patience": 1, "batch_size": 256, "others_share": [0.0], "search": [{}]},
                  "model": {"dim": 16, "hidden": 32, "history_len": 5, "n_title_buckets": 512},
                  "baselines": ["popular", "buy_again", "als"], "gate": {"baselines": ["popular", "als"]},
                  "baseline_params": {"als": {"rank": 8, "max_iter": 3}}, "launcher": "inprocess",
@@ -80,10 +80,14 @@ def test_a_later_run_reuses_the_search_and_refits_the_same_model(spark, lake, tm
 
     cfg, run_date = lake
     t = cfg.training
-    own = cfg.model_copy(update={   # its own MLflow: no earlier search; two settings to search
+    # two settings to search, the second with model fields (its own towers and a wider history than the
+    # defaults' 5: the users' state is cut per model)
+    linear = {"model.towers": "linear", "model.history_len": 8, "model.history_dropout": 0.5,
+              "negatives": "all_items", "temperature": 0.2}
+    own = cfg.model_copy(update={   # its own MLflow: no earlier search
         "mlflow": cfg.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
                                                 "artifact_root": str(tmp_path / "mlartifacts")}),
-        "training": t.model_copy(update={"optim": t.optim.model_copy(update={"others_share": [0.0, 1.0]}),
+        "training": t.model_copy(update={"optim": t.optim.model_copy(update={"search": [{}, linear]}),
                                          "evaluate_test": False})})
     first = train(spark, own, run_date)
     second = train(spark, own, run_date)     # a rerun of the date (or the next night): reuses that search
@@ -96,6 +100,12 @@ def test_a_later_run_reuses_the_search_and_refits_the_same_model(spark, lake, tm
         assert p1[key] == p2[key], key
     assert p1["search.date"] == run_date.isoformat()
     assert json.loads(p2["search.kept"]) == second.experiment.valid.kept
+    # the kept candidate's model settings are the served model's, also when reused
+    kept = second.experiment.valid.kept
+    for exp in (first.experiment, second.experiment):
+        assert exp.model_config.towers == kept.get("model.towers", "mlp")
+        assert exp.model_config.history_len == kept.get("model.history_len", 5)
+        assert exp.serve_model.cfg.towers == exp.model_config.towers
     assert int(p2["search.epochs"]) == first.experiment.valid.best_epoch == second.experiment.valid.best_epoch
     # the kept settings for the kept epochs, with the same seed: the same model, metrics and serving weights
     ma, mb = first.experiment.valid.metrics["two_tower"], second.experiment.valid.metrics["two_tower"]
