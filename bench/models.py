@@ -43,7 +43,8 @@ TUNED = {"batch_size": 512, "uniform_negatives": 512, "repeat_weight": 3.0}
 # early lucky peak (epoch 10 of 15); a moving average of the weights rises smoothly (bench.tune: ndcg@10
 # 0.1924 at epoch 24, then flat), so early stopping follows the trend instead of the noise
 UCI_EPOCHS = {"max_epochs": 40, "patience": 5, "ema_decay": 0.999}
-SEARCHED = ("others_share", "batch_size", "uniform_negatives", "repeat_weight")
+SEARCHED = ("others_share", "batch_size", "uniform_negatives", "repeat_weight", "towers", "history_len",
+            "history_dropout", "negatives", "temperature", "patience")
 SEEDS = (42, 43, 44)              # every case is run once per seed; tables show the mean and std
 KS = ("ndcg@10", "recall@20", "precision@10", "map@10", "hit@10", "mrr", "coverage@10")
 
