@@ -52,7 +52,8 @@ def _serve_fit_order(monkeypatch, launcher: str, plan=None):
     from types import SimpleNamespace
 
     import training.experiment as ex
-    tcfg = load_config(env="local", environ={}, overrides={"training": {"launcher": launcher}}).training
+    tcfg = load_config(env="local", environ={}, overrides={"training": {"launcher": launcher,
+                                                                        "optim": {"search": [{}]}}}).training
     events, serve_started = [], threading.Event()
 
     def phase(spark, name, fit_df, eval_df, data, tcfg_, mcfg, params, work_dir, candidates=(), on_chosen=None,
