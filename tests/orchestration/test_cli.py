@@ -19,7 +19,8 @@ def env(tmp_path, monkeypatch, redis_server):
         "RECO__MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "RECO__MLFLOW__ARTIFACT_ROOT": str(tmp_path / "mlartifacts"),
         "RECO__TRAINING__LAUNCHER": "inprocess", "RECO__TRAINING__OPTIM__MAX_EPOCHS": "1",
-        "RECO__TRAINING__OPTIM__OTHERS_SHARE": "[0.0]", "RECO__TRAINING__MODEL__DIM": "16",
+        "RECO__TRAINING__OPTIM__OTHERS_SHARE": "[0.0]", "RECO__TRAINING__OPTIM__SEARCH": "[{}]",
+        "RECO__TRAINING__MODEL__DIM": "16",
         "RECO__TRAINING__MODEL__HIDDEN": "32", "RECO__TRAINING__BASELINES": "[popular, als]",
         "RECO__TRAINING__BASELINE_PARAMS__ALS": "{rank: 4, max_iter: 2}",
         "RECO__TRAINING__GATE__BASELINES": "[]",            # the first model becomes champion
