@@ -87,10 +87,13 @@ class TwoTower(nn.Module):
         self.price = nn.Embedding(cfg.n_price_buckets, d, padding_idx=0)
         self.popularity = nn.Embedding(cfg.n_popularity_buckets, d, padding_idx=0)
         self.title = nn.EmbeddingBag(cfg.n_title_buckets, d, mode="mean", padding_idx=0)
-        self.item_mlp = _mlp(5 * d, cfg.hidden, d, cfg.dropout)
-        self.user_mlp = _mlp(2 * d + N_USER_FEATURES, cfg.hidden, d, cfg.dropout)
+        if cfg.towers == "mlp":
+            # linear towers have no MLPs and no history scale: parameters that never get a gradient would
+            # stall DDP's gradient reduction with more than one process
+            self.item_mlp = _mlp(5 * d, cfg.hidden, d, cfg.dropout)
+            self.user_mlp = _mlp(2 * d + N_USER_FEATURES, cfg.hidden, d, cfg.dropout)
+            self.history_scale = nn.Parameter(torch.tensor(1.0))
         self.position = nn.Parameter(torch.zeros(cfg.history_len))  # recency weights of history slots
-        self.history_scale = nn.Parameter(torch.tensor(1.0))
         for emb in (self.user_id, self.category, self.price, self.popularity, self.title):
             nn.init.normal_(emb.weight, std=0.05)
         # item ids start at zero: an item that never appears in training (only as a catalog entry) keeps a

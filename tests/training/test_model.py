@@ -243,3 +243,15 @@ def test_linear_towers_are_normalised_sums_of_embeddings():
 def test_unknown_towers_rejected():
     with pytest.raises(ValueError, match="towers"):
         _cfg(towers="deep")
+
+
+def test_every_parameter_of_the_linear_towers_gets_a_gradient():
+    # DDP with several processes needs every parameter in the graph: linear towers carry no MLPs
+    torch.manual_seed(0)
+    m = TwoTower(_cfg(towers="linear"), _meta(N_ITEMS))
+    m.train()
+    users, hist, feats = _users_batch()
+    u, allv = m.forward_all(users, hist, feats)
+    (u @ allv.T).sum().backward()
+    assert not hasattr(m, "item_mlp") and not hasattr(m, "user_mlp")
+    assert [n for n, p in m.named_parameters() if p.grad is None] == []
